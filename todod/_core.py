@@ -1,0 +1,178 @@
+"""The daemon core: store, supervisor and registry, behind one small API.
+
+:func:`open_core` builds the task tree::
+
+    open_core
+    ├── Supervisor.run                     (permanent children, restart intensity)
+    │   ├── supervise:writer     → Store.run_writer
+    │   ├── supervise:checkpointer → Store.run_checkpointer
+    │   └── (the socket listener and watchdog, started by the entry point)
+    └── Registry.run
+        └── list:<name> → ListServer.run   (one per active list)
+
+Shutdown runs in the opposite order: list servers first (their queued calls
+fail cleanly), then the writer once its queue is empty, then the store closes
+with a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from todod._model import Entry, validate_title
+from todod._registry import Registry
+from todod._server import AddEntry, DeleteEntry, GetEntries, ServerConfig, ServerFaults, UpdateEntry
+from todod._store import Store, StoreFaults, open_store
+from todod._supervisor import ChildSpec, Supervisor
+
+log = logging.getLogger("todod.core")
+
+
+@attrs.frozen
+class CoreConfig:
+    server: ServerConfig = ServerConfig()
+    #: Restart intensity of the permanent children (writer, checkpointer, listener).
+    max_restarts: int = 3
+    max_seconds: float = 5.0
+    #: How long shutdown waits for the writer to empty its queue.
+    drain_timeout: float = 10.0
+
+
+@attrs.frozen
+class CoreStatistics:
+    """A snapshot of the core for ``status``."""
+
+    lists_loaded: int
+    servers_running: int
+    restarts: int
+    quarantined: int
+    quarantines: int
+    mailbox_peak: int
+    mailbox_queued: int
+    commits: int
+    failed_commits: int
+    batches: int
+    mean_batch: float
+    max_batch: int
+    max_group: int
+    checkpoints: int
+    writer_queue: int
+    child_restarts: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define(eq=False)
+class Core:
+    """The operations of todod; every method is safe to call from any task."""
+
+    store: Store
+    registry: Registry
+    supervisor: Supervisor
+
+    async def add(self, list_name: str, title: str, date: datetime.date) -> Entry:
+        result: Entry = await self.registry.call(list_name, AddEntry(date, validate_title(title)))
+        return result
+
+    async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
+        result: tuple[Entry, ...] = await self.registry.call(list_name, GetEntries(date))
+        return result
+
+    async def update(
+        self,
+        list_name: str,
+        entry_id: int,
+        *,
+        title: str | None = None,
+        date: datetime.date | None = None,
+        done: bool | None = None,
+    ) -> Entry:
+        if title is not None:
+            title = validate_title(title)
+        result: Entry = await self.registry.call(list_name, UpdateEntry(entry_id, title, date, done))
+        return result
+
+    async def delete(self, list_name: str, entry_id: int) -> Entry:
+        result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id))
+        return result
+
+    async def lists(self) -> list[tuple[str, int]]:
+        """Every list ever written, with its durable entry count, by name."""
+        return await self.store.lists()
+
+    def statistics(self) -> CoreStatistics:
+        ev = self.registry.events
+        st = self.store.statistics()
+        return CoreStatistics(
+            lists_loaded=ev.loads,
+            servers_running=self.registry.running(),
+            restarts=ev.restarts,
+            quarantined=self.registry.quarantined(),
+            quarantines=ev.quarantines,
+            mailbox_peak=ev.mailbox_peak,
+            mailbox_queued=self.registry.mailbox_depth(),
+            commits=st.commits,
+            failed_commits=st.failed_commits,
+            batches=ev.batches,
+            mean_batch=round(ev.batched_requests / ev.batches, 2) if ev.batches else 0.0,
+            max_batch=ev.max_batch,
+            max_group=st.max_group,
+            checkpoints=st.checkpoints,
+            writer_queue=st.queued,
+            child_restarts=self.supervisor.statistics().restarts,
+        )
+
+
+@asynccontextmanager
+async def open_core(
+    data_dir: str,
+    config: CoreConfig | None = None,
+    *,
+    store_faults: StoreFaults | None = None,
+    server_faults: ServerFaults | None = None,
+) -> AsyncIterator[Core]:
+    """Open the store and run the core's task tree for the body's duration.
+
+    Raises:
+        StoreError: the store cannot be opened.
+        SupervisorEscalation (in an exception group): a permanent child crashed
+            too often; the body is cancelled.
+    """
+    config = config or CoreConfig()
+    async with open_store(data_dir, faults=store_faults) as store, trio.open_nursery() as nursery:
+        supervisor = Supervisor(config.max_restarts, config.max_seconds)
+        await nursery.start(supervisor.run)
+        await supervisor.start_child(ChildSpec("writer", store.run_writer))
+        await supervisor.start_child(ChildSpec("checkpointer", store.run_checkpointer))
+        registry = Registry(store, config.server, server_faults or ServerFaults())
+        registry_scope = trio.CancelScope()
+
+        async def run_registry(*, task_status: trio.TaskStatus[None]) -> None:
+            with registry_scope:
+                await registry.run(task_status=task_status)
+
+        await nursery.start(run_registry)
+        try:
+            yield Core(store, registry, supervisor)
+        finally:
+            # Shutdown order: list servers, then the writer's queue, then the rest.
+            registry_scope.cancel()
+            with trio.CancelScope(shield=True), trio.move_on_after(config.drain_timeout) as drain:
+                await _wait_writer_idle(store)
+            if drain.cancelled_caught:
+                log.error("the store's writer did not drain within %g s", config.drain_timeout)
+            nursery.cancel_scope.cancel()
+
+
+async def _wait_writer_idle(store: Store) -> None:
+    # Polling on trio's clock is enough here: this runs once, at shutdown.
+    while not store.idle():
+        await trio.sleep(0.01)

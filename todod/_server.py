@@ -1,0 +1,351 @@
+"""One task per active list (the book's ``Todo.Server``), with its own supervision.
+
+A :class:`ListServer` owns one list's state; nobody else touches it, so the
+list data needs no lock.  Requests arrive over a bounded memory channel (the
+mailbox).  The server drains what is queued, applies the whole batch to a
+private draft, has the store make the batch durable with one commit, and only
+then adopts the new state and answers.  The mailbox outlives a crash: a new
+incarnation reloads the durable state and serves what is still queued.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import outcome
+import trio
+
+from todod._model import Change, Draft, Entry, TodoList
+from todod._store import Store, StoreError
+from todod.protocol import Internal, Timeout, TodoError, Unavailable
+
+log = logging.getLogger("todod.server")
+
+
+# --- the messages -------------------------------------------------------------
+
+
+@attrs.frozen
+class AddEntry:
+    date: datetime.date
+    title: str
+
+
+@attrs.frozen
+class UpdateEntry:
+    entry_id: int
+    title: str | None = None
+    date: datetime.date | None = None
+    done: bool | None = None
+
+
+@attrs.frozen
+class DeleteEntry:
+    entry_id: int
+
+
+@attrs.frozen
+class GetEntries:
+    date: datetime.date | None = None
+
+
+Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries
+
+
+def apply(draft: Draft, op: Op) -> tuple[Any, Change | None]:
+    """Apply one op to the batch's draft: its result and the change to persist."""
+    match op:
+        case AddEntry(date=date, title=title):
+            return draft.add(date, title)
+        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done):
+            return draft.update(entry_id, title=title, date=date, done=done)
+        case DeleteEntry(entry_id=entry_id):
+            return draft.delete(entry_id)
+        case GetEntries(date=date):
+            return draft.list_entries(date), None
+    raise TypeError(f"unknown op {op!r}")  # pragma: no cover
+
+
+@attrs.define(eq=False)
+class Reply:
+    """A one-shot reply slot.  Setting it twice, or after the caller left, is harmless."""
+
+    _event: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _outcome: outcome.Outcome[Any] | None = attrs.field(default=None, init=False)
+
+    def set(self, result: outcome.Outcome[Any]) -> None:
+        if self._outcome is None:
+            self._outcome = result
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._outcome is not None
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        assert self._outcome is not None
+        return self._outcome.unwrap()
+
+
+@attrs.frozen
+class Call:
+    op: Op
+    reply: Reply = attrs.field(factory=Reply)
+
+
+# --- configuration and faults ---------------------------------------------------
+
+
+@attrs.frozen
+class ServerConfig:
+    #: How long a caller waits for its reply, queueing included.
+    call_timeout: float = 5.0
+    #: An idle list server stops after this long; the next request restarts it.
+    idle_timeout: float = 600.0
+    #: Mailbox capacity: beyond it callers wait (under their timeout).  256 is
+    #: four pipelines of 64 and keeps a stuck list from holding unbounded memory.
+    mailbox: int = 256
+    #: Most requests in one batch, hence in one commit of one list.
+    max_batch: int = 256
+    #: More than ``max_crashes`` crashes within ``crash_window`` seconds
+    #: quarantines the list for ``quarantine`` seconds (OTP's intensity).
+    max_crashes: int = 3
+    crash_window: float = 5.0
+    quarantine: float = 30.0
+
+
+@attrs.define(eq=False)
+class ServerFaults:
+    """Hooks to inject faults in tests: called before each op is applied."""
+
+    on_request: Callable[[str, Op], None] | None = None
+
+
+class Gone(Exception):
+    """The server stopped before the call reached it; look it up again."""
+
+
+# --- the server -------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class ListServer:
+    """The owner of one list: its mailbox, its state, its restarts.
+
+    Create it through the registry; :meth:`run` is its whole life.
+    """
+
+    name: str
+    _store: Store
+    _config: ServerConfig
+    _faults: ServerFaults
+    #: Called synchronously when the server stops for good (the registry
+    #: forgets it there, before any other task can find it).
+    _on_stop: Callable[[ListServer, str | None], None]
+    _events: ServerEvents
+    _send: trio.MemorySendChannel[Call] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[Call] = attrs.field(init=False)
+    _carry: list[Call] = attrs.field(factory=list, init=False)
+    _batch: list[Call] = attrs.field(factory=list, init=False)
+    _current: Call | None = attrs.field(default=None, init=False)
+    _crashes: deque[float] = attrs.field(factory=deque, init=False)
+    _quarantine_reason: str | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[Call](self._config.mailbox)
+
+    # --- the caller's side ----------------------------------------------------
+
+    async def call(self, op: Op) -> Any:
+        """Send ``op`` and wait for its reply (the caller's deadline applies).
+
+        Raises:
+            Gone: the server stopped before taking the call.
+            TodoError: the reply was an error.
+        """
+        call = Call(op)
+        try:
+            await self._send.send(call)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise Gone(self.name) from None
+        self._events.mailbox_depth(self._send.statistics().current_buffer_used)
+        return await call.reply.wait()
+
+    def mailbox_depth(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    # --- the server's side ----------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until idle, quarantined or cancelled, restarting after crashes.
+
+        Returns when the list has been idle for ``idle_timeout`` or is
+        quarantined.  On every exit, the registry forgets the server first,
+        then every call still queued gets an error, so no caller hangs.
+        """
+        reason: str | None = None
+        try:
+            while True:
+                try:
+                    await self._incarnation()
+                    return
+                except Exception as exc:
+                    reason = self._crashed(exc)
+                    if reason is not None:
+                        return
+        finally:
+            self._stop(reason)
+
+    async def _incarnation(self) -> None:
+        state = await self._store.load(self.name)
+        self._events.loaded()
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                log.debug("list %r idle, stopping", self.name)
+                return
+            state = await self._process(state, batch)
+
+    async def _next_batch(self) -> list[Call] | None:
+        batch, self._carry = self._carry, []
+        if not batch:
+            with trio.move_on_after(self._config.idle_timeout):
+                batch.append(await self._receive.receive())
+        while len(batch) < self._config.max_batch:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch or None
+
+    async def _process(self, state: TodoList, batch: list[Call]) -> TodoList:
+        self._batch = batch
+        draft = Draft(state)
+        results: list[outcome.Outcome[Any]] = []
+        changes: list[Change] = []
+        for call in batch:
+            self._current = call
+            if self._faults.on_request is not None:
+                self._faults.on_request(self.name, call.op)
+            try:
+                result, change = apply(draft, call.op)
+            except TodoError as exc:
+                results.append(outcome.Error(_in_list(exc, self.name)))
+                continue
+            results.append(outcome.Value(result))
+            if change is not None:
+                changes.append(change)
+        self._current = None
+        if changes:
+            try:
+                await self._store.commit(self.name, draft.next_id, changes)
+            except StoreError as exc:
+                for call in batch:
+                    call.reply.set(outcome.Error(exc))
+                self._batch = []
+                return state
+            self._events.batch(len(batch))
+        for call, result in zip(batch, results, strict=True):
+            call.reply.set(result)
+        self._batch = []
+        return draft.freeze() if changes else state
+
+    def _crashed(self, exc: Exception) -> str | None:
+        """Answer the poison call, keep the rest for the next incarnation.
+
+        Returns the quarantine reason if the list crashed too often, else None.
+        """
+        current, self._current = self._current, None
+        log.error("list server %r crashed; restarting", self.name, exc_info=exc)
+        if current is not None:
+            current.reply.set(
+                outcome.Error(Internal(f"the list server crashed on this request; it was not applied ({exc!r})"))
+            )
+        # Nothing of the interrupted batch was committed: serve it again,
+        # before what is still queued, so the order is kept.
+        self._carry = [c for c in self._batch if not c.reply.is_set()] + self._carry
+        self._batch = []
+        now = trio.current_time()
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > self._config.crash_window:
+            self._crashes.popleft()
+        if len(self._crashes) > self._config.max_crashes:
+            self._events.quarantined()
+            return (
+                f"list {self.name!r} crashed {len(self._crashes)} times in "
+                f"{self._config.crash_window:g} s and is quarantined for {self._config.quarantine:g} s"
+            )
+        self._events.restarted()
+        return None
+
+    def _stop(self, reason: str | None) -> None:
+        # No checkpoint from here to the close: no sender can slip a call in
+        # between the last receive_nowait and the close, so none is lost.
+        self._on_stop(self, reason)
+        error = Unavailable(reason or f"list {self.name!r} is shutting down; try again")
+        pending = self._carry + self._batch
+        self._carry, self._batch = [], []
+        while True:
+            try:
+                pending.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        self._receive.close()
+        for call in pending:
+            call.reply.set(outcome.Error(error))
+
+
+def _in_list(exc: TodoError, name: str) -> TodoError:
+    return type(exc)(f"{exc.message} in list {name!r}") if exc.code == "not_found" else exc
+
+
+@attrs.define(eq=False)
+class ServerEvents:
+    """Counters the servers update; the registry turns them into statistics."""
+
+    loads: int = 0
+    restarts: int = 0
+    quarantines: int = 0
+    mailbox_peak: int = 0
+    batches: int = 0
+    batched_requests: int = 0
+    max_batch: int = 0
+
+    def loaded(self) -> None:
+        self.loads += 1
+
+    def restarted(self) -> None:
+        self.restarts += 1
+
+    def quarantined(self) -> None:
+        self.quarantines += 1
+
+    def mailbox_depth(self, depth: int) -> None:
+        self.mailbox_peak = max(self.mailbox_peak, depth)
+
+    def batch(self, size: int) -> None:
+        self.batches += 1
+        self.batched_requests += size
+        self.max_batch = max(self.max_batch, size)
+
+
+__all__ = [
+    "AddEntry",
+    "Call",
+    "DeleteEntry",
+    "Entry",
+    "GetEntries",
+    "Gone",
+    "ListServer",
+    "Op",
+    "ServerConfig",
+    "ServerEvents",
+    "ServerFaults",
+    "Timeout",
+    "UpdateEntry",
+]

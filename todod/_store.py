@@ -1,0 +1,483 @@
+"""The durable store: SQLite in WAL mode with ``synchronous=FULL``.
+
+One writer task group-commits the batches of all lists in one transaction, in
+a worker thread, while the event loop gathers the next group.  Reads (loading
+a list, listing lists) go through a small pool of connections whose threads
+are bounded by a :class:`trio.CapacityLimiter`, like the book's pool of three
+database workers: the pool bounds concurrent I/O however many lists load at
+once.  WAL checkpoints run in their own task, off the acknowledgement path.
+
+Every error that leaves this module is a :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from todod._model import Change, Entry, PutEntry, RemoveEntry, TodoList
+from todod.paths import ensure_private_dir
+from todod.protocol import Unavailable
+
+log = logging.getLogger("todod.store")
+
+DB_NAME = "todod.sqlite3"
+LOCK_NAME = "todod.lock"
+
+#: 'todo' in ASCII: marks a database file as ours, so a foreign SQLite file
+#: handed to us by mistake is refused rather than written into.
+APPLICATION_ID = 0x746F646F
+
+#: Schema migrations: version N is reached by running MIGRATIONS[N-1].
+#: Version 1 keeps every write a row-level PutEntry/RemoveEntry, so a change
+#: log (history, undo) is one more table filled from the same changes in the
+#: same transaction.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE lists (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            next_id INTEGER NOT NULL CHECK (next_id >= 1)
+        )""",
+        """CREATE TABLE entries (
+            list_id INTEGER NOT NULL REFERENCES lists(id),
+            id INTEGER NOT NULL CHECK (id >= 1),
+            date TEXT NOT NULL,
+            title TEXT NOT NULL,
+            done INTEGER NOT NULL CHECK (done IN (0, 1)),
+            PRIMARY KEY (list_id, id)
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: Queued commits beyond this make list servers wait (backpressure), so the
+#: writer's queue is bounded however many lists are busy.
+COMMIT_QUEUE = 1024
+#: At most this many list batches in one transaction: a large group amortises
+#: the fsync, but an unbounded one would delay the first caller of the group.
+MAX_GROUP = 512
+#: Ask for a passive checkpoint after this many commits.  With synchronous=FULL
+#: each commit appends to the WAL; 256 small commits keep it to a few MiB.
+CHECKPOINT_EVERY = 256
+#: Threads that may read at once (the book's three database workers).
+READ_WORKERS = 3
+
+
+class StoreError(Unavailable):
+    """The store could not do what was asked; nothing of the failed write is kept."""
+
+
+@attrs.define(eq=False)
+class StoreFaults:
+    """Hooks to inject faults in tests.  Each runs in the writer's thread or task."""
+
+    #: Called in the writer thread before each transaction, with the group size.
+    before_commit: Callable[[int], None] | None = None
+    #: Called in the writer task before each group; raising crashes the writer.
+    writer_task: Callable[[], None] | None = None
+
+
+@attrs.frozen
+class StoreStatistics:
+    commits: int
+    failed_commits: int
+    batches: int
+    changes: int
+    max_group: int
+    loads: int
+    checkpoints: int
+    queued: int
+    writer_busy_seconds: float
+
+
+@attrs.define(eq=False)
+class _Commit:
+    name: str
+    next_id: int
+    changes: tuple[Change, ...]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    error: StoreError | None = None
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG):
+        return StoreError(f"{what}: the disk is full ({exc.strerror})")
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.Error) and "full" in text:
+        return StoreError(f"{what}: the disk is full ({text})")
+    return StoreError(f"{what}: {text}")
+
+
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    uri = f"file:{path}?mode={'ro' if readonly else 'rw'}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+def _check_and_migrate(conn: sqlite3.Connection, path: str) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if app_id != APPLICATION_ID and (app_id != 0 or version != 0 or tables != 0):
+        raise StoreError(f"{path} is not a todod database (application_id {app_id}); refusing to touch it")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this todod knows ({SCHEMA_VERSION}); "
+            "upgrade todod, it will not touch data it does not understand"
+        )
+    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        raise StoreError(f"{path}: could not switch to WAL mode")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[target - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("migrated %s to schema version %d", path, target)
+
+
+def _lock_data_dir(data_dir: str) -> int:
+    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"another todod is already using {data_dir}") from None
+    return fd
+
+
+@attrs.define(eq=False)
+class Store:
+    """An open store.  Use :func:`open_store`; run :meth:`run_writer` and
+    :meth:`run_checkpointer` as permanent children of the daemon's supervisor.
+    """
+
+    path: str
+    _writer_conn: sqlite3.Connection
+    _readers: list[sqlite3.Connection]
+    faults: StoreFaults = attrs.field(factory=StoreFaults)
+    _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _send: trio.MemorySendChannel[_Commit] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[_Commit] = attrs.field(init=False)
+    _checkpoint_wanted: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _list_ids: dict[str, int] = attrs.field(factory=dict, init=False)
+    _busy_since: float | None = attrs.field(default=None, init=False)
+    _commits: int = attrs.field(default=0, init=False)
+    _failed: int = attrs.field(default=0, init=False)
+    _batches: int = attrs.field(default=0, init=False)
+    _changes: int = attrs.field(default=0, init=False)
+    _max_group: int = attrs.field(default=0, init=False)
+    _loads: int = attrs.field(default=0, init=False)
+    _checkpoints: int = attrs.field(default=0, init=False)
+    _since_checkpoint: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._read_limiter = trio.CapacityLimiter(len(self._readers))
+        self._send, self._receive = trio.open_memory_channel[_Commit](COMMIT_QUEUE)
+
+    # --- writes -------------------------------------------------------------
+
+    async def commit(self, name: str, next_id: int, changes: Sequence[Change]) -> None:
+        """Make one list's batch durable; return once it is on disk.
+
+        The writer may group it with other lists' batches in one transaction.
+        Per list, batches are committed in the order they are submitted (a list
+        server awaits one commit before it submits the next).
+
+        Raises:
+            StoreError: the transaction failed; nothing of it is kept.
+
+        On cancellation the batch may or may not be committed.
+        """
+        item = _Commit(name, next_id, tuple(changes))
+        try:
+            await self._send.send(item)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise StoreError("the store is closed") from None
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit queued batches in groups, one transaction per group.
+
+        Never returns; on cancellation a transaction already in its thread is
+        finished first (the thread cannot be abandoned).
+        """
+        task_status.started()
+        while True:
+            group = [await self._receive.receive()]
+            while len(group) < MAX_GROUP:
+                try:
+                    group.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            error: StoreError | None = StoreError("the store's writer crashed; the change was not kept")
+            try:
+                if self.faults.writer_task is not None:
+                    self.faults.writer_task()
+                self._busy_since = trio.current_time()
+                error = await trio.to_thread.run_sync(self._write_group, group)
+            finally:
+                self._busy_since = None
+                for item in group:
+                    item.error = error
+                    item.done.set()
+            if error is None:
+                self._since_checkpoint += 1
+                if self._since_checkpoint >= CHECKPOINT_EVERY:
+                    self._checkpoint_wanted.set()
+
+    def _write_group(self, group: list[_Commit]) -> StoreError | None:
+        """Runs in a worker thread: one transaction for the whole group."""
+        conn = self._writer_conn
+        try:
+            if self.faults.before_commit is not None:
+                self.faults.before_commit(len(group))
+            conn.execute("BEGIN IMMEDIATE")
+            for item in group:
+                list_id = self._list_id(conn, item.name)
+                conn.execute("UPDATE lists SET next_id = ? WHERE id = ?", (item.next_id, list_id))
+                puts = [
+                    (list_id, c.entry.id, c.entry.date.isoformat(), c.entry.title, int(c.entry.done))
+                    for c in item.changes
+                    if isinstance(c, PutEntry)
+                ]
+                removes = [(list_id, c.entry_id) for c in item.changes if isinstance(c, RemoveEntry)]
+                # Within one batch a put and a remove of the same id can both
+                # occur; apply them in order when they are mixed.
+                if puts and removes:
+                    for change in item.changes:
+                        self._apply_one(conn, list_id, change)
+                else:
+                    if puts:
+                        conn.executemany(
+                            "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            puts,
+                        )
+                    if removes:
+                        conn.executemany("DELETE FROM entries WHERE list_id = ? AND id = ?", removes)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self._list_ids.clear()  # ids of lists created in the failed transaction are void
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+            self._failed += 1
+            error = _translate(exc, "could not commit")
+            log.error("%s (%d batch(es) failed)", error, len(group))
+            return error
+        self._commits += 1
+        self._batches += len(group)
+        self._changes += sum(len(item.changes) for item in group)
+        self._max_group = max(self._max_group, len(group))
+        return None
+
+    @staticmethod
+    def _apply_one(conn: sqlite3.Connection, list_id: int, change: Change) -> None:
+        if isinstance(change, PutEntry):
+            e = change.entry
+            conn.execute(
+                "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)",
+                (list_id, e.id, e.date.isoformat(), e.title, int(e.done)),
+            )
+        else:
+            conn.execute("DELETE FROM entries WHERE list_id = ? AND id = ?", (list_id, change.entry_id))
+
+    def _list_id(self, conn: sqlite3.Connection, name: str) -> int:
+        list_id = self._list_ids.get(name)
+        if list_id is None:
+            row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "INSERT INTO lists (name, next_id) VALUES (?, 1) RETURNING id", (name,)
+                ).fetchone()
+            list_id = int(row[0])
+            self._list_ids[name] = list_id
+        return list_id
+
+    def idle(self) -> bool:
+        """Whether the writer has nothing queued and no transaction running."""
+        return self._busy_since is None and self._send.statistics().current_buffer_used == 0
+
+    def writer_stalled(self, limit: float) -> bool:
+        """Whether a transaction has been running for more than ``limit`` seconds."""
+        return self._busy_since is not None and trio.current_time() - self._busy_since > limit
+
+    # --- checkpoints ----------------------------------------------------------
+
+    async def run_checkpointer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run passive WAL checkpoints when the writer asks; never returns.
+
+        Passive checkpoints never block the writer, so they stay off the path
+        of acknowledgements.
+        """
+        conn = await trio.to_thread.run_sync(_connect, self.path)
+        try:
+            task_status.started()
+            while True:
+                await self._checkpoint_wanted.wait()
+                self._checkpoint_wanted = trio.Event()
+                self._since_checkpoint = 0
+                try:
+                    await trio.to_thread.run_sync(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    self._checkpoints += 1
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
+    # --- reads ----------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
+        async with self._read_limiter:
+            conn = self._readers.pop()
+            try:
+                return await trio.to_thread.run_sync(fn, conn)
+            except sqlite3.Error as exc:
+                raise _translate(exc, what) from exc
+            finally:
+                self._readers.append(conn)
+
+    async def load(self, name: str) -> TodoList:
+        """Load one list's durable state (an empty list if it was never written)."""
+
+        def read(conn: sqlite3.Connection) -> TodoList:
+            conn.execute("BEGIN")  # one snapshot for both queries
+            try:
+                row = conn.execute("SELECT id, next_id FROM lists WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    return TodoList()
+                rows = conn.execute(
+                    "SELECT id, date, title, done FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            entries = [Entry(i, datetime.date.fromisoformat(d), t, bool(done)) for i, d, t, done in rows]
+            return TodoList.from_entries(entries, row[1])
+
+        self._loads += 1
+        result: TodoList = await self._read(read, f"could not load list {name!r}")
+        return result
+
+    async def lists(self) -> list[tuple[str, int]]:
+        """Every list that has ever been written, by name, with its entry count."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            return conn.execute(
+                "SELECT l.name, (SELECT count(*) FROM entries e WHERE e.list_id = l.id) "
+                "FROM lists l ORDER BY l.name"
+            ).fetchall()
+
+        result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
+        return result
+
+    async def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``'s verdict: ``"ok"`` when the file is sound."""
+        rows = await self._read(lambda c: c.execute("PRAGMA integrity_check").fetchall(), "integrity check")
+        return "\n".join(str(r[0]) for r in rows)
+
+    def statistics(self) -> StoreStatistics:
+        busy = 0.0 if self._busy_since is None else trio.current_time() - self._busy_since
+        return StoreStatistics(
+            commits=self._commits,
+            failed_commits=self._failed,
+            batches=self._batches,
+            changes=self._changes,
+            max_group=self._max_group,
+            loads=self._loads,
+            checkpoints=self._checkpoints,
+            queued=self._send.statistics().current_buffer_used,
+            writer_busy_seconds=busy,
+        )
+
+
+def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection]]:
+    ensure_private_dir(data_dir)
+    lock_fd = _lock_data_dir(data_dir)
+    path = os.path.join(data_dir, DB_NAME)
+    conns: list[sqlite3.Connection] = []
+    try:
+        # Create the file ourselves so it is 0600 from the first byte; SQLite
+        # gives the -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        writer = _connect(path)
+        conns.append(writer)
+        _check_and_migrate(writer, path)
+        writer.execute("PRAGMA synchronous = FULL")
+        writer.execute("PRAGMA foreign_keys = ON")
+        # Checkpoints belong to run_checkpointer, not to the commit that
+        # happens to cross the threshold (and to its waiting callers).
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        for _ in range(read_workers):
+            reader = _connect(path)
+            conns.append(reader)
+            reader.execute("PRAGMA query_only = ON")
+        return lock_fd, writer, conns[1:]
+    except BaseException:
+        for conn in conns:
+            conn.close()
+        os.close(lock_fd)
+        raise
+
+
+@asynccontextmanager
+async def open_store(
+    data_dir: str, *, read_workers: int = READ_WORKERS, faults: StoreFaults | None = None
+) -> AsyncIterator[Store]:
+    """Open (creating and migrating if needed) the store in ``data_dir``.
+
+    Takes an exclusive lock on the data directory for as long as it is open.
+    On exit the WAL is checkpointed into the main file and everything closed;
+    the caller must have stopped the writer first.
+
+    Raises:
+        StoreError: the directory is locked by another todod, the file is not a
+            todod database, its schema is newer than ours, or it cannot be opened.
+    """
+    try:
+        lock_fd, writer, readers = await trio.to_thread.run_sync(_open_sync, data_dir, read_workers)
+    except Exception as exc:
+        raise _translate(exc, f"cannot open the store in {data_dir}") from exc
+    store = Store(os.path.join(data_dir, DB_NAME), writer, readers, faults or StoreFaults())
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd)
+
+
+def _close_sync(writer: sqlite3.Connection, readers: list[sqlite3.Connection], lock_fd: int) -> None:
+    try:
+        writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:
+        log.warning("final checkpoint failed: %s", exc)
+    finally:
+        for conn in (writer, *readers):
+            conn.close()
+        os.close(lock_fd)
+
+
+__all__ = ["Store", "StoreError", "StoreFaults", "StoreStatistics", "open_store"]

@@ -1,0 +1,280 @@
+"""The wire format of todod, shared by the daemon and the ``todo`` CLI.
+
+Newline-delimited JSON over a Unix stream socket, UTF-8.  A request is one JSON
+object with an ``"op"`` and an optional client-chosen ``"id"`` that the response
+echoes; a response has ``"ok": true`` and a ``"result"``, or ``"ok": false`` and
+an ``"error": {"code": ..., "message": ...}``.  docs/PROTOCOL.md has a literal
+line for every op and every error code.
+
+This module imports only the standard library: every ``todo`` start pays for
+what it imports (attrs costs about 40 ms, trio about 130 ms on a small machine).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, NamedTuple
+
+PROTOCOL_VERSION: Final = 1
+
+#: The longest request or response line, newline included.  One MiB holds a
+#: list of several thousand entries in a response and any sane request, while
+#: bounding what one connection can make the daemon buffer.
+MAX_LINE: Final = 1 << 20
+
+#: Entry ids and other integers must fit SQLite's signed 64-bit INTEGER.
+MAX_INT: Final = (1 << 63) - 1
+
+
+class ErrorCode:
+    """The stable error codes of the protocol (strings on the wire)."""
+
+    BAD_REQUEST: Final = "bad_request"  # not JSON, not an object, unknown op, wrong field type
+    INVALID: Final = "invalid"  # a well-formed field whose value is not allowed
+    NOT_FOUND: Final = "not_found"  # no entry with that id in that list
+    UNAVAILABLE: Final = "unavailable"  # quarantined list, failing store, shutting down, busy
+    TIMEOUT: Final = "timeout"  # the daemon did not finish the request in time
+    TOO_LARGE: Final = "too_large"  # a request line over MAX_LINE
+    INTERNAL: Final = "internal"  # the list server crashed on this request; nothing was applied
+
+    ALL: Final = frozenset(
+        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL}
+    )
+
+
+class TodoError(Exception):
+    """An error with a stable protocol code; the base of every todod error.
+
+    Args:
+        message: one line for a human.
+        code: one of :class:`ErrorCode`; subclasses fix it.
+    """
+
+    code: str = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(TodoError):
+    code = ErrorCode.BAD_REQUEST
+
+
+class Invalid(TodoError):
+    code = ErrorCode.INVALID
+
+
+class NotFound(TodoError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Unavailable(TodoError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class Timeout(TodoError):
+    code = ErrorCode.TIMEOUT
+
+
+class TooLarge(TodoError):
+    code = ErrorCode.TOO_LARGE
+
+
+class Internal(TodoError):
+    code = ErrorCode.INTERNAL
+
+
+_BY_CODE: dict[str, type[TodoError]] = {
+    cls.code: cls for cls in (BadRequest, Invalid, NotFound, Unavailable, Timeout, TooLarge, Internal)
+}
+
+
+def error_from_wire(error: object) -> TodoError:
+    """Build the matching :class:`TodoError` from a response's ``"error"`` object."""
+    if not isinstance(error, dict):
+        return BadRequest(f"malformed error object in response: {error!r}")
+    code = error.get("code")
+    message = error.get("message")
+    cls = _BY_CODE.get(code) if isinstance(code, str) else None
+    text = message if isinstance(message, str) else str(code)
+    if cls is None:
+        return TodoError(text, code if isinstance(code, str) else ErrorCode.INTERNAL)
+    return cls(text)
+
+
+# --- requests ---------------------------------------------------------------
+
+#: For each op, its fields: name → (type, required).  ``int`` never accepts a
+#: bool (JSON ``true`` is not an entry id).
+OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
+    "hello": {},
+    "add": {"list": (str, True), "title": (str, True), "date": (str, False)},
+    "entries": {"list": (str, True), "date": (str, False)},
+    "lists": {},
+    "update": {
+        "list": (str, True),
+        "entry": (int, True),
+        "title": (str, False),
+        "date": (str, False),
+        "done": (bool, False),
+    },
+    "delete": {"list": (str, True), "entry": (int, True)},
+    "status": {},
+}
+
+
+class Request(NamedTuple):
+    """A parsed request: its op, the id to echo, and its checked fields."""
+
+    op: str
+    id: Any
+    args: dict[str, Any]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(data: bytes | str) -> Any:
+    return json.loads(data, parse_constant=_reject_constant)
+
+
+def parse_request(line: bytes) -> Request:
+    """Parse and type-check one request line (without or with its newline).
+
+    Returns:
+        The request, with the fields of its op checked for presence and type.
+        Values (dates, titles, list names) are checked by the daemon's model.
+
+    Raises:
+        BadRequest: the line is not UTF-8 JSON, not an object, names no known
+            op, or has a missing, unknown or mistyped field.  ``exc.request_id``
+            holds the id to echo when it could be read.
+    """
+    try:
+        obj = _loads(line)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and ints over the digit limit.
+        raise _bad(None, f"not a JSON line: {_short(exc)}") from None
+    if not isinstance(obj, dict):
+        raise _bad(None, "a request must be a JSON object")
+    request_id = obj.get("id")
+    if not _valid_id(request_id):
+        raise _bad(None, "'id' must be a string, an integer or null")
+    op = obj.get("op")
+    if not isinstance(op, str):
+        raise _bad(request_id, "a request needs an 'op' string")
+    fields = OPS.get(op)
+    if fields is None:
+        raise _bad(request_id, f"unknown op {_short(op)!r}; known: {', '.join(OPS)}")
+    args: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in ("op", "id"):
+            continue
+        spec = fields.get(key)
+        if spec is None:
+            raise _bad(request_id, f"op {op!r} has no field {_short(key)!r}")
+        kind, _required = spec
+        if value is None and not _required:
+            continue
+        if not _is(value, kind):
+            raise _bad(request_id, f"field {key!r} must be {_KIND_NAMES[kind]}")
+        args[key] = value
+    missing = [name for name, (_k, required) in fields.items() if required and name not in args]
+    if missing:
+        raise _bad(request_id, f"op {op!r} needs field {missing[0]!r}")
+    return Request(op, request_id, args)
+
+
+_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+def _is(value: object, kind: type) -> bool:
+    if kind is int:
+        return type(value) is int and 0 <= value <= MAX_INT  # type: ignore[operator]
+    return type(value) is kind
+
+
+def _valid_id(value: object) -> bool:
+    if value is None or type(value) is str:
+        return value is None or len(value) <= 256  # type: ignore[arg-type]
+    return type(value) is int and -MAX_INT - 1 <= value <= MAX_INT  # type: ignore[operator]
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _bad(request_id: Any, message: str) -> BadRequest:
+    exc = BadRequest(message)
+    exc.request_id = request_id  # type: ignore[attr-defined]
+    return exc
+
+
+def encode_request(op: str, request_id: Any = None, **fields: Any) -> bytes:
+    """Encode one request line, newline included; ``None`` fields are left out."""
+    obj: dict[str, Any] = {"op": op}
+    if request_id is not None:
+        obj["id"] = request_id
+    obj.update((k, v) for k, v in fields.items() if v is not None)
+    return _dumps(obj)
+
+
+# --- responses --------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> bytes:
+    # ensure_ascii keeps every line pure ASCII, so a response can never carry a
+    # raw control or escape character to a terminal or a log.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
+
+
+def encode_ok(request_id: Any, result: Any) -> bytes:
+    """Encode a success response line."""
+    obj: dict[str, Any] = {"ok": True, "result": result}
+    if request_id is not None:
+        obj = {"id": request_id, **obj}
+    return _dumps(obj)
+
+
+def encode_error(request_id: Any, error: TodoError) -> bytes:
+    """Encode an error response line."""
+    obj: dict[str, Any] = {"ok": False, "error": error.to_wire()}
+    if request_id is not None:
+        obj = {"id": request_id, **obj}
+    return _dumps(obj)
+
+
+class Response(NamedTuple):
+    """A decoded response: the echoed id and the result (errors are raised)."""
+
+    id: Any
+    result: Any
+
+
+def parse_response(line: bytes) -> Response:
+    """Decode one response line.
+
+    Raises:
+        TodoError: the response is an error (its own subclass by code), or the
+            line is not a well-formed response (:class:`BadRequest`).
+    """
+    try:
+        obj = _loads(line)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"malformed response from the daemon: {_short(exc)}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
+        raise BadRequest("malformed response from the daemon")
+    if obj["ok"]:
+        return Response(obj.get("id"), obj.get("result"))
+    raise error_from_wire(obj.get("error"))
