@@ -22,6 +22,10 @@ PROTOCOL_VERSION: Final = 1
 #: bounding what one connection can make the daemon buffer.
 MAX_LINE: Final = 1 << 20
 
+#: The longest response line the daemon sends (an ``entries`` answer for a
+#: very large list); a longer one is replaced by a ``too_large`` error.
+MAX_RESPONSE: Final = 64 << 20
+
 #: Entry ids and other integers must fit SQLite's signed 64-bit INTEGER.
 MAX_INT: Final = (1 << 63) - 1
 
@@ -36,9 +40,10 @@ class ErrorCode:
     TIMEOUT: Final = "timeout"  # the daemon did not finish the request in time
     TOO_LARGE: Final = "too_large"  # a request line over MAX_LINE
     INTERNAL: Final = "internal"  # the list server crashed on this request; nothing was applied
+    FORBIDDEN: Final = "forbidden"  # the peer's uid is neither the daemon's nor root
 
     ALL: Final = frozenset(
-        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL}
+        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN}
     )
 
 
@@ -93,8 +98,12 @@ class Internal(TodoError):
     code = ErrorCode.INTERNAL
 
 
+class Forbidden(TodoError):
+    code = ErrorCode.FORBIDDEN
+
+
 _BY_CODE: dict[str, type[TodoError]] = {
-    cls.code: cls for cls in (BadRequest, Invalid, NotFound, Unavailable, Timeout, TooLarge, Internal)
+    cls.code: cls for cls in (BadRequest, Invalid, NotFound, Unavailable, Timeout, TooLarge, Internal, Forbidden)
 }
 
 

@@ -1,0 +1,69 @@
+"""Request dispatch: one ``match`` from a parsed wire request to the core."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from todod import __version__
+from todod._core import Core
+from todod._model import parse_date
+from todod.protocol import PROTOCOL_VERSION, BadRequest, Request
+
+
+@attrs.define(eq=False)
+class Dispatcher:
+    """Turns requests into core calls and results into wire values.
+
+    ``extra_status`` adds the socket server's own figures to ``status``.
+    """
+
+    core: Core
+    extra_status: Callable[[], dict[str, Any]] = attrs.field(default=dict)
+    started_at: float = attrs.field(factory=trio.current_time)
+
+    async def __call__(self, request: Request) -> Any:
+        args = request.args
+        match request.op:
+            case "hello":
+                return {"protocol": PROTOCOL_VERSION, "version": __version__, "pid": os.getpid()}
+            case "add":
+                date = _date(args.get("date")) or datetime.date.today()
+                entry = await self.core.add(args["list"], args["title"], date)
+                return entry.to_wire()
+            case "entries":
+                entries = await self.core.entries(args["list"], _date(args.get("date")))
+                return [e.to_wire() for e in entries]
+            case "lists":
+                return [{"name": name, "entries": count} for name, count in await self.core.lists()]
+            case "update":
+                if not {"title", "date", "done"} & args.keys():
+                    raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done'")
+                entry = await self.core.update(
+                    args["list"],
+                    args["entry"],
+                    title=args.get("title"),
+                    date=_date(args.get("date")),
+                    done=args.get("done"),
+                )
+                return entry.to_wire()
+            case "delete":
+                return (await self.core.delete(args["list"], args["entry"])).to_wire()
+            case "status":
+                return {
+                    "version": __version__,
+                    "protocol": PROTOCOL_VERSION,
+                    "pid": os.getpid(),
+                    "uptime": round(trio.current_time() - self.started_at, 3),
+                    "stats": {**self.core.statistics().to_wire(), **self.extra_status()},
+                }
+        raise BadRequest(f"unknown op {request.op!r}")  # parse_request lets only known ops through
+
+
+def _date(text: str | None) -> datetime.date | None:
+    return None if text is None else parse_date(text)

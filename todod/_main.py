@@ -1,0 +1,233 @@
+"""The ``todod`` entry point: run the daemon in the foreground.
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT); 1 when it cannot start
+(another todod runs, the data cannot be opened, a bad option); 70 when a
+permanent child crashed more often than its restart intensity allows, so that
+the service manager restarts the whole daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+import trio
+
+from todod import __version__
+from todod._core import Core, CoreConfig, open_core
+from todod._dispatch import Dispatcher
+from todod._server import AddEntry, Op, ServerConfig, ServerFaults, UpdateEntry
+from todod._socket import AlreadyRunning, BoundSocket, SocketConfig, SocketServer, adopt_socket, bind_unix
+from todod._store import StoreError, StoreFaults
+from todod._supervisor import ChildSpec, SupervisorEscalation
+from todod._systemd import listen_fds, notify, run_watchdog, watchdog_interval
+from todod.paths import UnsafeDirectory, resolve_data_dir, resolve_socket
+
+log = logging.getLogger("todod")
+
+EXIT_STARTUP = 1
+EXIT_ESCALATION = 70  # EX_SOFTWARE
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefix each line with its syslog priority so journald keeps the level."""
+
+    _PRIORITY = {
+        logging.CRITICAL: 2,
+        logging.ERROR: 3,
+        logging.WARNING: 4,
+        logging.INFO: 6,
+        logging.DEBUG: 7,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self._PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+
+
+def _stderr_is_journal() -> bool:
+    value = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(part) for part in value.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if _stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="todod", description="The todod to-do daemon (runs in the foreground).")
+    parser.add_argument("--version", action="version", version=f"todod {__version__}")
+    parser.add_argument("--socket", help="socket path (env TODOD_SOCKET; default $XDG_RUNTIME_DIR/todod.sock)")
+    parser.add_argument("--data-dir", help="data directory (env TODOD_DATA_DIR; default $XDG_DATA_HOME/todod)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("TODOD_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log level (env TODOD_LOG_LEVEL; default info)",
+    )
+    sock, server = SocketConfig(), ServerConfig()
+    bounds = parser.add_argument_group("bounds (defaults in docs/ARCHITECTURE.md)")
+    bounds.add_argument("--max-connections", type=int, default=sock.max_connections)
+    bounds.add_argument("--max-in-flight", type=int, default=sock.max_in_flight)
+    bounds.add_argument("--line-timeout", type=float, default=sock.line_timeout)
+    bounds.add_argument("--write-timeout", type=float, default=sock.write_timeout)
+    bounds.add_argument("--call-timeout", type=float, default=server.call_timeout)
+    bounds.add_argument("--idle-timeout", type=float, default=server.idle_timeout)
+    bounds.add_argument("--quarantine", type=float, default=server.quarantine)
+    sub = parser.add_subparsers(dest="command")
+    units = sub.add_parser("install-units", help="write the systemd user units for this todod")
+    units.add_argument("--user-dir", help="where to write them (default ~/.config/systemd/user)")
+    return parser
+
+
+def _faults_from_env() -> tuple[StoreFaults, ServerFaults]:
+    """Test-only fault injection, from ``TODOD_TEST_FAULTS`` (see docs/RELIABILITY.md).
+
+    ``crash_title=T``: a list server crashes on any add/update with title T.
+    ``hang_writer_after=N``: the writer blocks forever before its (N+1)th commit.
+    ``fail_commits_title=T``: a commit fails while a batch holds title T.
+    """
+    spec = os.environ.get("TODOD_TEST_FAULTS", "")
+    settings = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    store, server = StoreFaults(), ServerFaults()
+    if "crash_title" in settings:
+        poison = settings["crash_title"]
+
+        def crash(name: str, op: Op) -> None:
+            if isinstance(op, AddEntry | UpdateEntry) and op.title == poison:
+                raise RuntimeError(f"injected crash on title {poison!r}")
+
+        server.on_request = crash
+    if "hang_writer_after" in settings:
+        remaining = [int(settings["hang_writer_after"])]
+        forever = threading.Event()
+
+        def hang(_group: int) -> None:
+            if remaining[0] <= 0:
+                log.warning("injected fault: the writer hangs")
+                forever.wait()
+            remaining[0] -= 1
+
+        store.before_commit = hang
+    if spec:
+        log.warning("test faults enabled: %s", spec)
+    return store, server
+
+
+async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> None:
+    server_config = ServerConfig(
+        call_timeout=args.call_timeout, idle_timeout=args.idle_timeout, quarantine=args.quarantine
+    )
+    socket_config = SocketConfig(
+        max_connections=args.max_connections,
+        max_in_flight=args.max_in_flight,
+        line_timeout=args.line_timeout,
+        write_timeout=args.write_timeout,
+    )
+    store_faults, server_faults = _faults_from_env()
+    # Signals are caught from the start: a SIGTERM during start-up must also
+    # end in a clean stop, not a traceback.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        # The socket's lock is taken first: of two daemons started at once
+        # (two CLIs auto-starting), the loser stops here and touches no data.
+        bound = _listening_socket(socket_path)
+        try:
+            async with open_core(
+                data_dir, CoreConfig(server=server_config), store_faults=store_faults, server_faults=server_faults
+            ) as core:
+                await _serve(core, bound, socket_config, signals)
+        finally:
+            bound.close()
+    log.info("stopped cleanly")
+
+
+def _listening_socket(socket_path: str) -> BoundSocket:
+    fd = listen_fds()
+    if fd is not None:
+        log.info("using the socket passed by systemd (fd %d)", fd)
+        return adopt_socket(fd)
+    bound = bind_unix(socket_path)
+    log.info("listening on %s", socket_path)
+    return bound
+
+
+async def _serve(
+    core: Core, bound: BoundSocket, config: SocketConfig, signals: trio.abc.ReceiveChannel[int]
+) -> None:
+    dispatcher = Dispatcher(core)
+    server = SocketServer(dispatcher, config)
+    dispatcher.extra_status = lambda: {
+        "connections": server.stats.connections,
+        "requests": server.stats.requests,
+        "refused_connections": server.stats.refused_busy + server.stats.refused_peer,
+    }
+    await core.supervisor.start_child(ChildSpec("listener", functools.partial(server.serve, bound)))
+    interval = watchdog_interval()
+    if interval is not None:
+
+        def healthy() -> bool:
+            # A transaction running for longer than a ping interval is a hung
+            # writer as far as systemd is concerned.
+            return not core.store.writer_stalled(interval)
+
+        def status() -> str:
+            st = core.statistics()
+            return f"{st.servers_running} lists active, {st.commits} commits, {server.stats.connections} clients"
+
+        await core.supervisor.start_child(
+            ChildSpec("watchdog", functools.partial(run_watchdog, interval, healthy, status))
+        )
+    notify("READY=1\nSTATUS=ready")
+    log.info("todod %s ready (pid %d)", __version__, os.getpid())
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: nothing to reload (configuration is read at start; logs go to stderr)")
+            continue
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        break
+    notify("STOPPING=1")
+    await server.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``todod``; returns its exit status (also raised as SystemExit by the script)."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "install-units":
+        from todod._units import install_units
+
+        return install_units(args.user_dir)
+    socket_path = resolve_socket(args.socket)
+    data_dir = resolve_data_dir(args.data_dir)
+    status = 0
+    try:
+        trio.run(_amain, args, socket_path, data_dir)
+    except* SupervisorEscalation as group:
+        log.critical("%s; exiting so the service manager restarts todod", group.exceptions[0])
+        status = EXIT_ESCALATION
+    except* (AlreadyRunning, StoreError, UnsafeDirectory, OSError) as group:
+        log.error("cannot start: %s", group.exceptions[0])
+        status = EXIT_STARTUP
+    return status
+
+
+def run() -> None:
+    sys.exit(main())
