@@ -103,12 +103,14 @@ class BoundSocket:
             os.close(self._lock_fd)
 
 
-def bind_unix(path: str, backlog: int = 128) -> BoundSocket:
+def bind_unix(path: str, backlog: int = 4096) -> BoundSocket:
     """Bind and listen on a Unix socket at ``path``, mode 0600, in a private directory.
 
     Args:
-        backlog: the kernel's queue of connections not yet accepted; 128 is
-            Linux's historic SOMAXCONN and absorbs a burst of CLI starts.
+        backlog: the kernel's queue of connections not yet accepted (capped
+            by net.core.somaxconn).  A burst of scripts connecting at once
+            must find room even while the accept loop is busy, so this is
+            sized like the connection cap, not like Linux's old 128.
 
     Raises:
         AlreadyRunning: a daemon answers on ``path`` or holds its lock.
