@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import trio
 
@@ -170,7 +170,7 @@ def _listening_socket(socket_path: str) -> BoundSocket:
 
 
 async def _serve(
-    core: Core, bound: BoundSocket, config: SocketConfig, signals: trio.abc.ReceiveChannel[int]
+    core: Core, bound: BoundSocket, config: SocketConfig, signals: AsyncIterator[int]
 ) -> None:
     dispatcher = Dispatcher(core)
     server = SocketServer(dispatcher, config)
@@ -180,6 +180,10 @@ async def _serve(
         "refused_connections": server.stats.refused_busy + server.stats.refused_peer,
     }
     await core.supervisor.start_child(ChildSpec("listener", functools.partial(server.serve, bound)))
+    # Ready: the store is open and the listener accepts.  Sent before the
+    # watchdog starts, whose first STATUS= then replaces "ready".
+    notify("READY=1\nSTATUS=ready")
+    log.info("todod %s ready (pid %d)", __version__, os.getpid())
     interval = watchdog_interval()
     if interval is not None:
 
@@ -190,13 +194,15 @@ async def _serve(
 
         def status() -> str:
             st = core.statistics()
-            return f"{st.servers_running} lists active, {st.commits} commits, {server.stats.connections} clients"
+            stalled = "writer stalled; " if not healthy() else ""
+            return (
+                f"{stalled}{st.servers_running} lists active, {st.commits} commits, "
+                f"{server.stats.connections} clients"
+            )
 
         await core.supervisor.start_child(
             ChildSpec("watchdog", functools.partial(run_watchdog, interval, healthy, status))
         )
-    notify("READY=1\nSTATUS=ready")
-    log.info("todod %s ready (pid %d)", __version__, os.getpid())
     async for signum in signals:
         if signum == signal.SIGHUP:
             log.info("SIGHUP: nothing to reload (configuration is read at start; logs go to stderr)")

@@ -87,11 +87,11 @@ class Registry:
             self._quarantine[server.name] = (trio.current_time() + self._config.quarantine, quarantine_reason)
             log.error("%s", quarantine_reason)
 
-    async def call(self, name: str, op: Op, timeout: float | None = None) -> Any:
+    async def call(self, name: str, op: Op, within: float | None = None) -> Any:
         """Send ``op`` to the server of list ``name``, starting it if needed.
 
         Args:
-            timeout: seconds to wait in all, queueing included (default: the
+            within: seconds to wait in all, queueing included (default: the
                 configured call timeout).
 
         Raises:
@@ -101,7 +101,7 @@ class Registry:
             TodoError: the server's own error for this op.
         """
         validate_list_name(name)
-        limit = self._config.call_timeout if timeout is None else timeout
+        limit = self._config.call_timeout if within is None else within
         try:
             with trio.fail_after(limit):
                 # A server can stop (idle, quarantine) between our lookup and

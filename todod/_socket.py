@@ -205,6 +205,7 @@ class SocketServer:
     _readers: set[trio.CancelScope] = attrs.field(factory=set, init=False)
     _connections: trio.Nursery | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    _all_closed: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     async def serve(
         self, bound: BoundSocket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -238,8 +239,8 @@ class SocketServer:
         for scope in list(self._readers):
             scope.cancel()
         with trio.move_on_after(self.config.shutdown_timeout) as waited:
-            while self.stats.connections:
-                await trio.sleep(0.01)
+            if self.stats.connections:
+                await self._all_closed.wait()
         if waited.cancelled_caught and self._connections is not None:
             log.warning("requests still in flight after %g s; closing", self.config.shutdown_timeout)
             self._connections.cancel_scope.cancel()
@@ -271,6 +272,8 @@ class SocketServer:
             self.stats.connections -= 1
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+            if self._closing and not self.stats.connections:
+                self._all_closed.set()
 
     async def _converse(self, stream: trio.SocketStream) -> None:
         in_flight = trio.Semaphore(self.config.max_in_flight)
