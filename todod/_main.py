@@ -194,11 +194,9 @@ async def _serve(
 
         def status() -> str:
             st = core.statistics()
-            stalled = "writer stalled; " if not healthy() else ""
-            return (
-                f"{stalled}{st.servers_running} lists active, {st.commits} commits, "
-                f"{server.stats.connections} clients"
-            )
+            stalled = "" if healthy() else "writer stalled; "
+            clients = server.stats.connections
+            return f"{stalled}{st.servers_running} lists active, {st.commits} commits, {clients} clients"
 
         await core.supervisor.start_child(
             ChildSpec("watchdog", functools.partial(run_watchdog, interval, healthy, status))

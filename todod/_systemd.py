@@ -94,11 +94,17 @@ async def run_watchdog(
     """
     task_status.started()
     last_status = ""
+    was_healthy = True
     while True:
-        if healthy():
+        is_healthy = healthy()
+        if is_healthy:
             send("WATCHDOG=1")
-        else:
-            log.error("unhealthy: withholding the watchdog ping")
+        # Log the changes only: one line per stall, not one per interval.
+        if was_healthy and not is_healthy:
+            log.error("unhealthy (the store's writer is stuck): withholding the watchdog pings")
+        elif is_healthy and not was_healthy:
+            log.warning("healthy again: watchdog pings resume")
+        was_healthy = is_healthy
         text = status()
         if text != last_status:
             send(f"STATUS={text}")
