@@ -37,7 +37,7 @@ log = logging.getLogger("todod.core")
 
 @attrs.frozen
 class CoreConfig:
-    server: ServerConfig = ServerConfig()
+    server: ServerConfig = attrs.field(factory=ServerConfig)
     #: Restart intensity of the permanent children (writer, checkpointer, listener).
     max_restarts: int = 3
     max_seconds: float = 5.0
@@ -166,13 +166,15 @@ async def open_core(
             # Shutdown order: list servers, then the writer's queue, then the rest.
             registry_scope.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(config.drain_timeout) as drain:
-                await _wait_writer_idle(store)
+                await _wait_writer_idle(store, nursery.cancel_scope)
             if drain.cancelled_caught:
                 log.error("the store's writer did not drain within %g s", config.drain_timeout)
             nursery.cancel_scope.cancel()
 
 
-async def _wait_writer_idle(store: Store) -> None:
-    # Polling on trio's clock is enough here: this runs once, at shutdown.
-    while not store.idle():
-        await trio.sleep(0.01)
+async def _wait_writer_idle(store: Store, core_scope: trio.CancelScope) -> None:
+    # When the core is already torn down (a permanent child escalated), the
+    # writer is gone and nothing will drain its queue: do not wait for it.
+    if core_scope.cancel_called:
+        return
+    await store.wait_idle()

@@ -25,7 +25,7 @@ from todod._dispatch import Dispatcher
 from todod._server import AddEntry, Op, ServerConfig, ServerFaults, UpdateEntry
 from todod._socket import AlreadyRunning, BoundSocket, SocketConfig, SocketServer, adopt_socket, bind_unix
 from todod._store import StoreError, StoreFaults
-from todod._supervisor import ChildSpec, SupervisorEscalation
+from todod._supervisor import ChildSpec, Restart, SupervisorEscalation
 from todod._systemd import listen_fds, notify, run_watchdog, watchdog_interval
 from todod.paths import UnsafeDirectory, resolve_data_dir, resolve_socket
 
@@ -179,7 +179,10 @@ async def _serve(
         "requests": server.stats.requests,
         "refused_connections": server.stats.refused_busy + server.stats.refused_peer,
     }
-    await core.supervisor.start_child(ChildSpec("listener", functools.partial(server.serve, bound)))
+    # Transient: restarted after a crash, but its normal return is the end of
+    # a graceful shutdown, which must not count as a crash while the store drains.
+    listener = ChildSpec("listener", functools.partial(server.serve, bound), restart=Restart.TRANSIENT)
+    await core.supervisor.start_child(listener)
     # Ready: the store is open and the listener accepts.  Sent before the
     # watchdog starts, whose first STATUS= then replaces "ready".
     notify("READY=1\nSTATUS=ready")

@@ -118,6 +118,14 @@ def _translate(exc: BaseException, what: str) -> StoreError:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, sqlite3.Error) and "full" in text:
         return StoreError(f"{what}: the disk is full ({text})")
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith("SQLITE_IOERR"):
+        # SQLite reports only ENOSPC as SQLITE_FULL: a file-size limit or quota
+        # (EFBIG, EDQUOT) or a file turned read-only is a bare "disk I/O error".
+        return StoreError(
+            f"{what}: disk I/O failed ({name}); the disk may be full, over a quota or size limit, "
+            "read-only or failing"
+        )
     return StoreError(f"{what}: {text}")
 
 
@@ -179,6 +187,7 @@ class Store:
     _send: trio.MemorySendChannel[_Commit] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[_Commit] = attrs.field(init=False)
     _checkpoint_wanted: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _went_idle: trio.Event = attrs.field(factory=trio.Event, init=False)
     _list_ids: dict[str, int] = attrs.field(factory=dict, init=False)
     _busy_since: float | None = attrs.field(default=None, init=False)
     _commits: int = attrs.field(default=0, init=False)
@@ -242,6 +251,9 @@ class Store:
                 for item in group:
                     item.error = error
                     item.done.set()
+                if self.idle():
+                    self._went_idle.set()
+                    self._went_idle = trio.Event()
             if error is None:
                 self._since_checkpoint += 1
                 if self._since_checkpoint >= CHECKPOINT_EVERY:
@@ -321,6 +333,11 @@ class Store:
     def idle(self) -> bool:
         """Whether the writer has nothing queued and no transaction running."""
         return self._busy_since is None and self._send.statistics().current_buffer_used == 0
+
+    async def wait_idle(self) -> None:
+        """Wait until the writer has committed (or failed) everything queued."""
+        while not self.idle():
+            await self._went_idle.wait()
 
     def writer_stalled(self, limit: float) -> bool:
         """Whether a transaction has been running for more than ``limit`` seconds."""

@@ -1,0 +1,244 @@
+"""Durable adds per second through the daemon core, against the raw limit of SQLite on the same disk.
+
+Run it from the repository root::
+
+    .venv/bin/python bench/core_throughput.py [--dir DIR] [--reps 5] [--seconds 1.5]
+
+It measures, on one file system (a temporary directory under ``--dir``,
+by default ``$TMPDIR`` or else the current directory):
+
+1. the raw limit: plain ``sqlite3`` inserts into a table like todod's
+   ``entries`` (WAL, ``synchronous=FULL``), one transaction per group of K
+   rows, for K = 1 and for K = the rows per transaction the daemon reached;
+2. durable adds per second through :func:`todod._core.open_core` with 64
+   concurrent tasks spread over 1,000 lists, then 64 tasks all on one list.
+
+Each figure is the median of ``--reps`` runs of ``--seconds`` each.  The
+target is that the daemon reaches at least half of the raw batched limit at
+its own group size.  The whole run takes well under a minute by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from todod._core import Core, CoreStatistics, open_core
+
+TASKS = 64
+LISTS = 1000
+#: Task i starts on list i * STRIDE and walks through the lists one by one,
+#: so the 64 tasks are on 64 different lists at any moment and every one of
+#: the 1,000 lists is written.
+STRIDE = LISTS // TASKS
+DAY = datetime.date(2026, 2, 3)
+TITLE = "benchmark entry with a title of ordinary length"
+
+
+@attrs.frozen
+class DaemonRun:
+    adds_per_second: float
+    rows_per_commit: float
+    mean_batch: float
+    #: CPU time of the event loop's thread per add (the SQLite work runs in
+    #: worker threads and is not counted): what bounds a closed loop of callers.
+    loop_cpu_per_add: float
+    stats: CoreStatistics
+
+
+# --- the raw limit ------------------------------------------------------------------
+
+
+def raw_inserts(base: str, group: int, seconds: float, lists: int) -> float:
+    """Rows per second of plain sqlite3, one transaction per ``group`` rows."""
+    workdir = tempfile.mkdtemp(prefix="raw-", dir=base)
+    try:
+        conn = sqlite3.connect(os.path.join(workdir, "raw.sqlite3"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        # No checkpoint at all in the timed loop: the strictest upper bound.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(
+            "CREATE TABLE entries (list_id INTEGER NOT NULL, id INTEGER NOT NULL, date TEXT NOT NULL, "
+            "title TEXT NOT NULL, done INTEGER NOT NULL, PRIMARY KEY (list_id, id)) WITHOUT ROWID"
+        )
+        next_ids = [1] * lists
+        date = DAY.isoformat()
+        rows = 0
+        n = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            batch = []
+            for _ in range(group):
+                list_id = n % lists
+                batch.append((list_id, next_ids[list_id], date, TITLE, 0))
+                next_ids[list_id] += 1
+                n += 1
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)", batch)
+            conn.execute("COMMIT")
+            rows += group
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        conn.close()
+        return rows / (now - start)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- the daemon -----------------------------------------------------------------------
+
+
+async def daemon_adds(base: str, seconds: float, list_of: Callable[[int, int], str]) -> DaemonRun:
+    """Durable adds per second through open_core, TASKS tasks, after a warm-up that loads every list."""
+    workdir = tempfile.mkdtemp(prefix="core-", dir=base)
+    names = {list_of(i, n) for i in range(TASKS) for n in range(LISTS)}
+    try:
+        async with open_core(os.path.join(workdir, "data")) as core:
+            async with trio.open_nursery() as nursery:
+                for name in names:
+                    nursery.start_soon(core.entries, name)
+            before = core.store.statistics()
+            ev_before = (core.registry.events.batches, core.registry.events.batched_requests)
+            done = 0
+            stop = False
+
+            async def worker(i: int, core: Core) -> None:
+                nonlocal done
+                n = 0
+                while not stop:
+                    await core.add(list_of(i, n), TITLE, DAY)
+                    done += 1
+                    n += 1
+
+            start, cpu_start = trio.current_time(), time.thread_time()
+            async with trio.open_nursery() as nursery:
+                for i in range(TASKS):
+                    nursery.start_soon(worker, i, core)
+                await trio.sleep(seconds)
+                counted, elapsed = done, trio.current_time() - start
+                cpu = time.thread_time() - cpu_start
+                stop = True
+            after = core.store.statistics()
+            batches = core.registry.events.batches - ev_before[0]
+            requests = core.registry.events.batched_requests - ev_before[1]
+            commits = after.commits - before.commits
+            return DaemonRun(
+                adds_per_second=counted / elapsed,
+                rows_per_commit=(after.changes - before.changes) / commits if commits else 0.0,
+                mean_batch=requests / batches if batches else 0.0,
+                loop_cpu_per_add=cpu / counted,
+                stats=core.statistics(),
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def many_lists(i: int, n: int) -> str:
+    return f"list-{(i * STRIDE + n) % LISTS}"
+
+
+def one_list(i: int, n: int) -> str:
+    return "shared"
+
+
+# --- reporting ---------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float]) -> str:
+    return f"(min {min(values):,.0f}, max {max(values):,.0f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default=os.environ.get("TMPDIR") or ".", help="where to create temp dirs")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each measurement")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of one daemon run")
+    parser.add_argument("--raw-seconds", type=float, default=1.0, help="length of one raw SQLite run")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of one many-lists daemon run")
+    args = parser.parse_args()
+
+    base = tempfile.mkdtemp(prefix="todod-bench-", dir=os.path.abspath(args.dir))
+    os.chmod(base, 0o700)
+    try:
+        dev = os.stat(base).st_dev
+        print(
+            f"todod core throughput: {base} (device {os.major(dev)}:{os.minor(dev)}), SQLite {sqlite3.sqlite_version}"
+        )
+        print(f"{args.reps} repetitions; daemon runs of {args.seconds:g} s, raw runs of {args.raw_seconds:g} s\n")
+
+        if args.profile:
+            import cProfile
+
+            with cProfile.Profile() as profile:
+                trio.run(daemon_adds, base, args.seconds, many_lists)
+            profile.dump_stats(args.profile)
+            print(f"profile written to {args.profile}")
+            return 0
+
+        scenarios = [
+            (f"{TASKS} tasks over {LISTS:,} lists", many_lists, LISTS),
+            (f"{TASKS} tasks on one list", one_list, 1),
+        ]
+        results: dict[str, list[DaemonRun]] = {}
+        for label, list_of, _lists in scenarios:
+            results[label] = [trio.run(daemon_adds, base, args.seconds, list_of) for _ in range(args.reps)]
+
+        raw_one = [raw_inserts(base, 1, args.raw_seconds, LISTS) for _ in range(args.reps)]
+        print(f"raw SQLite, K = 1 row per transaction:        {median(raw_one):>10,.0f} rows/s {spread(raw_one)}")
+
+        verdicts = []
+        for label, _list_of, lists in scenarios:
+            runs = results[label]
+            k = max(1, round(median([r.rows_per_commit for r in runs])))
+            raw = [raw_inserts(base, k, args.raw_seconds, lists) for _ in range(args.reps)]
+            adds = [r.adds_per_second for r in runs]
+            ratio = median(adds) / median(raw)
+            verdicts.append(ratio >= 0.5)
+            last = runs[-1].stats
+            print(f"\n{label}:")
+            print(f"  raw SQLite, K = {k} rows per transaction: {median(raw):>10,.0f} rows/s {spread(raw)}")
+            print(f"  daemon core, durable adds:            {median(adds):>10,.0f} adds/s {spread(adds)}")
+            print(f"  daemon / raw batched = {ratio:.2f}   daemon / raw K=1 = {median(adds) / median(raw_one):.2f}")
+            print(
+                f"  rows per commit {median([r.rows_per_commit for r in runs]):.1f}, "
+                f"requests per list batch {median([r.mean_batch for r in runs]):.1f}"
+            )
+            print(
+                f"  event-loop CPU per add {median([r.loop_cpu_per_add for r in runs]) * 1e6:.0f} us "
+                f"(half the raw batched limit leaves {2e6 / median(raw):.0f} us)"
+            )
+            print(
+                f"  last run's core statistics: commits {last.commits:,}, mean_batch {last.mean_batch}, "
+                f"max_batch {last.max_batch}, max_group {last.max_group}, lists_loaded {last.lists_loaded:,}, "
+                f"checkpoints {last.checkpoints}, failed_commits {last.failed_commits}"
+            )
+            print(f"  target (daemon >= 1/2 of raw batched): {'PASS' if ratio >= 0.5 else 'FAIL'}")
+        print(f"\noverall: {'PASS' if all(verdicts) else 'FAIL'}")
+        return 0 if all(verdicts) else 1
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
