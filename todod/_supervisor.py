@@ -84,8 +84,9 @@ class Supervisor:
         """Start ``spec`` under supervision; return what its first start reported.
 
         Raises:
-            Exception: whatever the child raised before its first ``started()``
-                (a child that cannot start at all is not restarted).
+            ExceptionGroup: holding whatever the child raised before its first
+                ``started()`` (trio's nurseries wrap it); a child that cannot
+                start at all is not restarted.
         """
         assert self._nursery is not None, "start_child needs a running supervisor"
         return await self._nursery.start(self._supervise, spec, name=f"supervise:{spec.name}")
