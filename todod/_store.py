@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import trio
 
-from todod._model import Change, Entry, PutEntry, RemoveEntry, TodoList
+from todod._model import Change, Entry, PutEntry, TodoList
 from todod.paths import ensure_private_dir
 from todod.protocol import Unavailable
 
@@ -72,6 +72,10 @@ MAX_GROUP = 512
 CHECKPOINT_EVERY = 256
 #: Threads that may read at once (the book's three database workers).
 READ_WORKERS = 3
+
+
+_PUT = "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)"
+_DELETE = "DELETE FROM entries WHERE list_id = ? AND id = ?"
 
 
 class StoreError(Unavailable):
@@ -218,8 +222,14 @@ class Store:
         On cancellation the batch may or may not be committed.
         """
         item = _Commit(name, next_id, tuple(changes))
+        # Like send(), but without a trip through the scheduler when there is
+        # room: the wait for ``done`` below is this call's checkpoint.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            await self._send.send(item)
+            try:
+                self._send.send_nowait(item)
+            except trio.WouldBlock:
+                await self._send.send(item)  # full queue: backpressure
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise StoreError("the store is closed") from None
         await item.done.wait()
@@ -266,29 +276,34 @@ class Store:
             if self.faults.before_commit is not None:
                 self.faults.before_commit(len(group))
             conn.execute("BEGIN IMMEDIATE")
+            # One executemany per run of puts or removes across the whole
+            # group, not per list batch: with many lists each batch is often a
+            # single add, and per-statement overhead dominated the thread.
+            # Runs are flushed as the kind changes, so every change is applied
+            # in the order it was made (a put then a remove of one id).
+            puts: list[tuple[int, int, str, str, int]] = []
+            removes: list[tuple[int, int]] = []
+            next_ids: list[tuple[int, int]] = []
             for item in group:
                 list_id = self._list_id(conn, item.name)
-                conn.execute("UPDATE lists SET next_id = ? WHERE id = ?", (item.next_id, list_id))
-                puts = [
-                    (list_id, c.entry.id, c.entry.date.isoformat(), c.entry.title, int(c.entry.done))
-                    for c in item.changes
-                    if isinstance(c, PutEntry)
-                ]
-                removes = [(list_id, c.entry_id) for c in item.changes if isinstance(c, RemoveEntry)]
-                # Within one batch a put and a remove of the same id can both
-                # occur; apply them in order when they are mixed.
-                if puts and removes:
-                    for change in item.changes:
-                        self._apply_one(conn, list_id, change)
-                else:
-                    if puts:
-                        conn.executemany(
-                            "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            puts,
-                        )
-                    if removes:
-                        conn.executemany("DELETE FROM entries WHERE list_id = ? AND id = ?", removes)
+                next_ids.append((item.next_id, list_id))
+                for change in item.changes:
+                    if isinstance(change, PutEntry):
+                        if removes:
+                            conn.executemany(_DELETE, removes)
+                            removes = []
+                        e = change.entry
+                        puts.append((list_id, e.id, e.date.isoformat(), e.title, int(e.done)))
+                    else:
+                        if puts:
+                            conn.executemany(_PUT, puts)
+                            puts = []
+                        removes.append((list_id, change.entry_id))
+            if puts:
+                conn.executemany(_PUT, puts)
+            if removes:
+                conn.executemany(_DELETE, removes)
+            conn.executemany("UPDATE lists SET next_id = ? WHERE id = ?", next_ids)
             conn.execute("COMMIT")
         except Exception as exc:
             self._list_ids.clear()  # ids of lists created in the failed transaction are void
@@ -306,17 +321,6 @@ class Store:
         self._changes += sum(len(item.changes) for item in group)
         self._max_group = max(self._max_group, len(group))
         return None
-
-    @staticmethod
-    def _apply_one(conn: sqlite3.Connection, list_id: int, change: Change) -> None:
-        if isinstance(change, PutEntry):
-            e = change.entry
-            conn.execute(
-                "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)",
-                (list_id, e.id, e.date.isoformat(), e.title, int(e.done)),
-            )
-        else:
-            conn.execute("DELETE FROM entries WHERE list_id = ? AND id = ?", (list_id, change.entry_id))
 
     def _list_id(self, conn: sqlite3.Connection, name: str) -> int:
         list_id = self._list_ids.get(name)
