@@ -8,17 +8,19 @@ temporary directory rather than under pytest's long ``tmp_path``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +157,99 @@ def running_daemon(extra_args: Sequence[str] = (), env: Mapping[str, str] | None
 def run_cli(args: Sequence[str], env: Mapping[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run the installed ``todo`` command and capture its output."""
     return subprocess.run([TODO, *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
+
+
+# --- helpers of the reliability tests (tests/test_reliability_*.py, bench/) -------------
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds.
+
+    For conditions of another process (a daemon's log, its connection count)
+    that no socket read can block on.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)  # polling another process, not synchronising tests
+
+
+def exchange(sock: socket.socket, op: str, **fields: Any) -> dict[str, Any]:
+    """Send one request on an open connection and return its decoded response (errors not raised).
+
+    Raises:
+        ConnectionError: the daemon closed the connection before answering.
+    """
+    sock.sendall(encode_request(op, **fields))
+    line = read_line(sock)
+    if not line.endswith(b"}"):
+        raise ConnectionError(f"connection closed before a response (got {line[:80]!r})")
+    response: dict[str, Any] = json.loads(line)
+    return response
+
+
+def vm_rss_kib(pid: int) -> int:
+    """The resident set size of process ``pid`` in KiB (``VmRSS`` in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` (relative path → sha256), to prove files unchanged or not created."""
+    digests = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and not path.is_socket():
+            digests[str(path.relative_to(directory))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def read_database(data_dir: Path) -> tuple[str, dict[str, int], dict[tuple[str, int], dict[str, Any]]]:
+    """Read a stopped daemon's database read-only with the stdlib.
+
+    Returns:
+        ``PRAGMA integrity_check``'s verdict, each list's ``next_id`` by name,
+        and every entry by (list, id) in its wire form.
+    """
+    uri = f"file:{data_dir / 'todod.sqlite3'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        verdict = "\n".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+        next_ids = dict(conn.execute("SELECT name, next_id FROM lists"))
+        entries = {
+            (name, entry_id): {"id": entry_id, "date": date, "title": title, "done": bool(done)}
+            for name, entry_id, date, title, done in conn.execute(
+                "SELECT l.name, e.id, e.date, e.title, e.done FROM entries e JOIN lists l ON l.id = e.list_id"
+            )
+        }
+    return verdict, next_ids, entries
+
+
+class LineReader:
+    """Response lines from one connection, one at a time (pipelined responses can share a ``recv``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def line(self) -> bytes:
+        """The next line without its newline; b"" at EOF (a partial last line is returned as is)."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            data = self.sock.recv(65536)
+            if not data:
+                rest = bytes(self._buffer)
+                self._buffer.clear()
+                return rest
+            self._buffer += data
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line
+
+    def response(self) -> dict[str, Any]:
+        """The next response decoded; ConnectionError if the daemon closed the connection first."""
+        line = self.line()
+        if not line:
+            raise ConnectionError("connection closed before a response")
+        response: dict[str, Any] = json.loads(line)
+        return response

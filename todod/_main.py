@@ -103,7 +103,6 @@ def _faults_from_env() -> tuple[StoreFaults, ServerFaults]:
 
     ``crash_title=T``: a list server crashes on any add/update with title T.
     ``hang_writer_after=N``: the writer blocks forever before its (N+1)th commit.
-    ``fail_commits_title=T``: a commit fails while a batch holds title T.
     """
     spec = os.environ.get("TODOD_TEST_FAULTS", "")
     settings = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
