@@ -104,16 +104,15 @@ class Daemon:
         return self
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
             assert self.proc is None or self.proc.poll() is None, f"todod exited early:\n{self.log()}"
             try:
                 request(self.socket, "hello", timeout=1.0)
-                return
             except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"todod not ready after {timeout} s:\n{self.log()}") from None
-                time.sleep(0.02)  # polling a process for readiness, not synchronising tests
+                return False
+            return True
+
+        wait_until(answers, timeout, f"todod to answer hello; its log:\n{self.log()}")
 
     def request(self, op: str, **fields: Any) -> Any:
         return request(self.socket, op, **fields)

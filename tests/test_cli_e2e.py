@@ -8,13 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemon import TODO, Daemon, request, run_cli, short_tempdir
+from tests.daemon import TODO, Daemon, request, run_cli, short_tempdir, wait_until
 
 
 @pytest.fixture
@@ -163,17 +162,13 @@ def test_two_clis_start_exactly_one_daemon() -> None:
         ids = sorted(json.loads(out)["id"] for out in outs)
         assert ids == [1, 2]
         # The loser of the start-up race exits at once; give it a bounded time to go.
-        deadline = time.monotonic() + 10
-        while len(pids := _daemon_pids(sock)) > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling other processes' exit, not synchronising the test's own code
+        wait_until(lambda: len(_daemon_pids(sock)) <= 1, 10, "the losing daemon to exit")
+        pids = _daemon_pids(sock)
         assert len(pids) == 1, pids
         (pid,) = pids
         assert request(sock, "hello")["pid"] == pid
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while _daemon_pids(sock) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _daemon_pids(sock)
+        wait_until(lambda: not _daemon_pids(sock), 30, "the daemon to stop")
     finally:
         for pid in _daemon_pids(sock):
             os.kill(pid, signal.SIGKILL)

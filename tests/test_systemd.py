@@ -27,7 +27,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.daemon import TODOD, Daemon, request, run_cli, short_tempdir
+from tests.daemon import TODOD, Daemon, request, run_cli, short_tempdir, wait_until
 from todod._systemd import listen_fds, notify, run_watchdog, watchdog_interval
 from todod.protocol import TodoError
 
@@ -108,11 +108,11 @@ def spawn(daemon: Daemon, argv: list[str] | None = None) -> subprocess.Popen[byt
 
 def wait_for_log(daemon: Daemon, text: str, timeout: float = 15.0) -> None:
     """Poll the daemon's log, with a deadline, until ``text`` appears in it."""
-    deadline = time.monotonic() + timeout
-    while text not in daemon.log():
+    def logged() -> bool:
         assert daemon.proc is None or daemon.proc.poll() is None, f"todod exited:\n{daemon.log()}"
-        assert time.monotonic() < deadline, f"{text!r} not logged within {timeout} s:\n{daemon.log()}"
-        time.sleep(0.02)  # polling a file another process writes, not synchronising
+        return text in daemon.log()
+
+    wait_until(logged, timeout, f"{text!r} in the log")
 
 
 @pytest.fixture
