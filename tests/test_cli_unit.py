@@ -426,3 +426,13 @@ def test_auto_start_refuses_an_unsafe_data_dir(short_dir: str, fake_popen: type[
     assert result.exit_code == 69
     assert "cannot start the daemon" in result.stderr
     assert fake_popen.calls == []
+
+
+def test_fast_path_knows_every_command() -> None:
+    """main()'s one-command fast path names exactly the commands of the full app."""
+    from cli.app import _COMMANDS, app
+
+    registered = {
+        info.name or info.callback.__name__: info.callback for info in app.registered_commands if info.callback
+    }
+    assert _COMMANDS == registered
