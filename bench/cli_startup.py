@@ -105,6 +105,8 @@ def _commands(python: str, todo: str, sock: str) -> dict[str, list[str]]:
     return {
         "python -c pass": [python, "-c", "pass"],
         "argparse add": [python, str(HERE / "argparse_client.py"), "--socket", sock, "add", "bench", "t"],
+        # Typer's own floor: the same request from a one-command Typer app.
+        "typer add": [python, str(HERE / "typer_client.py"), "--socket", sock, "bench", "t"],
         "todo add": [todo, "add", "bench", "t"],
         "todo entries": [todo, "entries", "bench"],
         "todo list": [todo, "list"],
@@ -151,6 +153,8 @@ def _report(layout: str, times: dict[str, list[float]]) -> bool:
     ratio = statistics.median(times["todo add"]) / base
     verdict = "PASS" if ratio <= TARGET else "FAIL"
     print(f"{verdict}: todo add = {ratio:.2f} x argparse add (target <= {TARGET} x)")
+    floor = statistics.median(times["typer add"]) / base
+    print(f"      a one-command Typer client = {floor:.2f} x: todo add costs {ratio / floor:.2f} x Typer's floor")
     return verdict == "PASS"
 
 
