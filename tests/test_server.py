@@ -12,11 +12,11 @@ import trio
 import trio.testing
 
 from tests.conftest import CommitGate, OpenRegistry
-from todod._model import Entry
+from todod._model import Entry, TodoList
 from todod._registry import Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, Op, ServerConfig, ServerFaults, UpdateEntry
-from todod._store import StoreFaults, open_store
-from todod.protocol import Internal, Invalid, NotFound, Timeout, Unavailable
+from todod._store import StoreError, StoreFaults, open_store
+from todod.protocol import Internal, Invalid, NotFound, Timeout, TodoError, Unavailable
 
 DAY = datetime.date(2026, 2, 3)
 
@@ -286,14 +286,15 @@ async def test_late_reply_to_a_caller_that_gave_up_does_not_harm_the_server(
 
 
 async def test_shutdown_answers_every_waiting_caller(data_dir: str, commit_gate: CommitGate) -> None:
-    """Stopping the registry fails the request in flight and the queued ones with Unavailable; none hangs."""
-    results: list[BaseException] = []
+    """Stopping the registry answers every caller: the one whose commit is in flight is told it may have been
+    applied (timeout), the queued ones that they were not (unavailable); none hangs."""
+    results: dict[str, TodoError] = {}
 
     async def add(registry: Registry, title: str) -> None:
         try:
             await registry.call("l", AddEntry(DAY, title))
-        except Unavailable as exc:
-            results.append(exc)
+        except (Unavailable, Timeout) as exc:
+            results[title] = exc
 
     async with open_store(data_dir, faults=StoreFaults(before_commit=commit_gate)) as store:
         async with trio.open_nursery() as nursery:
@@ -317,7 +318,110 @@ async def test_shutdown_answers_every_waiting_caller(data_dir: str, commit_gate:
                 await trio.testing.wait_all_tasks_blocked()
                 assert len(results) == 4, "a caller was left waiting by a stopped server"
                 commit_gate.release()
-            assert all("shutting down" in exc.message for exc in results)
+            assert isinstance(results.pop("in flight"), Timeout)
+            assert all(isinstance(exc, Unavailable) and "shutting down" in exc.message for exc in results.values())
             with pytest.raises(Unavailable, match="shutting down"):
                 await registry.call("l", GetEntries())
             nursery.cancel_scope.cancel()
+
+
+# --- found by review: stopping races and load failures (a fake store, no threads) ---
+
+
+class FakeStore:
+    """A store in memory: ``load`` and ``commit`` can be made to fail or to block."""
+
+    def __init__(self, next_id: int = 2) -> None:
+        self.next_id = next_id
+        self.load_failures = 0
+        self.loads = 0
+        self.commit_gate: trio.Event | None = None
+
+    async def load(self, name: str) -> TodoList:
+        await trio.lowlevel.checkpoint()
+        self.loads += 1
+        if self.load_failures:
+            self.load_failures -= 1
+            raise StoreError("could not load list: disk I/O error")
+        return TodoList({}, self.next_id)
+
+    async def commit(self, name: str, next_id: int, changes: Any) -> None:
+        if self.commit_gate is not None:
+            await self.commit_gate.wait()
+        await trio.lowlevel.checkpoint()
+
+
+async def test_idle_expiry_racing_a_caller_never_fails_it(autojump_clock: trio.testing.MockClock) -> None:
+    """A call that reaches a server in the same tick its idle timer fires is served, never told 'shutting down'."""
+    for _ in range(40):  # trio shuffles each tick's wake-ups: try both orders many times
+        registry = Registry(FakeStore(), ServerConfig(idle_timeout=10.0))  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(registry.run)
+            t0 = trio.current_time()
+            await registry.call("home", GetEntries())  # the server arms its idle timer at t0
+            await trio.sleep_until(t0 + 10.0)  # wake in the very tick the timer fires
+            assert await registry.call("home", GetEntries()) == ()
+            nursery.cancel_scope.cancel()
+
+
+async def test_load_failure_answers_with_the_store_error_not_a_quarantine() -> None:
+    """A list that cannot be loaded answers with the store's reason, counts no crash, and loads on the next call."""
+    store = FakeStore()
+    store.load_failures = 5
+    registry = Registry(store, ServerConfig(idle_timeout=math.inf))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        with pytest.raises(StoreError, match="disk I/O error"):
+            await registry.call("home", GetEntries())
+        assert registry.events.restarts == 0 and registry.events.quarantines == 0
+        store.load_failures = 0
+        assert await registry.call("home", GetEntries()) == ()
+        nursery.cancel_scope.cancel()
+
+
+async def test_stop_during_a_commit_answers_in_doubt_not_unavailable() -> None:
+    """A caller whose commit is with the store when the server stops is told it may have been applied (timeout)."""
+    store = FakeStore()
+    store.commit_gate = trio.Event()  # never set: the commit stays in flight
+    registry = Registry(store, NO_TIMERS)  # type: ignore[arg-type]
+    outcomes: list[BaseException] = []
+
+    async def add() -> None:
+        try:
+            await registry.call("home", AddEntry(DAY, "x"))
+        except Timeout as exc:
+            outcomes.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as callers:
+            async with trio.open_nursery() as servers:
+                await servers.start(registry.run)
+                callers.start_soon(add)
+                await trio.testing.wait_all_tasks_blocked()
+                registry.close()
+                servers.cancel_scope.cancel()  # the daemon's shutdown, as open_core does it
+    assert len(outcomes) == 1 and "may have been applied" in str(outcomes[0])
+
+
+async def test_reads_of_never_written_lists_keep_no_server() -> None:
+    """Reading lists that were never written leaves no server running, so made-up names cannot grow memory."""
+    store = FakeStore(next_id=1)
+    registry = Registry(store, ServerConfig(idle_timeout=math.inf))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        for i in range(100):
+            assert await registry.call(f"nothing-{i}", GetEntries()) == ()
+        await trio.testing.wait_all_tasks_blocked()
+        assert registry.running() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_closed_registry_starts_no_server() -> None:
+    """After close(), a call for a new list is refused as unavailable instead of failing inside trio."""
+    registry = Registry(FakeStore(), NO_TIMERS)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        registry.close()
+        with pytest.raises(Unavailable, match="shutting down"):
+            await registry.call("home", GetEntries())
+        nursery.cancel_scope.cancel()

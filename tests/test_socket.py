@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.daemon import Daemon, connect, raw_exchange, read_line, request, running_daemon
+from tests.daemon import Daemon, connect, raw_exchange, read_line, request, running_daemon, short_tempdir
 from todod.protocol import MAX_LINE, NotFound, encode_request
 
 
@@ -245,3 +248,53 @@ def test_unix_socket_type(daemon: Daemon) -> None:
     """The daemon's socket is a Unix stream socket."""
     with connect(daemon.socket) as sock:
         assert sock.family == socket.AF_UNIX
+
+
+def test_trickled_line_times_out_from_its_first_byte(daemon: Daemon) -> None:
+    """A client sending a line one byte at a time is cut off one line timeout after its first byte."""
+    with connect(daemon.socket, timeout=10) as sock:
+        started = time.monotonic()
+        try:
+            for byte in b'{"op":"hello","pad":"' + b"x" * 100:
+                sock.sendall(bytes([byte]))
+                # Pacing, not synchronisation: a byte every 0.3 s is well within
+                # each receive's patience but not within the 1 s for the whole line.
+                time.sleep(0.3)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = json.loads(read_line(sock))
+    assert response["error"]["code"] == "bad_request" and "timed out" in response["error"]["message"]
+    assert time.monotonic() - started < 5
+
+
+def test_fd_limit_below_the_connection_cap_refuses_instead_of_hanging() -> None:
+    """With a soft and hard fd limit far below the cap, the cap shrinks to fit, so extra clients get an error."""
+
+    def low_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    root = short_tempdir()
+    d = Daemon(root)
+    try:
+        with open(d.log_path, "ab") as log:
+            d.proc = subprocess.Popen(d.argv, stdout=log, stderr=log, preexec_fn=low_fd_limit)
+        d.wait_ready()
+        assert "allows only 64 connections" in d.log()
+        held = [connect(d.socket) for _ in range(80)]
+        try:
+            refused = 0
+            for sock in held:
+                try:
+                    sock.sendall(encode_request("hello"))
+                except BrokenPipeError:
+                    pass  # a refused connection is closed after its error line, which is still ours to read
+                response = json.loads(read_line(sock))
+                refused += response["ok"] is False and response["error"]["code"] == "unavailable"
+            assert refused == 80 - 64
+        finally:
+            for sock in held:
+                sock.close()
+        assert d.request("hello")["protocol"] == 1
+    finally:
+        d.cleanup()
+        shutil.rmtree(root, ignore_errors=True)

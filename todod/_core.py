@@ -31,6 +31,7 @@ from todod._registry import Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, ServerConfig, ServerFaults, UpdateEntry
 from todod._store import Store, StoreFaults, open_store
 from todod._supervisor import ChildSpec, Supervisor
+from todod.protocol import Timeout
 
 log = logging.getLogger("todod.core")
 
@@ -105,8 +106,15 @@ class Core:
         return result
 
     async def lists(self) -> list[tuple[str, int]]:
-        """Every list ever written, with its durable entry count, by name."""
-        return await self.store.lists()
+        """Every list ever written, with its durable entry count, by name.
+
+        Raises:
+            Timeout: the read pool did not answer within the call timeout.
+        """
+        limit = self.registry.call_timeout
+        with trio.move_on_after(limit):
+            return await self.store.lists()
+        raise Timeout(f"the lists could not be read within {limit:g} s")
 
     def statistics(self) -> CoreStatistics:
         ev = self.registry.events
@@ -164,6 +172,7 @@ async def open_core(
             yield Core(store, registry, supervisor)
         finally:
             # Shutdown order: list servers, then the writer's queue, then the rest.
+            registry.close()
             registry_scope.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(config.drain_timeout) as drain:
                 await _wait_writer_idle(store, nursery.cancel_scope)

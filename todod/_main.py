@@ -1,7 +1,7 @@
 """The ``todod`` entry point: run the daemon in the foreground.
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT); 1 when it cannot start
-(another todod runs, the data cannot be opened, a bad option); 70 when a
+(another todod runs, the data cannot be opened); 2 for a bad option; 70 when a
 permanent child crashed more often than its restart intensity allows, so that
 the service manager restarts the whole daemon.
 """
@@ -12,11 +12,13 @@ import argparse
 import functools
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
+import attrs
 import trio
 
 from todod import __version__
@@ -72,6 +74,54 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number above zero (a zero bound would hang or refuse everything)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be above zero and finite: {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: File descriptors kept beyond the connection cap: the database and its
+#: WAL, the listening socket, logs, worker threads' files.
+FD_RESERVE = 64
+
+
+def _fit_fd_limit(config: SocketConfig) -> SocketConfig:
+    """Raise the soft fd limit to fit the connection cap, or lower the cap to fit.
+
+    Many systems (and systemd user services) start with a soft limit of 1,024,
+    which the default cap would hit first: accept() would fail with EMFILE and
+    clients past it would hang instead of being refused with an error.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = config.max_connections + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        soft = new_soft
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        cap = max(1, soft - FD_RESERVE)
+        log.warning("the fd limit (%d) allows only %d connections at once, not %d", soft, cap, config.max_connections)
+        config = attrs.evolve(config, max_connections=cap)
+    return config
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups, for a one-line log."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="todod", description="The todod to-do daemon (runs in the foreground).")
     parser.add_argument("--version", action="version", version=f"todod {__version__}")
@@ -85,13 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sock, server = SocketConfig(), ServerConfig()
     bounds = parser.add_argument_group("bounds (defaults in docs/ARCHITECTURE.md)")
-    bounds.add_argument("--max-connections", type=int, default=sock.max_connections)
-    bounds.add_argument("--max-in-flight", type=int, default=sock.max_in_flight)
-    bounds.add_argument("--line-timeout", type=float, default=sock.line_timeout)
-    bounds.add_argument("--write-timeout", type=float, default=sock.write_timeout)
-    bounds.add_argument("--call-timeout", type=float, default=server.call_timeout)
-    bounds.add_argument("--idle-timeout", type=float, default=server.idle_timeout)
-    bounds.add_argument("--quarantine", type=float, default=server.quarantine)
+    bounds.add_argument("--max-connections", type=_positive(int), default=sock.max_connections)
+    bounds.add_argument("--max-in-flight", type=_positive(int), default=sock.max_in_flight)
+    bounds.add_argument("--line-timeout", type=_positive(float), default=sock.line_timeout)
+    bounds.add_argument("--write-timeout", type=_positive(float), default=sock.write_timeout)
+    bounds.add_argument("--call-timeout", type=_positive(float), default=server.call_timeout)
+    bounds.add_argument("--idle-timeout", type=_positive(float), default=server.idle_timeout)
+    bounds.add_argument("--quarantine", type=_positive(float), default=server.quarantine)
     sub = parser.add_subparsers(dest="command")
     units = sub.add_parser("install-units", help="write the systemd user units for this todod")
     units.add_argument("--user-dir", help="where to write them (default ~/.config/systemd/user)")
@@ -135,11 +185,13 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
     server_config = ServerConfig(
         call_timeout=args.call_timeout, idle_timeout=args.idle_timeout, quarantine=args.quarantine
     )
-    socket_config = SocketConfig(
-        max_connections=args.max_connections,
-        max_in_flight=args.max_in_flight,
-        line_timeout=args.line_timeout,
-        write_timeout=args.write_timeout,
+    socket_config = _fit_fd_limit(
+        SocketConfig(
+            max_connections=args.max_connections,
+            max_in_flight=args.max_in_flight,
+            line_timeout=args.line_timeout,
+            write_timeout=args.write_timeout,
+        )
     )
     store_faults, server_faults = _faults_from_env()
     # Signals are caught from the start: a SIGTERM during start-up must also
@@ -227,10 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(_amain, args, socket_path, data_dir)
     except* SupervisorEscalation as group:
-        log.critical("%s; exiting so the service manager restarts todod", group.exceptions[0])
+        log.critical("%s; exiting so the service manager restarts todod", _leaf(group), exc_info=group)
         status = EXIT_ESCALATION
     except* (AlreadyRunning, StoreError, UnsafeDirectory, OSError) as group:
-        log.error("cannot start: %s", group.exceptions[0])
+        log.error("cannot start: %s", _leaf(group))
         status = EXIT_STARTUP
     return status
 

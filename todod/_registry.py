@@ -52,6 +52,10 @@ class Registry:
         finally:
             self._nursery = None
 
+    def close(self) -> None:
+        """Start no more servers (synchronous, so no start can race the shutdown)."""
+        self._nursery = None
+
     def lookup(self, name: str) -> ListServer | None:
         """The running server of ``name``, if any (no round trip)."""
         return self._servers.get(name)
@@ -108,7 +112,7 @@ class Registry:
         with trio.CancelScope(deadline=trio.current_time() + limit):
             # A server can stop (idle, quarantine) between our lookup and
             # our send; it is then gone from the registry, so a second
-            # lookup starts a fresh one.  Two tries cover that window.
+            # lookup starts a fresh one.  Three tries cover that window.
             for _attempt in range(3):
                 try:
                     return await self._get_or_start(name).call(op)
@@ -117,6 +121,10 @@ class Registry:
             raise Unavailable(f"list {name!r} keeps stopping; try again")
         # Only reached when the deadline cancelled the call.
         raise Timeout(f"list {name!r} did not answer within {limit:g} s")
+
+    @property
+    def call_timeout(self) -> float:
+        return self._config.call_timeout
 
     def running(self) -> int:
         return len(self._servers)

@@ -174,7 +174,7 @@ class ListServer:
     _batch: list[Call] = attrs.field(factory=list, init=False)
     _current: Call | None = attrs.field(default=None, init=False)
     _crashes: deque[float] = attrs.field(factory=deque, init=False)
-    _quarantine_reason: str | None = attrs.field(default=None, init=False)
+    _committing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Call](self._config.mailbox)
@@ -218,17 +218,27 @@ class ListServer:
         then every call still queued gets an error, so no caller hangs.
         """
         reason: str | None = None
+        error: TodoError | None = None
         try:
             while True:
                 try:
                     await self._incarnation()
+                    return
+                except StoreError as exc:
+                    # Only loading raises it here (a failed commit is answered
+                    # inside _process).  A store that cannot read is not a bug
+                    # of this list: answer what is queued with the store's own
+                    # reason and stop, without counting a crash; the next
+                    # request tries again.
+                    log.error("list %r could not be loaded: %s", self.name, exc)
+                    error = exc
                     return
                 except Exception as exc:
                     reason = self._crashed(exc)
                     if reason is not None:
                         return
         finally:
-            self._stop(reason)
+            self._stop(reason, error)
 
     async def _incarnation(self) -> None:
         state = await self._store.load(self.name)
@@ -248,9 +258,20 @@ class ListServer:
                         self._carry = batch + self._carry
                         break
                     state = await self._process(state, batch)
-            if idle.cancelled_caught:
+                    if state.next_id == 1 and self._mailbox_empty():
+                        # Never written: keeping a task for it would let reads
+                        # of made-up names grow the daemon without bound.
+                        # No checkpoint from this check to _stop.
+                        return
+            if idle.cancelled_caught and self._mailbox_empty():
+                # Checked after the timer fired: a caller may have found us
+                # and queued a call before this task resumed.  No checkpoint
+                # from this check to _stop, so nothing can slip in after it.
                 log.debug("list %r idle, stopping", self.name)
                 return
+
+    def _mailbox_empty(self) -> bool:
+        return self._receive.statistics().current_buffer_used == 0
 
     async def _next_batch(self, idle: trio.CancelScope) -> list[Call]:
         """The calls carried over, or else the next ones in the mailbox.
@@ -299,13 +320,18 @@ class ListServer:
                 changes.append(change)
         self._current = None
         if changes:
+            # Left set if the commit is cancelled: _stop must then know the
+            # store may still make this batch durable.
+            self._committing = True
             try:
                 await self._store.commit(self.name, draft.next_id, changes)
             except StoreError as exc:
+                self._committing = False
                 for call in batch:
                     call.reply(outcome.Error(exc))
                 self._batch = []
                 return state
+            self._committing = False
             self._events.batch(len(batch))
         for call, result in zip(batch, results, strict=True):
             call.reply(result)
@@ -340,11 +366,19 @@ class ListServer:
         self._events.restarted()
         return None
 
-    def _stop(self, reason: str | None) -> None:
+    def _stop(self, reason: str | None, error: TodoError | None = None) -> None:
         # No checkpoint from here to the close: no sender can slip a call in
         # between the last receive_nowait and the close, so none is lost.
         self._on_stop(self, reason)
-        error = Unavailable(reason or f"list {self.name!r} is shutting down; try again")
+        error = error or Unavailable(reason or f"list {self.name!r} is shutting down; try again")
+        if self._committing:
+            # Stopped (cancelled) while the store held this batch's commit:
+            # the writer may still make it durable, so "not applied" would
+            # be a lie that invites a duplicate retry.
+            in_doubt = Timeout(f"list {self.name!r} stopped during a commit; the change may have been applied")
+            for call in self._batch:
+                call.reply(outcome.Error(in_doubt))
+            self._batch = []
         pending = self._carry + self._batch
         self._carry, self._batch = [], []
         while True:

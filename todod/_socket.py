@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import math
 import os
 import socket
 import stat
@@ -49,17 +50,18 @@ class AlreadyRunning(Exception):
 
 @attrs.frozen
 class SocketConfig:
-    #: Connections served at once.  A connection costs a task and a few KiB;
-    #: 1,024 stays far below the default fd limit while serving every
-    #: realistic number of shells and scripts.  Over it, a client gets an
-    #: ``unavailable`` error line and is closed.
+    #: Connections served at once.  A connection costs a task, an fd and a
+    #: few KiB; 1,024 serves every realistic number of shells and scripts.
+    #: The entry point raises the soft fd limit to fit it (or lowers it to
+    #: fit the hard limit).  Over it, a client gets an ``unavailable`` error
+    #: line and is closed.
     max_connections: int = 1024
     #: Requests in flight on one connection (pipelining).  Beyond it we stop
     #: reading that connection, so a client cannot queue unbounded work.
     max_in_flight: int = 64
     #: Longest request line (without its newline).
     max_line: int = MAX_LINE
-    #: How long a connection may sit half-way through a line.
+    #: How long a line may take from its first byte to its newline.
     line_timeout: float = 10.0
     #: How long writing one response may take; a client that stops reading
     #: is disconnected after it.
@@ -229,6 +231,9 @@ class SocketServer:
                         self.stats.refused_busy += 1
                         nursery.start_soon(self._refuse, stream, Unavailable("too many connections; try again"))
                         continue
+                    # Counted here, not in the new task: a burst of accepts
+                    # runs before any of their tasks do, and must see the cap.
+                    self.stats.connections += 1
                     nursery.start_soon(self._serve_connection, stream)
 
     async def shutdown(self) -> None:
@@ -254,7 +259,7 @@ class SocketServer:
         await stream.aclose()
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        self.stats.connections += 1
+        """Serve one accepted connection (already counted in ``stats.connections``)."""
         try:
             uid = peer_uid(stream.socket)  # type: ignore[arg-type]
             if uid not in (self.uid, 0):
@@ -298,6 +303,9 @@ class SocketServer:
         """The next line without its newline, or None at end of stream."""
         cap = self.config.max_line
         scanned = 0
+        # The line timeout runs from the line's first byte, not per receive:
+        # a client trickling a byte at a time must not hold a buffer forever.
+        deadline = trio.current_time() + self.config.line_timeout if buffer else math.inf
         while True:
             newline = buffer.find(b"\n", scanned)
             if newline >= 0:
@@ -311,14 +319,15 @@ class SocketServer:
                 break
             # Only a connection half-way through a line is on the clock: an
             # idle connection between requests may wait as long as it likes.
-            timeout = self.config.line_timeout if buffer else float("inf")
-            with trio.move_on_after(timeout) as slow:
+            with trio.move_on_at(deadline) as slow:
                 data = await stream.receive_some(65536)
             if slow.cancelled_caught:
                 await self._send(stream, send_lock, encode_error(None, BadRequest("incomplete line timed out")))
                 raise _Disconnect
             if not data:
                 return None  # a partial line at EOF is a client that gave up
+            if not buffer:
+                deadline = trio.current_time() + self.config.line_timeout
             buffer += data
         self.stats.errors += 1
         await self._send(stream, send_lock, encode_error(None, TooLarge(f"a request line is at most {cap} bytes")))

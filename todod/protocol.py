@@ -17,9 +17,9 @@ from typing import Any, Final, NamedTuple
 
 PROTOCOL_VERSION: Final = 1
 
-#: The longest request or response line, newline included.  One MiB holds a
-#: list of several thousand entries in a response and any sane request, while
-#: bounding what one connection can make the daemon buffer.
+#: The longest request line, its newline not counted.  One MiB holds any sane
+#: request (a title is at most 1,000 characters) while bounding what one
+#: connection can make the daemon buffer.
 MAX_LINE: Final = 1 << 20
 
 #: The longest response line the daemon sends (an ``entries`` answer for a
