@@ -161,19 +161,12 @@ async def open_core(
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
         await supervisor.start_child(ChildSpec("checkpointer", store.run_checkpointer))
         registry = Registry(store, config.server, server_faults or ServerFaults())
-        registry_scope = trio.CancelScope()
-
-        async def run_registry(*, task_status: trio.TaskStatus[None]) -> None:
-            with registry_scope:
-                await registry.run(task_status=task_status)
-
-        await nursery.start(run_registry)
+        await nursery.start(registry.run)
         try:
             yield Core(store, registry, supervisor)
         finally:
             # Shutdown order: list servers, then the writer's queue, then the rest.
             registry.close()
-            registry_scope.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(config.drain_timeout) as drain:
                 await _wait_writer_idle(store, nursery.cancel_scope)
             if drain.cancelled_caught:

@@ -40,9 +40,9 @@ class Registry:
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Host the list servers until cancelled; never returns.
+        """Host the list servers until :meth:`close` or cancellation.
 
-        On cancellation every server stops and fails what is still queued.
+        Either way every server stops and answers what is still queued.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -53,8 +53,14 @@ class Registry:
             self._nursery = None
 
     def close(self) -> None:
-        """Start no more servers (synchronous, so no start can race the shutdown)."""
-        self._nursery = None
+        """Start no more servers and stop the running ones.
+
+        Synchronous, so no start can slip in between; each server answers
+        what is queued for it as it stops, and :meth:`run` then returns.
+        """
+        nursery, self._nursery = self._nursery, None
+        if nursery is not None:
+            nursery.cancel_scope.cancel()
 
     def lookup(self, name: str) -> ListServer | None:
         """The running server of ``name``, if any (no round trip)."""
