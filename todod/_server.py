@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ import trio
 
 from todod._model import Change, Draft, Entry, TodoList
 from todod._store import Store, StoreError
+from todod._supervisor import RestartIntensity
 from todod.protocol import Internal, Timeout, TodoError, Unavailable
 
 log = logging.getLogger("todod.server")
@@ -173,11 +173,12 @@ class ListServer:
     _carry: list[Call] = attrs.field(factory=list, init=False)
     _batch: list[Call] = attrs.field(factory=list, init=False)
     _current: Call | None = attrs.field(default=None, init=False)
-    _crashes: deque[float] = attrs.field(factory=deque, init=False)
+    _intensity: RestartIntensity = attrs.field(init=False)
     _committing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Call](self._config.mailbox)
+        self._intensity = RestartIntensity(self._config.max_crashes, self._config.crash_window)
 
     # --- the caller's side ----------------------------------------------------
 
@@ -195,12 +196,10 @@ class ListServer:
             # Usually there is room: queue without yielding, so a request
             # costs one trip through the scheduler (the wait for the reply),
             # not two.  The wait below is this call's checkpoint.
-            self._send.send_nowait(call)
-        except trio.WouldBlock:
             try:
+                self._send.send_nowait(call)
+            except trio.WouldBlock:
                 await self._send.send(call)  # full mailbox: backpressure
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise Gone(self.name) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise Gone(self.name) from None
         return await call.wait()
@@ -271,7 +270,7 @@ class ListServer:
                 return
 
     def _mailbox_empty(self) -> bool:
-        return self._receive.statistics().current_buffer_used == 0
+        return self.mailbox_depth() == 0
 
     async def _next_batch(self, idle: trio.CancelScope) -> list[Call]:
         """The calls carried over, or else the next ones in the mailbox.
@@ -353,14 +352,10 @@ class ListServer:
         # before what is still queued, so the order is kept.
         self._carry = [c for c in self._batch if not c.is_answered()] + self._carry
         self._batch = []
-        now = trio.current_time()
-        self._crashes.append(now)
-        while self._crashes and now - self._crashes[0] > self._config.crash_window:
-            self._crashes.popleft()
-        if len(self._crashes) > self._config.max_crashes:
+        if self._intensity.crashed():
             self._events.quarantined()
             return (
-                f"list {self.name!r} crashed {len(self._crashes)} times in "
+                f"list {self.name!r} crashed {self._intensity.recent()} times in "
                 f"{self._config.crash_window:g} s and is quarantined for {self._config.quarantine:g} s"
             )
         self._events.restarted()

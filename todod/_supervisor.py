@@ -38,6 +38,31 @@ class ChildSpec:
     restart: Restart = Restart.PERMANENT
 
 
+@attrs.define(eq=False)
+class RestartIntensity:
+    """OTP's restart intensity: at most ``max_restarts`` crashes within ``max_seconds``.
+
+    Measured on trio's clock, so tests can use a mock clock.  The supervisor
+    uses one per child, and each list server one for its list.
+    """
+
+    max_restarts: int
+    max_seconds: float
+    _crashes: deque[float] = attrs.field(factory=deque, init=False)
+
+    def crashed(self) -> bool:
+        """Record a crash now; return whether that makes too many in the window."""
+        now = trio.current_time()
+        self._crashes.append(now)
+        while now - self._crashes[0] > self.max_seconds:
+            self._crashes.popleft()
+        return len(self._crashes) > self.max_restarts
+
+    def recent(self) -> int:
+        """How many crashes fall in the current window."""
+        return len(self._crashes)
+
+
 class SupervisorEscalation(Exception):
     """A child crashed more often than the restart intensity allows."""
 
@@ -92,7 +117,7 @@ class Supervisor:
         return await self._nursery.start(self._supervise, spec, name=f"supervise:{spec.name}")
 
     async def _supervise(self, spec: ChildSpec, *, task_status: trio.TaskStatus[Any]) -> None:
-        crashes: deque[float] = deque()
+        intensity = RestartIntensity(self.max_restarts, self.max_seconds)
         started = False
         self._children += 1
         try:
@@ -115,11 +140,7 @@ class Supervisor:
                         return
                     log.error("child %r crashed; restarting", spec.name, exc_info=exc)
                     cause = exc
-                now = trio.current_time()
-                crashes.append(now)
-                while crashes and now - crashes[0] > self.max_seconds:
-                    crashes.popleft()
-                if len(crashes) > self.max_restarts:
+                if intensity.crashed():
                     raise SupervisorEscalation(spec.name, self.max_restarts, self.max_seconds) from cause
                 self._restarts += 1
         finally:
