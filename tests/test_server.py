@@ -425,3 +425,61 @@ async def test_a_closed_registry_starts_no_server() -> None:
         with pytest.raises(Unavailable, match="shutting down"):
             await registry.call("home", GetEntries())
         nursery.cancel_scope.cancel()
+
+
+async def test_a_call_whose_caller_left_before_it_was_taken_is_not_applied(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A call that times out while it waits in the mailbox is dropped when the server reaches it: nobody waits
+    for its answer, so the change is not made; the calls queued with it are served."""
+    store = FakeStore()
+    store.commit_gate = trio.Event()
+    registry = Registry(store, attrs.evolve(NO_TIMERS, max_batch=1))  # type: ignore[arg-type]
+    results: dict[str, object] = {}
+
+    async def add(title: str, within: float | None = None) -> None:
+        try:
+            results[title] = (await registry.call("home", AddEntry(DAY, title), within)).id
+        except Timeout as exc:
+            results[title] = exc
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        nursery.start_soon(add, "in commit")
+        await trio.testing.wait_all_tasks_blocked()  # its commit now waits on the gate
+        nursery.start_soon(add, "impatient", 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(add, "patient")
+        await trio.sleep(2.0)
+        assert isinstance(results.pop("impatient"), Timeout)
+        store.commit_gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == {"in commit": 2, "patient": 3}, "the abandoned call took an id"
+        assert titles(await registry.call("home", GetEntries())) == ["in commit", "patient"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_idle_reaper_never_stops_a_server_in_a_commit(autojump_clock: trio.testing.MockClock) -> None:
+    """A commit that outlasts idle_timeout is not cut short: the server answers it and stays registered."""
+    store = FakeStore()
+    registry = Registry(store, attrs.evolve(NO_TIMERS, idle_timeout=10.0))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        await registry.call("home", GetEntries())
+        server = registry.lookup("home")
+        store.commit_gate = trio.Event()
+        entry: list[Entry] = []
+
+        async def add() -> None:
+            entry.append(await registry.call("home", AddEntry(DAY, "slow")))
+
+        nursery.start_soon(add)
+        await trio.sleep(35.0)  # three idle timeouts with the commit in flight
+        assert registry.lookup("home") is server
+        store.commit_gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [e.id for e in entry] == [2]
+        assert registry.lookup("home") is server
+        await trio.sleep(10.5)  # idle from now on
+        assert registry.lookup("home") is None
+        nursery.cancel_scope.cancel()

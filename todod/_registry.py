@@ -10,14 +10,16 @@ loads wait in its mailbox.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import attrs
 import trio
 
 from todod._model import validate_list_name
-from todod._server import Gone, ListServer, Op, ServerConfig, ServerEvents, ServerFaults
+from todod._server import Call, Gone, ListServer, Op, ServerConfig, ServerEvents, ServerFaults
 from todod._store import Store
+from todod._timers import CallTimer
 from todod.protocol import Timeout, Unavailable
 
 log = logging.getLogger("todod.registry")
@@ -38,6 +40,7 @@ class Registry:
     _servers: dict[str, ListServer] = attrs.field(factory=dict, init=False)
     _quarantine: dict[str, tuple[float, str]] = attrs.field(factory=dict, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _timer: CallTimer = attrs.field(factory=CallTimer, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the list servers until :meth:`close` or cancellation.
@@ -46,6 +49,8 @@ class Registry:
         """
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(self._timer.run)
+                nursery.start_soon(self._reap_idle)
                 self._nursery = nursery
                 task_status.started()
                 await trio.sleep_forever()
@@ -61,6 +66,26 @@ class Registry:
         nursery, self._nursery = self._nursery, None
         if nursery is not None:
             nursery.cancel_scope.cancel()
+
+    async def _reap_idle(self) -> None:
+        """Stop the servers that have waited for mail for ``idle_timeout``.
+
+        One task for all servers: re-arming a timer in every server around
+        every wait cost two deadline changes per batch, a tenth of the
+        event loop's CPU per add with many lists.  A server is stopped at
+        most ``idle_timeout / 64`` late.  Never returns unless cancelled.
+        """
+        timeout = self._config.idle_timeout
+        if timeout == math.inf:
+            return
+        while True:
+            now = trio.current_time()
+            # A server that starts to wait after this scan is due no sooner
+            # than now + timeout, so that bounds the sleep.
+            wake = now + timeout
+            for server in list(self._servers.values()):
+                wake = min(wake, server.expire_if_idle(now, timeout))
+            await trio.sleep_until(max(wake, now + timeout / 64))
 
     def lookup(self, name: str) -> ListServer | None:
         """The running server of ``name``, if any (no round trip)."""
@@ -112,21 +137,32 @@ class Registry:
         """
         validate_list_name(name)
         limit = self._config.call_timeout if within is None else within
-        # A bare CancelScope rather than trio.fail_after, which wraps the same
-        # scope in a generator-based context manager and an exception
-        # translation, paid on every request.
-        with trio.CancelScope(deadline=trio.current_time() + limit):
+        call = Call(op)
+        # An already-cancelled caller must not enqueue anything, as with send().
+        await trio.lowlevel.checkpoint_if_cancelled()
+        # The timer answers the call with Timeout if its deadline passes: no
+        # cancel scope per call (see todod/_timers.py).
+        deadline = self._timer.watch(call, limit, name)
+        try:
             # A server can stop (idle, quarantine) between our lookup and
             # our send; it is then gone from the registry, so a second
             # lookup starts a fresh one.  Three tries cover that window.
             for _attempt in range(3):
+                server = self._get_or_start(name)
                 try:
-                    return await self._get_or_start(name).call(op)
+                    if not server.offer(call):
+                        # A full mailbox: wait for room, within the same deadline.
+                        with trio.move_on_at(deadline) as queueing:
+                            await server.send(call)
+                        if queueing.cancelled_caught:
+                            raise Timeout(f"list {name!r} did not answer within {limit:g} s")
                 except Gone:
                     continue
+                # The wait is this call's checkpoint when offer() queued it.
+                return await call.wait()
             raise Unavailable(f"list {name!r} keeps stopping; try again")
-        # Only reached when the deadline cancelled the call.
-        raise Timeout(f"list {name!r} did not answer within {limit:g} s")
+        finally:
+            call.abandon()
 
     @property
     def call_timeout(self) -> float:

@@ -21,6 +21,7 @@ import outcome
 import trio
 
 from todod._model import Change, Draft, Entry, TodoList
+from todod._reply import ReplySlot
 from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
 from todod.protocol import Internal, Timeout, TodoError, Unavailable
@@ -72,50 +73,14 @@ def apply(draft: Draft, op: Op) -> tuple[Any, Change | None]:
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
-class Call:
-    """One request and its one-shot reply slot, in one object.
+class Call(ReplySlot):
+    """One request and its one-shot reply slot, in one object."""
 
-    The caller parks its own task on the slot and the server reschedules it
-    with the outcome: no Event and no second object per request (the reply
-    machinery was a visible share of the loop's CPU per add, measured with
-    bench/core_throughput.py under cProfile).  A second reply is ignored; a
-    reply after the caller gave up is stored and dropped with the call, so it
-    never harms the server.
-    """
-
-    __slots__ = ("_result", "_waiter", "op")
+    __slots__ = ("op",)
 
     def __init__(self, op: Op) -> None:
+        super().__init__()
         self.op = op
-        self._result: outcome.Outcome[Any] | None = None
-        self._waiter: trio.lowlevel.Task | None = None
-
-    def reply(self, result: outcome.Outcome[Any]) -> None:
-        """Set the reply once and wake the caller if it is still waiting."""
-        if self._result is not None:
-            return
-        self._result = result
-        if self._waiter is not None:
-            task, self._waiter = self._waiter, None
-            trio.lowlevel.reschedule(task, result)
-
-    def is_answered(self) -> bool:
-        return self._result is not None
-
-    async def wait(self) -> Any:
-        """Wait for the reply and unwrap it.  Cancellable: the caller then
-        simply stops waiting, and a later reply is kept by nobody."""
-        if self._result is not None:
-            await trio.lowlevel.checkpoint()
-            return self._result.unwrap()
-        self._waiter = trio.lowlevel.current_task()
-        return await trio.lowlevel.wait_task_rescheduled(self._abort)
-
-    def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
-        # Cancelled while waiting: forget the task so a late reply only
-        # stores its outcome and never reschedules a task that moved on.
-        self._waiter = None
-        return trio.lowlevel.Abort.SUCCEEDED
 
 
 # --- configuration and faults ---------------------------------------------------
@@ -175,6 +140,9 @@ class ListServer:
     _current: Call | None = attrs.field(default=None, init=False)
     _intensity: RestartIntensity = attrs.field(init=False)
     _committing: bool = attrs.field(default=False, init=False)
+    _idle: trio.CancelScope | None = attrs.field(default=None, init=False)
+    #: When the server started to wait for mail; None while it works.
+    _waiting_since: float | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Call](self._config.mailbox)
@@ -182,27 +150,32 @@ class ListServer:
 
     # --- the caller's side ----------------------------------------------------
 
-    async def call(self, op: Op) -> Any:
-        """Send ``op`` and wait for its reply (the caller's deadline applies).
+    def offer(self, call: Call) -> bool:
+        """Queue ``call`` if the mailbox has room, without a checkpoint.
+
+        Returns False when the mailbox is full (use :meth:`send`).
 
         Raises:
             Gone: the server stopped before taking the call.
-            TodoError: the reply was an error.
         """
-        call = Call(op)
-        # An already-cancelled caller must not enqueue anything, as with send().
-        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            # Usually there is room: queue without yielding, so a request
-            # costs one trip through the scheduler (the wait for the reply),
-            # not two.  The wait below is this call's checkpoint.
-            try:
-                self._send.send_nowait(call)
-            except trio.WouldBlock:
-                await self._send.send(call)  # full mailbox: backpressure
+            self._send.send_nowait(call)
+        except trio.WouldBlock:
+            return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise Gone(self.name) from None
-        return await call.wait()
+        return True
+
+    async def send(self, call: Call) -> None:
+        """Queue ``call``, waiting for room in the mailbox (backpressure).
+
+        Raises:
+            Gone: the server stopped before taking the call.
+        """
+        try:
+            await self._send.send(call)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise Gone(self.name) from None
 
     def mailbox_depth(self) -> int:
         return self._send.statistics().current_buffer_used
@@ -243,14 +216,15 @@ class ListServer:
         state = await self._store.load(self.name)
         self._events.loaded()
         while True:
-            # One idle timer per scope, re-armed for each wait, rather than a
-            # new cancel scope per wait: entering and closing a scope for every
-            # batch was about a fifth of the loop's CPU per add.
+            # One idle scope per incarnation, not a timer armed and disarmed
+            # around every wait: the registry's reaper cancels it, and only
+            # while this task waits for mail (see expire_if_idle).
             with trio.CancelScope() as idle:
+                self._idle = idle
                 while True:
-                    batch = await self._next_batch(idle)
+                    batch = await self._next_batch()
                     if idle.cancel_called:
-                        # The timer fired just as a call arrived, so the call
+                        # The reaper fired just as a call arrived, so the call
                         # was received but the scope is spent (its next
                         # checkpoint would raise).  Keep the batch for a fresh
                         # scope rather than fail it as if the list were idle.
@@ -263,29 +237,48 @@ class ListServer:
                         # No checkpoint from this check to _stop.
                         return
             if idle.cancelled_caught and self._mailbox_empty():
-                # Checked after the timer fired: a caller may have found us
+                # Checked after the reaper fired: a caller may have found us
                 # and queued a call before this task resumed.  No checkpoint
                 # from this check to _stop, so nothing can slip in after it.
                 log.debug("list %r idle, stopping", self.name)
                 return
 
+    def expire_if_idle(self, now: float, timeout: float) -> float:
+        """Stop the server if it has waited for mail for ``timeout`` seconds.
+
+        Called by the registry's reaper; synchronous.  Returns when the
+        server would next be due, or inf if it is not waiting for mail (a
+        server that starts to wait later is due ``timeout`` after that).
+        A server is only ever stopped while it waits for mail, never during
+        a batch or its commit.
+        """
+        since = self._waiting_since
+        if since is None or self._idle is None:
+            return math.inf
+        if now - since >= timeout:
+            self._idle.cancel()
+            return math.inf
+        return since + timeout
+
     def _mailbox_empty(self) -> bool:
         return self.mailbox_depth() == 0
 
-    async def _next_batch(self, idle: trio.CancelScope) -> list[Call]:
+    async def _next_batch(self) -> list[Call]:
         """The calls carried over, or else the next ones in the mailbox.
 
-        Waits at most ``idle_timeout`` for a first call: ``idle`` is then
-        cancelled and the Cancelled ends the caller's ``with idle`` block.
+        Waits for a first call as long as it takes; the reaper ends the wait
+        by cancelling the idle scope.  Calls whose caller has left (timed
+        out or cancelled) before the server took them are dropped, not
+        applied: nobody waits for their answer.
         """
         batch, self._carry = self._carry, []
         carried = len(batch)
         if not batch:
-            idle.deadline = trio.current_time() + self._config.idle_timeout
-            batch.append(await self._receive.receive())
-            # Disarm the timer before the batch is processed: it must never
-            # interrupt a commit.
-            idle.deadline = math.inf
+            self._waiting_since = trio.current_time()
+            try:
+                batch.append(await self._receive.receive())
+            finally:
+                self._waiting_since = None
         while len(batch) < self._config.max_batch:
             try:
                 batch.append(self._receive.receive_nowait())
@@ -298,7 +291,7 @@ class ListServer:
         if len(batch) == self._config.max_batch:
             depth += self._receive.statistics().current_buffer_used
         self._events.mailbox_depth(depth)
-        return batch
+        return [call for call in batch if call.is_wanted()]
 
     async def _process(self, state: TodoList, batch: list[Call]) -> TodoList:
         self._batch = batch
@@ -350,7 +343,7 @@ class ListServer:
             )
         # Nothing of the interrupted batch was committed: serve it again,
         # before what is still queued, so the order is kept.
-        self._carry = [c for c in self._batch if not c.is_answered()] + self._carry
+        self._carry = [c for c in self._batch if c.is_wanted()] + self._carry
         self._batch = []
         if self._intensity.crashed():
             self._events.quarantined()

@@ -23,9 +23,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import outcome
 import trio
 
 from todod._model import Change, Entry, PutEntry, TodoList
+from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
 from todod.protocol import Unavailable
 
@@ -105,13 +107,16 @@ class StoreStatistics:
     writer_busy_seconds: float
 
 
-@attrs.define(eq=False)
-class _Commit:
-    name: str
-    next_id: int
-    changes: tuple[Change, ...]
-    done: trio.Event = attrs.field(factory=trio.Event)
-    error: StoreError | None = None
+class _Commit(ReplySlot):
+    """One list's batch for the writer, and the slot the writer answers it in."""
+
+    __slots__ = ("changes", "name", "next_id")
+
+    def __init__(self, name: str, next_id: int, changes: tuple[Change, ...]) -> None:
+        super().__init__()
+        self.name = name
+        self.next_id = next_id
+        self.changes = changes
 
 
 def _translate(exc: BaseException, what: str) -> StoreError:
@@ -232,9 +237,7 @@ class Store:
                 await self._send.send(item)  # full queue: backpressure
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise StoreError("the store is closed") from None
-        await item.done.wait()
-        if item.error is not None:
-            raise item.error
+        await item.wait()
 
     async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Commit queued batches in groups, one transaction per group.
@@ -258,9 +261,9 @@ class Store:
                 error = await trio.to_thread.run_sync(self._write_group, group)
             finally:
                 self._busy_since = None
+                # One outcome per item: an outcome can be unwrapped only once.
                 for item in group:
-                    item.error = error
-                    item.done.set()
+                    item.reply(outcome.Value(None) if error is None else outcome.Error(error))
                 if self.idle():
                     self._went_idle.set()
                     self._went_idle = trio.Event()
