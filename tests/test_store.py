@@ -119,6 +119,24 @@ async def test_put_and_remove_of_one_id_in_one_batch_apply_in_order(data_dir: st
         assert (await store.load("l")).list_entries() == (Entry(2, DAY, "back", done=True),)
 
 
+async def test_large_groups_of_many_lists_are_written_in_order(data_dir: str) -> None:
+    """Big batches of many lists in one group, with an entry put twice in one run of puts: every row lands,
+    the later put of an id wins, and each list keeps its own next id."""
+    sizes = [1, 3, 64, 100, 1000, 1537]
+    async with running_store(data_dir) as store:
+        async with trio.open_nursery() as nursery:
+            for size in sizes:
+                changes = [PutEntry(Entry(i, DAY, f"{size}-{i}")) for i in range(1, size + 1)]
+                changes.append(PutEntry(Entry(1, DAY, f"{size}-1", done=True)))  # same id again, same run
+                nursery.start_soon(store.commit, f"list-{size}", size + 7, changes)
+        for size in sizes:
+            loaded = await store.load(f"list-{size}")
+            assert loaded.next_id == size + 7
+            assert [e.title for e in loaded.list_entries()] == [f"{size}-{i}" for i in range(1, size + 1)]
+            assert [e.id for e in loaded.list_entries() if e.done] == [1]
+        assert await store.integrity_check() == "ok"
+
+
 async def test_file_and_directory_are_private_and_sound(data_dir: str) -> None:
     """The data directory is created 0700, the database file 0600, and integrity_check says ok."""
     async with running_store(data_dir) as store:
@@ -329,3 +347,13 @@ async def test_loads_are_counted(data_dir: str) -> None:
         await store.load("a")
         await store.load("a")
         assert store.statistics().loads == 2
+
+
+async def test_an_sqlite_too_old_for_the_schema_is_refused_with_a_clear_error(
+    data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer; this Python uses 3\.31\.1"):
+        async with open_store(data_dir):
+            pass

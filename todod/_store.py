@@ -74,6 +74,8 @@ MAX_GROUP = 512
 CHECKPOINT_EVERY = 256
 #: Threads that may read at once (the book's three database workers).
 READ_WORKERS = 3
+#: INSERT ... RETURNING needs SQLite 3.35.
+MIN_SQLITE = (3, 35, 0)
 
 
 _PUT = "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)"
@@ -439,6 +441,10 @@ class Store:
 
 
 def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection]]:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise StoreError(
+            f"todod needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python uses {sqlite3.sqlite_version}"
+        )
     ensure_private_dir(data_dir)
     lock_fd = _lock_data_dir(data_dir)
     path = os.path.join(data_dir, DB_NAME)
