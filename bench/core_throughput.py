@@ -65,19 +65,34 @@ class DaemonRun:
 # --- the raw limit ------------------------------------------------------------------
 
 
+RAW_INSERT = "INSERT INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)"
+
+
+def raw_connection(workdir: str) -> sqlite3.Connection:
+    """A database like todod's, WAL and ``synchronous=FULL``, with no automatic checkpoint."""
+    conn = sqlite3.connect(os.path.join(workdir, "raw.sqlite3"), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    # No checkpoint at all in the timed loop: the strictest upper bound.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(
+        "CREATE TABLE entries (list_id INTEGER NOT NULL, id INTEGER NOT NULL, date TEXT NOT NULL, "
+        "title TEXT NOT NULL, done INTEGER NOT NULL, PRIMARY KEY (list_id, id)) WITHOUT ROWID"
+    )
+    return conn
+
+
+def raw_commit(conn: sqlite3.Connection, rows: list[tuple[int, int, str, str, int]]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(RAW_INSERT, rows)
+    conn.execute("COMMIT")
+
+
 def raw_inserts(base: str, group: int, seconds: float, lists: int) -> float:
     """Rows per second of plain sqlite3, one transaction per ``group`` rows."""
     workdir = tempfile.mkdtemp(prefix="raw-", dir=base)
     try:
-        conn = sqlite3.connect(os.path.join(workdir, "raw.sqlite3"), isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        # No checkpoint at all in the timed loop: the strictest upper bound.
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.execute(
-            "CREATE TABLE entries (list_id INTEGER NOT NULL, id INTEGER NOT NULL, date TEXT NOT NULL, "
-            "title TEXT NOT NULL, done INTEGER NOT NULL, PRIMARY KEY (list_id, id)) WITHOUT ROWID"
-        )
+        conn = raw_connection(workdir)
         next_ids = [1] * lists
         date = DAY.isoformat()
         rows = 0
@@ -91,15 +106,105 @@ def raw_inserts(base: str, group: int, seconds: float, lists: int) -> float:
                 batch.append((list_id, next_ids[list_id], date, TITLE, 0))
                 next_ids[list_id] += 1
                 n += 1
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)", batch)
-            conn.execute("COMMIT")
+            raw_commit(conn, batch)
             rows += group
             now = time.perf_counter()
             if now >= deadline:
                 break
         conn.close()
         return rows / (now - start)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- the design's ceiling ------------------------------------------------------------
+
+
+async def skeleton_adds(base: str, seconds: float, list_of: Callable[[int, int], str]) -> float:
+    """Adds per second of the daemon's task structure with all of its work taken out.
+
+    The same hand-offs as the daemon, and nothing else: each of TASKS callers
+    sends a reply slot to its list's task through a bounded memory channel
+    (the mailbox) and waits; a list task drains its mailbox and sends one
+    slot for the batch to a writer task, waits for it, then answers the
+    batch; the writer drains what is queued and commits one row per add with
+    :func:`raw_commit` in a worker thread.  No validation, no model, no
+    entries, no error handling: what the daemon cannot beat however lean
+    its own code, on this machine, in this run.
+    """
+    import outcome
+
+    from todod._reply import ReplySlot
+
+    workdir = tempfile.mkdtemp(prefix="skeleton-", dir=base)
+    names = sorted({list_of(i, n) for i in range(TASKS) for n in range(LISTS)})
+    list_ids = {name: i for i, name in enumerate(names)}
+    date = DAY.isoformat()
+    done = 0
+    try:
+        conn = raw_connection(workdir)
+        to_writer, writer_inbox = trio.open_memory_channel[tuple[ReplySlot, int, int, int]](1024)
+        mailboxes: dict[str, trio.MemorySendChannel[ReplySlot]] = {}
+
+        async def writer() -> None:
+            while True:
+                group = [await writer_inbox.receive()]
+                while True:
+                    try:
+                        group.append(writer_inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                rows = [
+                    (list_id, first + k, date, TITLE, 0) for _slot, list_id, first, count in group for k in range(count)
+                ]
+                await trio.to_thread.run_sync(raw_commit, conn, rows)
+                for slot, *_ in group:
+                    slot.reply(outcome.Value(None))
+
+        async def list_task(name: str, mailbox: trio.MemoryReceiveChannel[ReplySlot]) -> None:
+            next_id = 1
+            while True:
+                batch = [await mailbox.receive()]
+                while True:
+                    try:
+                        batch.append(mailbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                commit = ReplySlot()
+                to_writer.send_nowait((commit, list_ids[name], next_id, len(batch)))
+                await commit.wait()
+                next_id += len(batch)
+                for slot in batch:
+                    slot.reply(outcome.Value(None))
+
+        stop = False
+
+        async def caller(i: int) -> None:
+            nonlocal done
+            n = 0
+            while not stop:
+                slot = ReplySlot()
+                mailboxes[list_of(i, n)].send_nowait(slot)
+                await slot.wait()
+                done += 1
+                n += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            for name in names:
+                send, receive = trio.open_memory_channel[ReplySlot](256)
+                mailboxes[name] = send
+                nursery.start_soon(list_task, name, receive)
+            async with trio.open_nursery() as callers:
+                start = trio.current_time()
+                for i in range(TASKS):
+                    callers.start_soon(caller, i)
+                await trio.sleep(seconds)
+                counted, elapsed = done, trio.current_time() - start
+                stop = True
+            nursery.cancel_scope.cancel()
+        conn.close()
+        return counted / elapsed
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -206,8 +311,10 @@ def main() -> int:
             (f"{TASKS} tasks on one list", one_list, 1),
         ]
         results: dict[str, list[DaemonRun]] = {}
+        ceilings: dict[str, list[float]] = {}
         for label, list_of, _lists in scenarios:
             results[label] = [trio.run(daemon_adds, base, args.seconds, list_of) for _ in range(args.reps)]
+            ceilings[label] = [trio.run(skeleton_adds, base, args.seconds, list_of) for _ in range(args.reps)]
 
         # Reference lines only; each scenario's verdict compares the daemon
         # with raw SQLite at the rows per transaction the daemon reached.
@@ -230,6 +337,12 @@ def main() -> int:
             print(f"  raw SQLite, K = {k} rows per transaction: {median(raw):>10,.0f} rows/s {spread(raw)}")
             print(f"  daemon core, durable adds:            {median(adds):>10,.0f} adds/s {spread(adds)}")
             print(f"  daemon / raw batched = {ratio:.2f}   daemon / raw K=1 = {median(adds) / median(raw_one):.2f}")
+            ceiling = ceilings[label]
+            print(f"  design ceiling (its tasks, no work):  {median(ceiling):>10,.0f} adds/s {spread(ceiling)}")
+            print(
+                f"  ceiling / raw batched = {median(ceiling) / median(raw):.2f}   "
+                f"daemon / ceiling = {median(adds) / median(ceiling):.2f}"
+            )
             print(
                 f"  rows per commit {median([r.rows_per_commit for r in runs]):.1f}, "
                 f"requests per list batch {median([r.mean_batch for r in runs]):.1f}"
