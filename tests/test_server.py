@@ -352,13 +352,13 @@ class FakeStore:
 
 
 async def test_idle_expiry_racing_a_caller_never_fails_it(autojump_clock: trio.testing.MockClock) -> None:
-    """A call that reaches a server in the same tick its idle timer fires is served, never told 'shutting down'."""
+    """A call that reaches a server in the same tick the idle reaper fires is served, never told 'shutting down'."""
     for _ in range(40):  # trio shuffles each tick's wake-ups: try both orders many times
         registry = Registry(FakeStore(), ServerConfig(idle_timeout=10.0))  # type: ignore[arg-type]
         async with trio.open_nursery() as nursery:
             await nursery.start(registry.run)
             t0 = trio.current_time()
-            await registry.call("home", GetEntries())  # the server arms its idle timer at t0
+            await registry.call("home", GetEntries())  # the server starts to wait for mail at t0
             await trio.sleep_until(t0 + 10.0)  # wake in the very tick the timer fires
             assert await registry.call("home", GetEntries()) == ()
             nursery.cancel_scope.cancel()
@@ -455,6 +455,7 @@ async def test_a_call_whose_caller_left_before_it_was_taken_is_not_applied(
         store.commit_gate.set()
         await trio.testing.wait_all_tasks_blocked()
         assert results == {"in commit": 2, "patient": 3}, "the abandoned call took an id"
+        assert registry.events.dropped_calls == 1
         assert titles(await registry.call("home", GetEntries())) == ["in commit", "patient"]
         nursery.cancel_scope.cancel()
 
@@ -483,3 +484,60 @@ async def test_the_idle_reaper_never_stops_a_server_in_a_commit(autojump_clock: 
         await trio.sleep(10.5)  # idle from now on
         assert registry.lookup("home") is None
         nursery.cancel_scope.cancel()
+
+
+async def test_a_caller_waiting_for_room_in_a_full_mailbox_times_out_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With the list stuck in a commit and its mailbox full, a caller waiting for room gets Timeout at its
+    deadline, and its call is never applied."""
+    store = FakeStore()
+    store.commit_gate = trio.Event()
+    registry = Registry(store, attrs.evolve(NO_TIMERS, mailbox=1, max_batch=1))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        nursery.start_soon(registry.call, "home", AddEntry(DAY, "in commit"))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(registry.call, "home", AddEntry(DAY, "queued"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert registry.mailbox_depth() == 1
+        start = trio.current_time()
+        with pytest.raises(Timeout, match="did not answer within 1 s"):
+            await registry.call("home", AddEntry(DAY, "no room"), 1.0)
+        assert trio.current_time() - start == pytest.approx(1.0)
+        store.commit_gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert titles(await registry.call("home", GetEntries())) == ["in commit", "queued"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_calls_keep_their_deadline_while_a_closed_registry_winds_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server that cannot stop at once (its load runs in a thread, which cancellation cannot interrupt) does not
+    stretch its callers' wait: the call timer outlives the servers, so they get Timeout at their deadline."""
+
+    class SlowLoad(FakeStore):
+        async def load(self, name: str) -> TodoList:
+            with trio.CancelScope(shield=True):  # stands for a load in a worker thread
+                await trio.sleep(60)
+            return await super().load(name)
+
+    registry = Registry(SlowLoad(), attrs.evolve(NO_TIMERS, call_timeout=5.0))  # type: ignore[arg-type]
+    outcomes: list[tuple[float, BaseException]] = []
+
+    async def call() -> None:
+        start = trio.current_time()
+        try:
+            await registry.call("home", GetEntries())
+        except (Timeout, Unavailable) as exc:
+            outcomes.append((trio.current_time() - start, exc))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+        registry.close()
+    assert len(outcomes) == 1
+    waited, exc = outcomes[0]
+    assert isinstance(exc, Timeout) and waited == pytest.approx(5.0)

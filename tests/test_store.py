@@ -352,6 +352,7 @@ async def test_loads_are_counted(data_dir: str) -> None:
 async def test_an_sqlite_too_old_for_the_schema_is_refused_with_a_clear_error(
     data_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The store needs INSERT ... RETURNING: an older SQLite is refused at open, not at the first new list."""
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
     with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer; this Python uses 3\.31\.1"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import outcome
 import pytest
@@ -10,7 +12,7 @@ import trio
 import trio.testing
 
 from todod._reply import ReplySlot
-from todod._timers import CallTimer
+from todod._timers import COMPACT_AT, CallTimer
 from todod.protocol import Timeout
 
 
@@ -71,6 +73,7 @@ async def test_answered_calls_leave_as_new_ones_arrive() -> None:
 
 
 async def test_an_infinite_limit_is_not_watched() -> None:
+    """A call with no time limit waits as long as it takes: the timer does not even hold it."""
     timer = CallTimer()
     assert timer.watch(ReplySlot(), math.inf, "home") == math.inf
     assert timer.watched() == 0
@@ -84,3 +87,44 @@ async def test_a_cancelled_waiter_abandons_its_slot() -> None:
     assert not slot.is_wanted()
     slot.reply(outcome.Value(1))  # must not try to reschedule the task that left
     assert slot.is_answered()
+
+
+async def test_a_stuck_call_does_not_make_the_timer_keep_every_call_behind_it() -> None:
+    """One call that is never answered at the front of a queue: the answered calls behind it are still dropped,
+    so the queue stays about as long as the calls that still wait."""
+    timer = CallTimer()
+    stuck = ReplySlot()
+    timer.watch(stuck, 5.0, "stuck")
+    for _ in range(100_000):
+        call = ReplySlot()
+        timer.watch(call, 5.0, "home")
+        call.reply(outcome.Value(None))
+    assert timer.watched() <= COMPACT_AT
+    assert stuck.is_wanted()
+
+
+class Big:
+    """A result that can be tracked with a weak reference."""
+
+
+async def test_a_taken_answer_is_not_kept_by_its_slot() -> None:
+    """Once the waiter has its answer, or has left, the slot no longer holds the result: a slot that outlives
+    its request (in the timer's queue) cannot keep a big result alive."""
+    taken = ReplySlot()
+    big = Big()
+    ref = weakref.ref(big)
+    taken.reply(outcome.Value(big))
+    assert await taken.wait() is big
+    del big
+    gc.collect()
+    assert ref() is None, "the slot kept the answer after the waiter took it"
+
+    left = ReplySlot()
+    left.abandon()
+    late = Big()
+    late_ref = weakref.ref(late)
+    left.reply(outcome.Value(late))
+    del late
+    gc.collect()
+    assert late_ref() is None, "the slot kept an answer nobody waits for"
+    assert left.is_answered() and not left.is_wanted()

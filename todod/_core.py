@@ -57,6 +57,7 @@ class CoreStatistics:
     quarantines: int
     mailbox_peak: int
     mailbox_queued: int
+    dropped_calls: int
     commits: int
     failed_commits: int
     batches: int
@@ -127,6 +128,7 @@ class Core:
             quarantines=ev.quarantines,
             mailbox_peak=ev.mailbox_peak,
             mailbox_queued=self.registry.mailbox_depth(),
+            dropped_calls=ev.dropped_calls,
             commits=st.commits,
             failed_commits=st.failed_commits,
             batches=ev.batches,

@@ -24,6 +24,9 @@ from todod.protocol import Timeout, Unavailable
 
 log = logging.getLogger("todod.registry")
 
+#: The reaper's shortest sleep, so that a tiny idle timeout cannot make it spin.
+REAP_TICK = 0.01
+
 
 @attrs.define(eq=False)
 class Registry:
@@ -45,15 +48,28 @@ class Registry:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the list servers until :meth:`close` or cancellation.
 
-        Either way every server stops and answers what is still queued.
+        Either way every server stops and answers what is still queued.  The
+        call timer outlives the servers, so a caller whose server is slow to
+        stop (a load in a worker thread cannot be interrupted) still gets its
+        Timeout on time.
         """
+        timer_scope = trio.CancelScope(shield=True)
+
+        async def run_timer(*, task_status: trio.TaskStatus[None]) -> None:
+            with timer_scope:
+                await self._timer.run(task_status=task_status)
+
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._timer.run)
-                nursery.start_soon(self._reap_idle)
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
+            async with trio.open_nursery() as outer:
+                await outer.start(run_timer)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._reap_idle)
+                        self._nursery = nursery
+                        task_status.started()
+                        await trio.sleep_forever()
+                finally:
+                    timer_scope.cancel()
         finally:
             self._nursery = None
 
@@ -85,7 +101,7 @@ class Registry:
             wake = now + timeout
             for server in list(self._servers.values()):
                 wake = min(wake, server.expire_if_idle(now, timeout))
-            await trio.sleep_until(max(wake, now + timeout / 64))
+            await trio.sleep_until(max(wake, now + max(timeout / 64, REAP_TICK)))
 
     def lookup(self, name: str) -> ListServer | None:
         """The running server of ``name``, if any (no round trip)."""

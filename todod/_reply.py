@@ -19,50 +19,65 @@ import trio
 
 
 class ReplySlot:
-    """One answer, set once, waited for by at most one task."""
+    """One answer, set once, waited for by at most one task.
 
-    __slots__ = ("_abandoned", "_result", "_waiter")
+    The slot keeps the answer only until its waiter takes it: once taken, or
+    once the waiter has left, the slot holds nothing but its state, so a
+    slot that outlives its request (in the call timer's queue, say) does not
+    keep a large result alive.
+    """
+
+    __slots__ = ("_abandoned", "_answered", "_result", "_waiter")
 
     def __init__(self) -> None:
+        self._answered = False
+        self._abandoned = False
         self._result: outcome.Outcome[Any] | None = None
         self._waiter: trio.lowlevel.Task | None = None
-        self._abandoned = False
 
     def reply(self, result: outcome.Outcome[Any]) -> None:
-        """Set the answer unless one is set, and wake the waiter if it still waits."""
-        if self._result is not None:
+        """Set the answer unless one is set, and wake the waiter if it waits.
+
+        An answer to a slot whose waiter has left is dropped at once.
+        """
+        if self._answered:
             return
-        self._result = result
+        self._answered = True
         if self._waiter is not None:
             task, self._waiter = self._waiter, None
             trio.lowlevel.reschedule(task, result)
+        elif not self._abandoned:
+            self._result = result  # until the waiter comes for it
 
     def is_answered(self) -> bool:
-        return self._result is not None
+        return self._answered
 
     def is_wanted(self) -> bool:
         """Whether somebody still waits for the answer: not answered and not abandoned."""
-        return self._result is None and not self._abandoned
+        return not self._answered and not self._abandoned
 
     def abandon(self) -> None:
         """Say that nobody will wait for the answer (the requester has left)."""
         self._abandoned = True
+        self._result = None
 
     async def wait(self) -> Any:
         """Wait for the answer and unwrap it: return its value or raise its error.
 
-        Cancellable: the waiter then simply stops waiting and the slot counts
-        as abandoned; a later answer is kept by nobody.
+        Call it once.  Cancellable: the waiter then simply stops waiting and
+        the slot counts as abandoned; a later answer is dropped.
         """
-        if self._result is not None:
+        if self._answered:
+            result, self._result = self._result, None
+            assert result is not None, "the answer was taken or abandoned"
             await trio.lowlevel.checkpoint()
-            return self._result.unwrap()
+            return result.unwrap()
         self._waiter = trio.lowlevel.current_task()
         return await trio.lowlevel.wait_task_rescheduled(self._abort)
 
     def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
-        # Forget the task, so a late reply only stores its outcome and never
-        # reschedules a task that has moved on.
+        # Forget the task, so a late reply never reschedules a task that has
+        # moved on.
         self._waiter = None
         self._abandoned = True
         return trio.lowlevel.Abort.SUCCEEDED

@@ -244,9 +244,10 @@ class ListServer:
                 return
 
     def expire_if_idle(self, now: float, timeout: float) -> float:
-        """Stop the server if it has waited for mail for ``timeout`` seconds.
+        """End the server's wait for mail if it has lasted ``timeout`` seconds.
 
-        Called by the registry's reaper; synchronous.  Returns when the
+        The server then stops, unless a call reached its mailbox meanwhile,
+        which it serves.  Called by the registry's reaper; synchronous.  Returns when the
         server would next be due, or inf if it is not waiting for mail (a
         server that starts to wait later is due ``timeout`` after that).
         A server is only ever stopped while it waits for mail, never during
@@ -291,7 +292,10 @@ class ListServer:
         if len(batch) == self._config.max_batch:
             depth += self._receive.statistics().current_buffer_used
         self._events.mailbox_depth(depth)
-        return [call for call in batch if call.is_wanted()]
+        wanted = [call for call in batch if call.is_wanted()]
+        if len(wanted) < len(batch):
+            self._events.dropped(len(batch) - len(wanted))
+        return wanted
 
     async def _process(self, state: TodoList, batch: list[Call]) -> TodoList:
         self._batch = batch
@@ -396,6 +400,8 @@ class ServerEvents:
     batches: int = 0
     batched_requests: int = 0
     max_batch: int = 0
+    #: Calls dropped unapplied because their caller left before the server took them.
+    dropped_calls: int = 0
 
     def loaded(self) -> None:
         self.loads += 1
@@ -408,6 +414,9 @@ class ServerEvents:
 
     def mailbox_depth(self, depth: int) -> None:
         self.mailbox_peak = max(self.mailbox_peak, depth)
+
+    def dropped(self, calls: int) -> None:
+        self.dropped_calls += calls
 
     def batch(self, size: int) -> None:
         self.batches += 1

@@ -230,7 +230,7 @@ class Store:
         """
         item = _Commit(name, next_id, tuple(changes))
         # Like send(), but without a trip through the scheduler when there is
-        # room: the wait for ``done`` below is this call's checkpoint.
+        # room: the wait for the writer's answer below is this call's checkpoint.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             try:

@@ -11,8 +11,9 @@ whose deadline passes with :class:`~todod.protocol.Timeout`, which wakes its
 caller as the server's own answer would.
 
 Calls that are answered leave their queue from the front as new ones arrive,
-so a queue holds the calls in flight plus those answered behind a slow one,
-at most one time limit's worth.
+and a queue that grows behind a slow call is compacted, so it holds about
+twice the calls still waiting; an answered call keeps no result (see
+:class:`~todod._reply.ReplySlot`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ from __future__ import annotations
 import collections
 import math
 
+import attrs
 import outcome
 import trio
 
 from todod._reply import ReplySlot
 from todod.protocol import Timeout
 
+#: A queue is compacted (its answered calls dropped wherever they are) when
+#: it reaches this length, or twice its length after the last compaction.
+COMPACT_AT = 1024
 
+
+@attrs.define(eq=False)
 class CallTimer:
     """Answers watched calls with Timeout when their deadline passes.
 
@@ -34,10 +41,10 @@ class CallTimer:
     used before the task has started.
     """
 
-    def __init__(self) -> None:
-        self._queues: dict[float, collections.deque[tuple[float, ReplySlot, str]]] = {}
-        self._wake_at = math.inf
-        self._sleep: trio.CancelScope | None = None
+    _queues: dict[float, collections.deque[tuple[float, ReplySlot, str]]] = attrs.field(factory=dict, init=False)
+    _compact_at: dict[float, int] = attrs.field(factory=dict, init=False)
+    _wake_at: float = attrs.field(default=math.inf, init=False)
+    _sleep: trio.CancelScope | None = attrs.field(default=None, init=False)
 
     def watch(self, call: ReplySlot, limit: float, list_name: str) -> float:
         """Answer ``call`` with Timeout unless it is answered within ``limit`` seconds.
@@ -58,12 +65,18 @@ class CallTimer:
             queue.popleft()
             if not queue:
                 break
+        if len(queue) >= self._compact_at.get(limit, COMPACT_AT):
+            # A call stuck at the front keeps the answered ones behind it:
+            # drop those too.  The threshold doubles with what remains, so
+            # this stays O(1) per call, and a queue holds about twice the
+            # calls still waiting, not every call of the last time limit.
+            queue = self._queues[limit] = collections.deque(item for item in queue if item[1].is_wanted())
+            self._compact_at[limit] = max(COMPACT_AT, 2 * len(queue))
         if deadline < self._wake_at:
             self._wake_at = deadline
             if self._sleep is not None:
                 self._sleep.deadline = deadline
         return deadline
-
     def watched(self) -> int:
         """How many calls the queues hold (answered ones not yet dropped included)."""
         return sum(len(queue) for queue in self._queues.values())
@@ -86,6 +99,7 @@ class CallTimer:
                     break
             if not queue:
                 del self._queues[limit]
+                self._compact_at.pop(limit, None)
         return wake
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
