@@ -13,7 +13,7 @@ import trio.testing
 
 from tests.conftest import CommitGate, OpenRegistry
 from todod._model import Entry, TodoList
-from todod._registry import Registry
+from todod._registry import REAP_TICK, Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, Op, ServerConfig, ServerFaults, UpdateEntry
 from todod._store import StoreError, StoreFaults, open_store
 from todod.protocol import Internal, Invalid, NotFound, Timeout, TodoError, Unavailable
@@ -541,3 +541,37 @@ async def test_calls_keep_their_deadline_while_a_closed_registry_winds_down(
     assert len(outcomes) == 1
     waited, exc = outcomes[0]
     assert isinstance(exc, Timeout) and waited == pytest.approx(5.0)
+
+
+async def test_past_max_servers_the_longest_idle_lists_are_stopped(autojump_clock: trio.testing.MockClock) -> None:
+    """A stream of new lists keeps at most max_servers running: the ones idle longest are stopped, the busiest
+    recent ones stay; without any idle timeout at all."""
+    registry = Registry(FakeStore(), attrs.evolve(NO_TIMERS, max_servers=10))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        for i in range(200):
+            await registry.call(f"l{i}", GetEntries())
+            await registry.call("hot", GetEntries())  # used all along: never the longest idle
+            await trio.sleep(2 * REAP_TICK)  # the reaper trims at most once a tick
+            assert registry.running() <= 11, "more lists in memory than max_servers allows"
+        assert registry.lookup("hot") is not None
+        assert registry.lookup("l199") is not None
+        assert registry.lookup("l0") is None
+        assert registry.events.evictions >= 190 - 11
+        assert registry.events.restarts == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stopped_list_comes_back_with_its_state(
+    open_registry: OpenRegistry, lazy_autojump_clock: trio.testing.MockClock
+) -> None:
+    """A list stopped to make room loads again from the store on its next request, with every entry."""
+    async with open_registry(attrs.evolve(NO_TIMERS, max_servers=2)) as (_store, registry):
+        for name in ("a", "b", "c", "d"):
+            await registry.call(name, AddEntry(DAY, f"{name} 1"))
+            await registry.call(name, AddEntry(DAY, f"{name} 2"))
+            await trio.sleep(2 * REAP_TICK)
+        assert registry.lookup("a") is None
+        assert titles(await registry.call("a", GetEntries())) == ["a 1", "a 2"]
+        assert (await registry.call("a", AddEntry(DAY, "a 3"))).id == 3
+        assert registry.events.loads == 5

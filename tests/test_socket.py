@@ -315,3 +315,21 @@ def test_fd_limit_below_the_connection_cap_refuses_instead_of_hanging() -> None:
     finally:
         d.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_max_lists_bounds_the_lists_in_memory_and_loses_nothing() -> None:
+    """With --max-lists 3, writing to 12 lists keeps about 3 servers running (status counts the evictions),
+    and every list still has all of its entries."""
+    with running_daemon(["--max-lists", "3"]) as d:
+        for round_ in range(2):
+            for i in range(12):
+                request(d.socket, "add", list=f"l{i}", title=f"entry {round_}")
+        wait_until(
+            lambda: request(d.socket, "status")["stats"]["servers_running"] <= 3,
+            10,
+            "the registry to stop the lists over --max-lists",
+        )
+        assert request(d.socket, "status")["stats"]["evictions"] >= 12
+        for i in range(12):
+            entries = request(d.socket, "entries", list=f"l{i}")
+            assert [(e["id"], e["title"]) for e in entries] == [(1, "entry 0"), (2, "entry 1")]

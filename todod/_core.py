@@ -52,6 +52,7 @@ class CoreStatistics:
 
     lists_loaded: int
     servers_running: int
+    evictions: int
     restarts: int
     quarantined: int
     quarantines: int
@@ -123,6 +124,7 @@ class Core:
         return CoreStatistics(
             lists_loaded=ev.loads,
             servers_running=self.registry.running(),
+            evictions=ev.evictions,
             restarts=ev.restarts,
             quarantined=self.registry.quarantined(),
             quarantines=ev.quarantines,

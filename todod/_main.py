@@ -142,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     bounds.add_argument("--call-timeout", type=_positive(float), default=server.call_timeout)
     bounds.add_argument("--idle-timeout", type=_positive(float), default=server.idle_timeout)
     bounds.add_argument("--quarantine", type=_positive(float), default=server.quarantine)
+    bounds.add_argument("--max-lists", type=_positive(int), default=server.max_servers)
     sub = parser.add_subparsers(dest="command")
     units = sub.add_parser("install-units", help="write the systemd user units for this todod")
     units.add_argument("--user-dir", help="where to write them (default ~/.config/systemd/user)")
@@ -183,7 +184,10 @@ def _faults_from_env() -> tuple[StoreFaults, ServerFaults]:
 
 async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> None:
     server_config = ServerConfig(
-        call_timeout=args.call_timeout, idle_timeout=args.idle_timeout, quarantine=args.quarantine
+        call_timeout=args.call_timeout,
+        idle_timeout=args.idle_timeout,
+        quarantine=args.quarantine,
+        max_servers=args.max_lists,
     )
     socket_config = _fit_fd_limit(
         SocketConfig(

@@ -44,6 +44,8 @@ class Registry:
     _quarantine: dict[str, tuple[float, str]] = attrs.field(factory=dict, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _timer: CallTimer = attrs.field(factory=CallTimer, init=False)
+    _reap_sleep: trio.CancelScope | None = attrs.field(default=None, init=False)
+    _trim_wanted: bool = attrs.field(default=False, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the list servers until :meth:`close` or cancellation.
@@ -84,24 +86,55 @@ class Registry:
             nursery.cancel_scope.cancel()
 
     async def _reap_idle(self) -> None:
-        """Stop the servers that have waited for mail for ``idle_timeout``.
+        """Stop the servers that have waited for mail for ``idle_timeout``,
+        and the longest-waiting ones while more than ``max_servers`` run.
 
         One task for all servers: re-arming a timer in every server around
         every wait cost two deadline changes per batch, a tenth of the
         event loop's CPU per add with many lists.  A server is stopped at
-        most ``idle_timeout / 64`` late.  Never returns unless cancelled.
+        most ``idle_timeout / 64`` (and at least 10 ms) late.  Never returns
+        unless cancelled.
         """
         timeout = self._config.idle_timeout
-        if timeout == math.inf:
-            return
+        # Idle expiry is checked at most 64 times per timeout; trims, which
+        # wake the reaper early, at most once per REAP_TICK.
+        granularity = max(timeout / 64, REAP_TICK) if timeout < math.inf else math.inf
         while True:
             now = trio.current_time()
+            self._trim_wanted = False
             # A server that starts to wait after this scan is due no sooner
             # than now + timeout, so that bounds the sleep.
             wake = now + timeout
-            for server in list(self._servers.values()):
-                wake = min(wake, server.expire_if_idle(now, timeout))
-            await trio.sleep_until(max(wake, now + max(timeout / 64, REAP_TICK)))
+            if timeout < math.inf:
+                for server in list(self._servers.values()):
+                    wake = min(wake, server.expire_if_idle(now, timeout))
+            over = len(self._servers) - self._config.max_servers
+            if over > 0:
+                self._evict(over)
+            with trio.CancelScope(deadline=max(wake, now + granularity)) as self._reap_sleep:
+                await trio.sleep_forever()
+            self._reap_sleep = None
+            if self._trim_wanted:
+                # Woken to trim: still no sooner than a tick after the last scan.
+                await trio.sleep_until(now + REAP_TICK)
+
+    def _evict(self, over: int) -> None:
+        """Stop the ``over`` servers that have waited longest for mail, and a tenth of the cap more.
+
+        The margin makes the scan (O(n log n)) rare under a stream of new
+        lists.  Busy servers are never stopped: they can only be as many as
+        the calls in flight, which are bounded.
+        """
+        waiting = sorted(
+            (since, i, server)
+            for i, server in enumerate(self._servers.values())
+            if (since := server.waiting_since()) is not None
+        )
+        stopped = 0
+        for _since, _i, server in waiting[: over + self._config.max_servers // 10]:
+            if server.evict():
+                stopped += 1
+        self.events.evicted(stopped)
 
     def lookup(self, name: str) -> ListServer | None:
         """The running server of ``name``, if any (no round trip)."""
@@ -119,6 +152,11 @@ class Registry:
         server = ListServer(name, self._store, self._config, self.faults, self._forget, self.events)
         self._servers[name] = server
         self._nursery.start_soon(server.run, name=f"list:{name}")
+        if len(self._servers) > self._config.max_servers and not self._trim_wanted:
+            # Too many lists in memory: have the reaper stop the longest-idle.
+            self._trim_wanted = True
+            if self._reap_sleep is not None:
+                self._reap_sleep.cancel()
         return server
 
     def _check_quarantine(self, name: str) -> None:

@@ -92,6 +92,10 @@ class ServerConfig:
     call_timeout: float = 5.0
     #: An idle list server stops after this long; the next request restarts it.
     idle_timeout: float = 600.0
+    #: Most list servers at once: beyond it the ones that have waited longest
+    #: for mail are stopped (their lists load again on their next request),
+    #: so memory is bounded however many lists are in use.
+    max_servers: int = 2_000
     #: Mailbox capacity: beyond it callers wait (under their timeout).  256 is
     #: four pipelines of 64 and keeps a stuck list from holding unbounded memory.
     mailbox: int = 256
@@ -261,6 +265,23 @@ class ListServer:
             return math.inf
         return since + timeout
 
+    def waiting_since(self) -> float | None:
+        """When the server started to wait for mail, or None if it is working or already stopping."""
+        if self._idle is None or self._idle.cancel_called:
+            return None
+        return self._waiting_since
+
+    def evict(self) -> bool:
+        """End the server's wait for mail now, as :meth:`expire_if_idle` does when it is due.
+
+        Returns whether it was waiting (only then is it stopped).
+        """
+        if self.waiting_since() is None:
+            return False
+        assert self._idle is not None
+        self._idle.cancel()
+        return True
+
     def _mailbox_empty(self) -> bool:
         return self.mailbox_depth() == 0
 
@@ -402,6 +423,8 @@ class ServerEvents:
     max_batch: int = 0
     #: Calls dropped unapplied because their caller left before the server took them.
     dropped_calls: int = 0
+    #: Servers stopped because more than max_servers were running.
+    evictions: int = 0
 
     def loaded(self) -> None:
         self.loads += 1
@@ -414,6 +437,9 @@ class ServerEvents:
 
     def mailbox_depth(self, depth: int) -> None:
         self.mailbox_peak = max(self.mailbox_peak, depth)
+
+    def evicted(self, servers: int) -> None:
+        self.evictions += servers
 
     def dropped(self, calls: int) -> None:
         self.dropped_calls += calls
