@@ -64,6 +64,7 @@ def request(
         protocol.BadRequest: the response is not a well-formed response line.
     """
     line = protocol.encode_request(op, **fields)
+    deadline = time.monotonic() + timeout
     try:
         try:
             response = _exchange(socket_path, line, timeout)
@@ -72,8 +73,9 @@ def request(
                 raise Unreachable(
                     f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off"
                 ) from None
-            _start_daemon(socket_path, data_dir)
-            response = _exchange(socket_path, line, timeout)
+            # --timeout bounds the whole command, a daemon's start included.
+            _start_daemon(socket_path, data_dir, deadline)
+            response = _exchange(socket_path, line, _remaining(deadline))
     except TimeoutError:
         raise protocol.Timeout(f"no response from the daemon within {timeout:g} s") from None
     except OSError as exc:
@@ -122,8 +124,11 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _start_daemon(socket_path: str, data_dir: str) -> None:
+def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
     """Start ``python -m todod`` in its own session and wait until it answers ``hello``.
+
+    Waits until :data:`START_DEADLINE` from now, or until ``deadline`` (a
+    ``time.monotonic()`` value: the caller's ``--timeout``) if that is sooner.
 
     The child is never waited for: it is a daemon and outlives us.  If another
     ``todo`` starts one at the same moment, the daemon's lock lets only one
@@ -132,6 +137,7 @@ def _start_daemon(socket_path: str, data_dir: str) -> None:
     Raises:
         Unreachable: the data directory is unsafe, the daemon could not be
             started, or nothing answered within :data:`START_DEADLINE`.
+        TimeoutError: ``deadline`` came first, with the daemon still starting.
     """
     import subprocess  # only on the rare start-up path
 
@@ -154,20 +160,24 @@ def _start_daemon(socket_path: str, data_dir: str) -> None:
         raise Unreachable(f"cannot start the daemon: {exc}") from None
 
     hello = protocol.encode_request("hello")
-    deadline = time.monotonic() + START_DEADLINE
+    started = time.monotonic()
+    start_deadline = started + START_DEADLINE
+    wait_until = min(start_deadline, deadline)
     delay = _FIRST_POLL
     while True:
         try:
-            protocol.parse_response(_exchange(socket_path, hello, max(deadline - time.monotonic(), 0.01)))
+            protocol.parse_response(_exchange(socket_path, hello, max(wait_until - time.monotonic(), 0.01)))
             return
         except (OSError, protocol.TodoError):
             pass  # not listening yet, or still starting up
         exited = child.poll()  # also reaps a child that lost a start-up race
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= wait_until:
+            if exited is None and wait_until < start_deadline:
+                raise TimeoutError  # the caller's --timeout: the daemon may yet come up
             how = f"exited with status {exited}" if exited is not None else "is still starting"
             raise Unreachable(
                 f"started the daemon (pid {child.pid}, {how}) but nothing answered on "
-                f"{socket_path} within {START_DEADLINE:g} s; see {log_path}"
+                f"{socket_path} within {wait_until - started:.3g} s; see {log_path}"
             )
-        time.sleep(delay)
+        time.sleep(min(delay, max(wait_until - time.monotonic(), 0.0)))
         delay = min(delay * 2, _LAST_POLL)

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -411,6 +412,35 @@ def test_auto_start_gives_up_after_the_deadline(short_dir: str, monkeypatch: pyt
     assert result.exit_code == 69
     assert "exited with status 1" in result.stderr
     assert os.path.join(data, "todod.log") in result.stderr
+
+
+def test_timeout_bounds_a_slow_auto_start(short_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--timeout bounds the whole command: a started daemon that is still starting up when it runs out is a
+    timeout (exit 75), not a 10 s wait."""
+
+    class SlowPopen:
+        """A daemon that was started but never listens, and is still running."""
+
+        pid = 4242
+
+        def __init__(self, argv: list[str], **kwargs: Any) -> None:
+            pass
+
+        def poll(self) -> int | None:
+            return None
+
+    monkeypatch.setattr(subprocess, "Popen", SlowPopen)
+    data = os.path.join(short_dir, "data")
+    start = time.monotonic()
+    result = runner.invoke(
+        app,
+        ["list", "--socket", os.path.join(short_dir, "todod.sock"), "--data-dir", data, "--timeout", "0.3"],
+        env={"TODOD_NO_START": None},
+    )
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 75, result.output
+    assert "within 0.3 s" in result.stderr
+    assert elapsed < _client.START_DEADLINE / 2, "the auto-start waited past --timeout"
 
 
 def test_auto_start_refuses_an_unsafe_data_dir(short_dir: str, fake_popen: type[FakePopen]) -> None:
