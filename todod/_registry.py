@@ -19,8 +19,8 @@ import trio
 from todod._model import validate_list_name
 from todod._server import Call, Gone, ListServer, Op, ServerConfig, ServerEvents, ServerFaults
 from todod._store import Store
-from todod._timers import CallTimer
-from todod.protocol import Timeout, Unavailable
+from todod._timers import CallTimer, call_timed_out
+from todod.protocol import Unavailable
 
 log = logging.getLogger("todod.registry")
 
@@ -209,7 +209,7 @@ class Registry:
                         with trio.move_on_at(deadline) as queueing:
                             await server.send(call)
                         if queueing.cancelled_caught:
-                            raise Timeout(f"list {name!r} did not answer within {limit:g} s")
+                            raise call_timed_out(name, limit)
                 except Gone:
                     continue
                 # The wait is this call's checkpoint when offer() queued it.

@@ -257,11 +257,11 @@ class ListServer:
         A server is only ever stopped while it waits for mail, never during
         a batch or its commit.
         """
-        since = self._waiting_since
-        if since is None or self._idle is None:
+        since = self.waiting_since()
+        if since is None:
             return math.inf
         if now - since >= timeout:
-            self._idle.cancel()
+            self.evict()
             return math.inf
         return since + timeout
 

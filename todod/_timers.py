@@ -33,6 +33,11 @@ from todod.protocol import Timeout
 COMPACT_AT = 1024
 
 
+def call_timed_out(list_name: str, limit: float) -> Timeout:
+    """The error of a call to ``list_name`` that got no answer within ``limit`` seconds."""
+    return Timeout(f"list {list_name!r} did not answer within {limit:g} s")
+
+
 @attrs.define(eq=False)
 class CallTimer:
     """Answers watched calls with Timeout when their deadline passes.
@@ -93,7 +98,7 @@ class CallTimer:
                     queue.popleft()
                 elif deadline <= now:
                     queue.popleft()
-                    call.reply(outcome.Error(Timeout(f"list {list_name!r} did not answer within {limit:g} s")))
+                    call.reply(outcome.Error(call_timed_out(list_name, limit)))
                 else:
                     wake = min(wake, deadline)
                     break
@@ -114,4 +119,4 @@ class CallTimer:
                 self._sleep = None
 
 
-__all__ = ["CallTimer"]
+__all__ = ["CallTimer", "call_timed_out"]
