@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import trio
@@ -40,6 +41,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from todod._core import Core, CoreStatistics, open_core
+
+T = TypeVar("T")
 
 TASKS = 64
 LISTS = 1000
@@ -120,6 +123,16 @@ def raw_inserts(base: str, group: int, seconds: float, lists: int) -> float:
 # --- the design's ceiling ------------------------------------------------------------
 
 
+async def drain(channel: trio.MemoryReceiveChannel[T]) -> list[T]:
+    """Wait for one item, then take every other one already queued."""
+    items = [await channel.receive()]
+    while True:
+        try:
+            items.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return items
+
+
 async def skeleton_adds(base: str, seconds: float, list_of: Callable[[int, int], str]) -> float:
     """Adds per second of the daemon's task structure with all of its work taken out.
 
@@ -148,12 +161,7 @@ async def skeleton_adds(base: str, seconds: float, list_of: Callable[[int, int],
 
         async def writer() -> None:
             while True:
-                group = [await writer_inbox.receive()]
-                while True:
-                    try:
-                        group.append(writer_inbox.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                group = await drain(writer_inbox)
                 rows = [
                     (list_id, first + k, date, TITLE, 0) for _slot, list_id, first, count in group for k in range(count)
                 ]
@@ -164,12 +172,7 @@ async def skeleton_adds(base: str, seconds: float, list_of: Callable[[int, int],
         async def list_task(name: str, mailbox: trio.MemoryReceiveChannel[ReplySlot]) -> None:
             next_id = 1
             while True:
-                batch = [await mailbox.receive()]
-                while True:
-                    try:
-                        batch.append(mailbox.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                batch = await drain(mailbox)
                 commit = ReplySlot()
                 to_writer.send_nowait((commit, list_ids[name], next_id, len(batch)))
                 await commit.wait()

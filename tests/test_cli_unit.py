@@ -358,6 +358,22 @@ class FakePopen:
         return None
 
 
+def never_listening(exit_status: int | None) -> type:
+    """A stand-in for subprocess.Popen: a daemon that never listens, exited with ``exit_status`` or (None)
+    still running."""
+
+    class NeverListening:
+        pid = 4242
+
+        def __init__(self, argv: list[str], **kwargs: Any) -> None:
+            pass
+
+        def poll(self) -> int | None:
+            return exit_status
+
+    return NeverListening
+
+
 @pytest.fixture
 def fake_popen(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakePopen]]:
     """subprocess.Popen replaced by FakePopen for one test; its daemons closed after."""
@@ -392,16 +408,7 @@ def test_auto_start_spawns_the_daemon_and_waits_for_hello(
 def test_auto_start_gives_up_after_the_deadline(short_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """If the started daemon never answers, the CLI exits 69 pointing at the log."""
 
-    class SilentPopen:
-        pid = 4242
-
-        def __init__(self, argv: list[str], **kwargs: Any) -> None:
-            pass
-
-        def poll(self) -> int | None:
-            return 1
-
-    monkeypatch.setattr(subprocess, "Popen", SilentPopen)
+    monkeypatch.setattr(subprocess, "Popen", never_listening(exit_status=1))
     monkeypatch.setattr(_client, "START_DEADLINE", 0.05)
     data = os.path.join(short_dir, "data")
     result = runner.invoke(
@@ -417,19 +424,7 @@ def test_auto_start_gives_up_after_the_deadline(short_dir: str, monkeypatch: pyt
 def test_timeout_bounds_a_slow_auto_start(short_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """--timeout bounds the whole command: a started daemon that is still starting up when it runs out is a
     timeout (exit 75), not a 10 s wait."""
-
-    class SlowPopen:
-        """A daemon that was started but never listens, and is still running."""
-
-        pid = 4242
-
-        def __init__(self, argv: list[str], **kwargs: Any) -> None:
-            pass
-
-        def poll(self) -> int | None:
-            return None
-
-    monkeypatch.setattr(subprocess, "Popen", SlowPopen)
+    monkeypatch.setattr(subprocess, "Popen", never_listening(exit_status=None))
     data = os.path.join(short_dir, "data")
     start = time.monotonic()
     result = runner.invoke(
