@@ -49,6 +49,16 @@ def snapshot(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), path.stat().st_mtime_ns
 
 
+async def assert_refused_and_untouched(data: Path, match: str | None) -> None:
+    """Opening the store in ``data`` fails with StoreError (matching ``match``) and leaves its file as it was."""
+    db = data / DB_NAME
+    before = snapshot(db)
+    with pytest.raises(StoreError, match=match):
+        async with open_store(str(data)):
+            pytest.fail("a file that must be refused was opened")
+    assert snapshot(db) == before
+
+
 def modes(*paths: str) -> dict[str, int]:
     """The permission bits of those of ``paths`` that exist."""
     return {p: stat.S_IMODE(os.stat(p).st_mode) for p in paths if os.path.exists(p)}
@@ -160,11 +170,7 @@ async def test_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path: P
     conn.execute("INSERT INTO invoices (amount) VALUES (12.5)")
     conn.commit()
     conn.close()
-    before = snapshot(db)
-    with pytest.raises(StoreError, match="not a todod database"):
-        async with open_store(str(data)):
-            pytest.fail("a foreign database was opened")
-    assert snapshot(db) == before
+    await assert_refused_and_untouched(data, "not a todod database")
     assert not (data / (DB_NAME + "-wal")).exists()
 
 
@@ -173,11 +179,7 @@ async def test_non_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> 
     data = private_dir(tmp_path / "data")
     db = data / DB_NAME
     db.write_bytes(b"these are my notes, not a database\n" * 200)
-    before = snapshot(db)
-    with pytest.raises(StoreError):
-        async with open_store(str(data)):
-            pytest.fail("a non-SQLite file was opened")
-    assert snapshot(db) == before
+    await assert_refused_and_untouched(data, None)
 
 
 async def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
@@ -190,11 +192,7 @@ async def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> Non
     conn.execute("CREATE TABLE lists_v2 (id INTEGER PRIMARY KEY)")
     conn.commit()
     conn.close()
-    before = snapshot(db)
-    with pytest.raises(StoreError, match="newer"):
-        async with open_store(str(data)):
-            pytest.fail("a newer schema was opened")
-    assert snapshot(db) == before
+    await assert_refused_and_untouched(data, "newer")
 
 
 async def test_second_open_of_a_data_dir_is_refused_while_the_first_is_open(data_dir: str) -> None:
