@@ -1,0 +1,452 @@
+"""todod on the socket against same-run floors: the table of issue 10, in one command.
+
+Run it from the repository root::
+
+    .venv/bin/python bench/run.py [--quick] [--reps 3] [--json PATH] [--dir DIR]
+
+Every figure is a ratio to a baseline measured in the same run; each is the
+median of ``--reps`` interleaved repetitions (at least 3).  The servers
+and the load generator (bench/loadgen.py, two processes of 32 closed-loop
+connections) are separate processes; the script reports the CPU each used
+during the load, so it is clear which one was the bottleneck (the machine
+has 2 cores: the generator competes with the server, and the floors pay
+the same).
+
+1. Throughput, 64 connections, each waiting for its answer: the plain echo
+   server (no storage, for scale), the durable echo server (every add
+   committed, WAL + ``synchronous=FULL``, group commit; bench/echo_server.py),
+   todod with the adds spread over 1,000 lists, todod with all adds into one
+   list.  Targets: todod >= 0.7x the durable echo in both.
+2. One connection, sequential adds, p50 latency: todod <= 1.3x the durable echo.
+3. Memory per running list server, one entry each, 10,000 lists, against a
+   bare Trio task waiting on a memory channel in the same interpreter
+   (bench/list_memory.py): <= 1.3x.
+4. ``entries`` of a 10,000-entry list over the socket, p50, against the same
+   rows read with ``sqlite3`` and JSON-encoded in this process: <= 2x.
+5. Start to ready (``hello`` answered) with 1,000,000 entries in 10,000
+   lists, against an empty store: <= 1.5x.
+6. The first ``entries`` of a cold 10,000-entry list against the same
+   request warm: reported.
+
+``--quick`` uses fewer requests and finishes in under a minute; the full run
+in under five.  The table is printed and written as JSON to ``--json``
+(default ``bench/results/run.json``, ignored by git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT))
+
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONNECTIONS = 64
+GENERATORS = 2
+LISTS = 1000
+BIG = "big"
+BIG_ENTRIES = 10_000
+STORE_LISTS = 10_000
+STORE_ENTRIES = 1_000_000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def hello(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(path)
+            sock.sendall(b'{"op":"hello"}\n')
+            return sock.recv(4096).startswith(b'{"ok":true')
+    except OSError:
+        return False
+
+
+class Server:
+    """One server process under test: an echo server or todod."""
+
+    def __init__(self, kind: str, workdir: Path, data_dir: Path | None = None, extra: Sequence[str] = ()) -> None:
+        self.kind = kind
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.socket = str(workdir / "s.sock")
+        self.data_dir = data_dir or workdir / "data"
+        if kind == "todod":
+            argv = [PY, "-m", "todod", "--socket", self.socket, "--data-dir", str(self.data_dir), *extra]
+        else:
+            argv = [PY, str(BENCH / "echo_server.py"), "--socket", self.socket, *extra]
+            if kind == "durable":
+                argv += ["--durable", str(self.data_dir)]
+        self.log = open(workdir / f"{kind}.log", "ab")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT)
+        if kind == "todod":
+            wait_until(lambda: self._alive() and hello(self.socket), 60, "todod to answer hello")
+        else:
+            assert self.proc.stdout is not None
+            if self.proc.stdout.readline().strip() != b"ready":
+                raise SystemExit(f"{kind} echo server did not start; see {workdir}")
+        self.ready = time.monotonic()
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"{self.kind} exited with {self.proc.returncode}")
+        return True
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # our own child, by its pid
+            self.proc.wait()
+        self.log.close()
+
+
+def run_load(
+    server: Server, connections: int, requests: int, lists: int, processes: int = GENERATORS, entries: str | None = None
+) -> dict[str, Any]:
+    """Drive ``server`` with closed-loop generators; figures and the CPU of both sides."""
+    per = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
+    reqs = [requests * c // connections for c in per]
+    gens = []
+    first = 0
+    for conns, n in zip(per, reqs, strict=True):
+        argv = [PY, str(BENCH / "loadgen.py"), "--socket", server.socket, "--connections", str(conns)]
+        argv += ["--requests", str(n), "--lists", str(lists), "--first", str(first)]
+        if entries:
+            argv += ["--entries", entries]
+        first += conns
+        gens.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    for gen in gens:
+        assert gen.stdout is not None
+        if gen.stdout.readline().strip() != b"connected":
+            raise SystemExit("a load generator failed to connect")
+    cpu_before = cpu_seconds(server.proc.pid)
+    for gen in gens:
+        assert gen.stdin is not None
+        gen.stdin.write(b"go\n")
+        gen.stdin.flush()
+    results = []
+    gen_cpu = 0.0
+    for gen in gens:
+        assert gen.stdout is not None
+        results.append(json.loads(gen.stdout.readline()))
+        _pid, status, usage = os.wait4(gen.pid, 0)
+        gen.returncode = os.waitstatus_to_exitcode(status)
+        gen_cpu += usage.ru_utime + usage.ru_stime
+    server_cpu = cpu_seconds(server.proc.pid) - cpu_before
+    start = min(r["start"] for r in results)
+    end = max(r["end"] for r in results)
+    total = sum(r["requests"] for r in results)
+    errors = sum(r["errors"] for r in results)
+    if errors:
+        raise SystemExit(f"{errors} error responses from {server.kind}; see its log")
+    wall = end - start
+    return {
+        "per_second": total / wall,
+        "p50": statistics.median(r["p50"] for r in results),
+        "wall": wall,
+        "server_cpu": server_cpu / wall,  # cores busy
+        "generator_cpu": gen_cpu / wall,
+    }
+
+
+# --- the data sets -------------------------------------------------------------------
+
+
+def build_store(data_dir: Path, lists: int, entries: int) -> None:
+    """A todod store with ``entries`` entries over ``lists`` lists, one of them BIG with BIG_ENTRIES."""
+    from todod._store import _open_sync  # the daemon's own schema and pragmas
+
+    lock_fd, conn, _readers = _open_sync(str(data_dir), 0)
+    try:
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("BEGIN")
+        if lists:
+            rest = (entries - BIG_ENTRIES) // max(lists - 1, 1) if lists > 1 else 0
+            names = [(BIG, BIG_ENTRIES + 1)] + [(f"s{i}", rest + 1) for i in range(1, lists)]
+            conn.executemany(
+                "INSERT INTO lists (id, name, next_id) VALUES (?, ?, ?)",
+                ((i + 1, n, k) for i, (n, k) in enumerate(names)),
+            )
+            title = "an entry of the start-up data set"
+            conn.executemany(
+                "INSERT INTO entries (list_id, id, date, title, done) VALUES (?, ?, '2026-02-03', ?, 0)",
+                ((lid + 1, e, title) for lid, (_n, k) in enumerate(names) for e in range(1, k)),
+            )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+        os.close(lock_fd)
+
+
+def entries_in_process(db: Path, reps: int) -> float:
+    """p50 of reading BIG's rows with sqlite3 and encoding them as todod's JSON response, in process."""
+    times = []
+    conn = sqlite3.connect(db)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        rows = conn.execute(
+            "SELECT e.id, e.date, e.title, e.done FROM entries e JOIN lists l ON l.id = e.list_id "
+            "WHERE l.name = ? ORDER BY e.id",
+            (BIG,),
+        ).fetchall()
+        result = [{"id": i, "date": d, "title": t, "done": bool(x)} for i, d, t, x in rows]
+        line = json.dumps({"ok": True, "result": result}, separators=(",", ":")).encode("ascii") + b"\n"
+        times.append(time.perf_counter() - t0)
+        assert len(rows) == BIG_ENTRIES and line
+    conn.close()
+    return statistics.median(times)
+
+
+def timed_entries(path: str) -> float:
+    """One ``entries`` of BIG on a new connection: seconds until the whole response has arrived."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(path)
+        t0 = time.perf_counter()
+        sock.sendall(b'{"op":"entries","list":"big"}\n')
+        data = bytearray()
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise SystemExit("todod closed the connection")
+            data += chunk
+        elapsed = time.perf_counter() - t0
+    if not data.startswith(b'{"ok":true'):
+        raise SystemExit(f"entries failed: {bytes(data[:200])!r}")
+    return elapsed
+
+
+# --- the table ---------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests; under a minute")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (at least 3)")
+    parser.add_argument("--json", default=str(BENCH / "results" / "run.json"), help="where to write the table")
+    parser.add_argument("--dir", default=None, help="where the temporary stores live (default: $TMPDIR)")
+    parser.add_argument("--todod-arg", action="append", default=[], help="an extra todod argument (repeatable)")
+    parser.add_argument("--only", default="", help="comma-separated sections: load,memory,entries,start")
+    args = parser.parse_args()
+    reps = max(3, args.reps)
+    adds = 6_000 if args.quick else 20_000
+    sequential = 400 if args.quick else 1_500
+    sections = set(args.only.split(",")) if args.only else {"load", "memory", "entries", "start"}
+    tmp = Path(tempfile.mkdtemp(prefix="todob-", dir=args.dir))
+    table: dict[str, Any] = {"quick": args.quick, "reps": reps, "adds": adds, "todod_args": args.todod_arg}
+    started = time.monotonic()
+    try:
+        if "load" in sections:
+            table["load"] = load_section(tmp, reps, adds, sequential, args.todod_arg)
+        if "memory" in sections:
+            out = subprocess.run(
+                [PY, str(BENCH / "list_memory.py"), "--dir", str(tmp / "mem"), "--reps", str(reps)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            table["memory"] = json.loads(out)
+        if "entries" in sections or "start" in sections:
+            table["store"] = store_section(tmp, reps, args.todod_arg)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table["seconds"] = round(time.monotonic() - started, 1)
+    print_table(table)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+    print(f"\nwritten to {args.json} ({table['seconds']} s)")
+
+
+def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: list[str]) -> dict[str, Any]:
+    kinds = ["plain", "durable", "todod_1000", "todod_1"]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    seq: dict[str, list[float]] = {"durable": [], "todod": []}
+    for rep in range(reps):
+        order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
+        for kind in order:
+            work = tmp / f"{kind}-{rep}"
+            server_kind = "todod" if kind.startswith("todod") else kind
+            server = Server(server_kind, work, extra=todod_args if server_kind == "todod" else ())
+            try:
+                lists = 1 if kind == "todod_1" else LISTS
+                # Warm up: every list written once, so loading is not in the figure.
+                run_load(server, CONNECTIONS, max(lists, CONNECTIONS), lists)
+                runs[kind].append(run_load(server, CONNECTIONS, adds, lists))
+                if kind in ("durable", "todod_1000"):
+                    seq["todod" if kind == "todod_1000" else kind].append(
+                        run_load(server, 1, sequential, LISTS, processes=1)["p50"]
+                    )
+            finally:
+                server.stop()
+                shutil.rmtree(work, ignore_errors=True)
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        rs = runs[kind]
+        out[kind] = {
+            "per_second": median([r["per_second"] for r in rs]),
+            "all_per_second": [round(r["per_second"]) for r in rs],
+            "server_cpu": median([r["server_cpu"] for r in rs]),
+            "generator_cpu": median([r["generator_cpu"] for r in rs]),
+        }
+    durable = out["durable"]["per_second"]
+    out["ratio_1000"] = median(
+        [t["per_second"] / d["per_second"] for t, d in zip(runs["todod_1000"], runs["durable"], strict=True)]
+    )
+    out["ratio_1"] = median(
+        [t["per_second"] / d["per_second"] for t, d in zip(runs["todod_1"], runs["durable"], strict=True)]
+    )
+    out["durable_over_plain"] = durable / out["plain"]["per_second"]
+    out["sequential_p50"] = {k: median(v) for k, v in seq.items()}
+    out["sequential_ratio"] = median([t / d for t, d in zip(seq["todod"], seq["durable"], strict=True)])
+    return out
+
+
+def store_section(tmp: Path, reps: int, todod_args: list[str]) -> dict[str, Any]:
+    full = tmp / "full"
+    empty = tmp / "empty"
+    t0 = time.monotonic()
+    build_store(full, STORE_LISTS, STORE_ENTRIES)
+    build_store(empty, 0, 0)
+    built = time.monotonic() - t0
+    starts: dict[str, list[float]] = {"empty": [], "full": []}
+    cold: list[float] = []
+    warm: list[float] = []
+    baseline: list[float] = []
+    for rep in range(reps):
+        for which in ("empty", "full") if rep % 2 == 0 else ("full", "empty"):
+            server = Server(
+                "todod", tmp / f"start-{which}-{rep}", data_dir=full if which == "full" else empty, extra=todod_args
+            )
+            try:
+                starts[which].append(server.ready - server.started)
+                if which == "full":
+                    cold.append(timed_entries(server.socket))
+                    warm.append(median([timed_entries(server.socket) for _ in range(7)]))
+            finally:
+                server.stop()
+        baseline.append(entries_in_process(full / "todod.sqlite3", 7))
+    return {
+        "built_seconds": round(built, 1),
+        "start_empty": median(starts["empty"]),
+        "start_full": median(starts["full"]),
+        "start_ratio": median([f / e for f, e in zip(starts["full"], starts["empty"], strict=True)]),
+        "entries_socket_p50": median(warm),
+        "entries_in_process_p50": median(baseline),
+        "entries_ratio": median([w / b for w, b in zip(warm, baseline, strict=True)]),
+        "cold": median(cold),
+        "cold_over_warm": median([c / w for c, w in zip(cold, warm, strict=True)]),
+    }
+
+
+def print_table(t: dict[str, Any]) -> None:
+    rows: list[tuple[str, str, str, str]] = []
+
+    def verdict(value: float, target: float, at_least: bool) -> str:
+        ok = value >= target if at_least else value <= target
+        return f"{'met' if ok else 'NOT MET'} ({'>=' if at_least else '<='} {target})"
+
+    if "load" in t:
+        ld = t["load"]
+        for kind, label in (
+            ("plain", "plain echo, 64 conns"),
+            ("durable", "durable echo, 64 conns"),
+            ("todod_1000", "todod, 64 conns, 1,000 lists"),
+            ("todod_1", "todod, 64 conns, one list"),
+        ):
+            r = ld[kind]
+            rows.append(
+                (
+                    label,
+                    f"{r['per_second']:,.0f}/s",
+                    f"server {r['server_cpu']:.2f} cores, generator {r['generator_cpu']:.2f}",
+                    "",
+                )
+            )
+        rows.append(("durable echo / plain echo", f"{ld['durable_over_plain']:.2f}x", "scale", ""))
+        rows.append(
+            ("todod 1,000 lists / durable echo", f"{ld['ratio_1000']:.2f}x", "", verdict(ld["ratio_1000"], 0.7, True))
+        )
+        rows.append(("todod one list / durable echo", f"{ld['ratio_1']:.2f}x", "", verdict(ld["ratio_1"], 0.7, True)))
+        sp = ld["sequential_p50"]
+        rows.append(
+            (
+                "sequential add p50 / durable echo",
+                f"{ld['sequential_ratio']:.2f}x",
+                f"todod {sp['todod'] * 1e6:.0f} us, echo {sp['durable'] * 1e6:.0f} us",
+                verdict(ld["sequential_ratio"], 1.3, False),
+            )
+        )
+    if "memory" in t:
+        m = t["memory"]
+        rows.append(
+            (
+                "memory per list server / bare task",
+                f"{m['ratio']:.2f}x",
+                f"{m['server_bytes']:,.0f} B vs {m['task_bytes']:,.0f} B",
+                verdict(m["ratio"], 1.3, False),
+            )
+        )
+    if "store" in t:
+        s = t["store"]
+        rows.append(
+            (
+                "entries 10k over socket / in-process",
+                f"{s['entries_ratio']:.2f}x",
+                f"{s['entries_socket_p50'] * 1e3:.1f} ms vs {s['entries_in_process_p50'] * 1e3:.1f} ms",
+                verdict(s["entries_ratio"], 2.0, False),
+            )
+        )
+        rows.append(
+            (
+                "start, 1M entries / empty store",
+                f"{s['start_ratio']:.2f}x",
+                f"{s['start_full'] * 1e3:.0f} ms vs {s['start_empty'] * 1e3:.0f} ms",
+                verdict(s["start_ratio"], 1.5, False),
+            )
+        )
+        rows.append(
+            ("first entries, cold / warm", f"{s['cold_over_warm']:.2f}x", f"cold {s['cold'] * 1e3:.1f} ms", "reported")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"medians of {t['reps']} interleaved repetitions{' (quick)' if t['quick'] else ''}")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
