@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import outcome
 import trio
 
 from todod._model import Entry, validate_title
 from todod._registry import Registry
-from todod._server import AddEntry, DeleteEntry, GetEntries, ServerConfig, ServerFaults, UpdateEntry
+from todod._server import AddEntry, DeleteEntry, GetEntries, Op, ServerConfig, ServerFaults, UpdateEntry
 from todod._store import Store, StoreFaults, open_store
 from todod._supervisor import ChildSpec, Supervisor
 from todod.protocol import Timeout
@@ -73,6 +74,18 @@ class CoreStatistics:
         return attrs.asdict(self)
 
 
+def add_op(title: str, date: datetime.date) -> AddEntry:
+    """The message of an add, its title validated (raises Invalid)."""
+    return AddEntry(date, validate_title(title))
+
+
+def update_op(
+    entry_id: int, *, title: str | None = None, date: datetime.date | None = None, done: bool | None = None
+) -> UpdateEntry:
+    """The message of an update, its title validated if given (raises Invalid)."""
+    return UpdateEntry(entry_id, None if title is None else validate_title(title), date, done)
+
+
 @attrs.define(eq=False)
 class Core:
     """The operations of todod; every method is safe to call from any task."""
@@ -82,7 +95,7 @@ class Core:
     supervisor: Supervisor
 
     async def add(self, list_name: str, title: str, date: datetime.date) -> Entry:
-        result: Entry = await self.registry.call(list_name, AddEntry(date, validate_title(title)))
+        result: Entry = await self.registry.call(list_name, add_op(title, date))
         return result
 
     async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
@@ -98,14 +111,16 @@ class Core:
         date: datetime.date | None = None,
         done: bool | None = None,
     ) -> Entry:
-        if title is not None:
-            title = validate_title(title)
-        result: Entry = await self.registry.call(list_name, UpdateEntry(entry_id, title, date, done))
+        result: Entry = await self.registry.call(list_name, update_op(entry_id, title=title, date=date, done=done))
         return result
 
     async def delete(self, list_name: str, entry_id: int) -> Entry:
         result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id))
         return result
+
+    async def submit(self, list_name: str, op: Op, on_reply: Callable[[outcome.Outcome[Any]], None]) -> None:
+        """Queue ``op`` (built by ``add_op``, ``update_op`` or directly) for ``list_name``; see Registry.submit."""
+        await self.registry.submit(list_name, op, on_reply)
 
     async def lists(self) -> list[tuple[str, int]]:
         """Every list ever written, with its durable entry count, by name.

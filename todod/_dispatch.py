@@ -1,4 +1,10 @@
-"""Request dispatch: one ``match`` from a parsed wire request to the core."""
+"""Request dispatch: one ``match`` from a parsed wire request to the core.
+
+The list ops (add, entries, update, delete) also have a path without a task
+per request: :meth:`Dispatcher.submit` builds the list server's message and
+queues it, and its answer is handed, converted to wire values, to the
+connection's callback.  The other ops go through :meth:`Dispatcher.__call__`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import outcome
 import trio
 
 from todod import __version__
-from todod._core import Core
+from todod._core import Core, add_op, update_op
 from todod._model import parse_date
+from todod._server import DeleteEntry, GetEntries, Op
 from todod.protocol import PROTOCOL_VERSION, BadRequest, Request
+
+Reply = Callable[[outcome.Outcome[Any]], None]
 
 
 @attrs.define(eq=False)
@@ -26,6 +36,29 @@ class Dispatcher:
     core: Core
     extra_status: Callable[[], dict[str, Any]] = attrs.field(default=dict)
     started_at: float = attrs.field(factory=trio.current_time)
+
+    async def submit(self, request: Request, reply: Reply) -> bool:
+        """Queue a list op with no task of its own; ``reply`` gets its wire result (or error) later.
+
+        Returns False, queueing nothing, for an op that is not a list op
+        (use :meth:`__call__`).  Waits only while the list's mailbox is full.
+
+        Raises:
+            TodoError: the request is invalid, or the list quarantined;
+                ``reply`` is then never called.
+        """
+        op = _list_op(request)
+        if op is None:
+            return False
+
+        def wire(result: outcome.Outcome[Any]) -> None:
+            if type(result) is outcome.Value:
+                value = result.value
+                result = outcome.Value([e.to_wire() for e in value] if isinstance(value, tuple) else value.to_wire())
+            reply(result)
+
+        await self.core.submit(request.args["list"], op, wire)
+        return True
 
     async def __call__(self, request: Request) -> Any:
         args = request.args
@@ -63,6 +96,25 @@ class Dispatcher:
                     "stats": {**self.core.statistics().to_wire(), **self.extra_status()},
                 }
         raise BadRequest(f"unknown op {request.op!r}")  # parse_request lets only known ops through
+
+
+def _list_op(request: Request) -> Op | None:
+    """The list server's message for a list op (validated), or None for another op."""
+    args = request.args
+    match request.op:
+        case "add":
+            return add_op(args["title"], _date(args.get("date")) or datetime.date.today())
+        case "entries":
+            return GetEntries(_date(args.get("date")))
+        case "update":
+            if not {"title", "date", "done"} & args.keys():
+                raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done'")
+            return update_op(
+                args["entry"], title=args.get("title"), date=_date(args.get("date")), done=args.get("done")
+            )
+        case "delete":
+            return DeleteEntry(args["entry"])
+    return None
 
 
 def _date(text: str | None) -> datetime.date | None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
+import outcome
 import trio
 
 from todod._model import validate_list_name
@@ -217,6 +219,53 @@ class Registry:
             raise Unavailable(f"list {name!r} keeps stopping; try again")
         finally:
             call.abandon()
+
+    async def submit(self, name: str, op: Op, on_reply: Callable[[outcome.Outcome[Any]], None]) -> None:
+        """Queue ``op`` for the server of list ``name``; its answer goes to ``on_reply``, not back here.
+
+        The socket's connections use this, so a request needs no task of its
+        own: the call is queued in the caller's task with no checkpoint when
+        the mailbox has room, and whoever answers it (the list server, the
+        store's writer, the call timer at the deadline) calls ``on_reply``
+        in its own task, exactly once.  Waits only while the mailbox is full,
+        within the call's deadline (which is also answered through
+        ``on_reply``).
+
+        Raises:
+            Invalid: the list name is not allowed.
+            Unavailable: the list is quarantined.
+            In both cases nothing was queued and ``on_reply`` is never called;
+            every later failure goes to ``on_reply`` instead.  On
+            cancellation the call is answered with ``unavailable`` unless it
+            was queued.
+        """
+        validate_list_name(name)
+        self._check_quarantine(name)
+        limit = self._config.call_timeout
+        call = Call(op, on_reply)
+        deadline = self._timer.watch(call, limit, name)
+        # From here on every outcome goes to on_reply, never raised.
+        try:
+            for _attempt in range(3):
+                server = self._get_or_start(name)
+                try:
+                    if server.offer(call):
+                        return
+                    with trio.move_on_at(deadline) as queueing:
+                        await server.send(call)
+                    if queueing.cancelled_caught:
+                        call.reply(outcome.Error(call_timed_out(name, limit)))
+                    return
+                except Gone:
+                    continue
+            call.reply(outcome.Error(Unavailable(f"list {name!r} keeps stopping; try again")))
+        except Unavailable as exc:  # quarantined or shutting down meanwhile
+            call.reply(outcome.Error(exc))
+        except BaseException:
+            # Cancelled (shutdown) before the call was queued: answer it now,
+            # so that nobody waits for it until its deadline.
+            call.reply(outcome.Error(Unavailable("the daemon is shutting down; try again")))
+            raise
 
     @property
     def call_timeout(self) -> float:

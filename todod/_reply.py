@@ -6,12 +6,18 @@ the answering task reschedules it with the outcome: no Event and no second
 object per request (an Event per request was a visible share of the event
 loop's CPU per add, measured with bench/core_throughput.py under py-spy).
 
+A slot can instead carry a callback (``on_reply``): the answer is then handed
+to it, in the answering task, and nobody waits.  The socket's connections use
+this, so a request needs no task of its own: the list server, the store's
+writer or the call timer hands the answer straight to the connection.
+
 The first answer wins and later ones are dropped, so a late reply to a caller
 that gave up never harms whoever sends it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import outcome
@@ -27,23 +33,30 @@ class ReplySlot:
     keep a large result alive.
     """
 
-    __slots__ = ("_abandoned", "_answered", "_result", "_waiter")
+    __slots__ = ("_abandoned", "_answered", "_on_reply", "_result", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, on_reply: Callable[[outcome.Outcome[Any]], None] | None = None) -> None:
         self._answered = False
         self._abandoned = False
         self._result: outcome.Outcome[Any] | None = None
         self._waiter: trio.lowlevel.Task | None = None
+        #: Called with the answer instead of waking a waiter.  It runs in the
+        #: answering task, so it must be synchronous, quick and never raise.
+        self._on_reply = on_reply
 
     def reply(self, result: outcome.Outcome[Any]) -> None:
-        """Set the answer unless one is set, and wake the waiter if it waits.
+        """Set the answer unless one is set, and wake the waiter if it waits (or call the callback).
 
         An answer to a slot whose waiter has left is dropped at once.
         """
         if self._answered:
             return
         self._answered = True
-        if self._waiter is not None:
+        if self._on_reply is not None:
+            callback, self._on_reply = self._on_reply, None
+            if not self._abandoned:
+                callback(result)
+        elif self._waiter is not None:
             task, self._waiter = self._waiter, None
             trio.lowlevel.reschedule(task, result)
         elif not self._abandoned:
@@ -60,6 +73,7 @@ class ReplySlot:
         """Say that nobody will wait for the answer (the requester has left)."""
         self._abandoned = True
         self._result = None
+        self._on_reply = None
 
     async def wait(self) -> Any:
         """Wait for the answer and unwrap it: return its value or raise its error.

@@ -78,8 +78,8 @@ class Call(ReplySlot):
 
     __slots__ = ("op",)
 
-    def __init__(self, op: Op) -> None:
-        super().__init__()
+    def __init__(self, op: Op, on_reply: Callable[[outcome.Outcome[Any]], None] | None = None) -> None:
+        super().__init__(on_reply)
         self.op = op
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -18,9 +19,10 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
+import outcome
 import trio
 
 from todod.paths import ensure_private_dir
@@ -41,7 +43,17 @@ from todod.protocol import (
 
 log = logging.getLogger("todod.socket")
 
-Handler = Callable[[Request], Awaitable[Any]]
+Reply = Callable[[outcome.Outcome[Any]], None]
+
+
+class Handler(Protocol):
+    """What serves the requests: :class:`todod._dispatch.Dispatcher`."""
+
+    def __call__(self, request: Request) -> Awaitable[Any]:
+        """Answer one request (its wire result), in a task of its own."""
+
+    async def submit(self, request: Request, reply: Reply) -> bool:
+        """Queue a request with no task of its own, if it can be (``reply`` gets its outcome); else False."""
 
 
 class AlreadyRunning(Exception):
@@ -209,9 +221,7 @@ class SocketServer:
     _closing: bool = attrs.field(default=False, init=False)
     _all_closed: trio.Event = attrs.field(factory=trio.Event, init=False)
 
-    async def serve(
-        self, bound: BoundSocket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def serve(self, bound: BoundSocket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Accept and serve connections; never returns unless cancelled or closed.
 
         Connections live in a nursery inside this task, so cancelling it ends
@@ -281,26 +291,69 @@ class SocketServer:
                 self._all_closed.set()
 
     async def _converse(self, stream: trio.SocketStream) -> None:
-        in_flight = trio.Semaphore(self.config.max_in_flight)
-        send_lock = trio.Lock()
-        async with trio.open_nursery() as nursery:
-            with trio.CancelScope() as reader:
-                self._readers.add(reader)
-                if self._closing:
-                    reader.cancel()
-                try:
-                    buffer = bytearray()
-                    while True:
-                        line = await self._read_line(stream, buffer, send_lock)
-                        if line is None:
-                            break
-                        await in_flight.acquire()
-                        nursery.start_soon(self._respond, stream, line, in_flight, send_lock)
-                finally:
-                    self._readers.discard(reader)
+        """Read requests and write responses until EOF, a broken bound, or shutdown.
 
-    async def _read_line(self, stream: trio.SocketStream, buffer: bytearray, send_lock: trio.Lock) -> bytes | None:
-        """The next line without its newline, or None at end of stream."""
+        Two tasks: this one reads, parses and queues each request (a list op
+        goes straight into its list's mailbox, with no task of its own), and
+        the connection's writer sends every response that is ready in one
+        ``send_all``.  Only the other ops (hello, lists, status, ...) get a
+        task each.  After reading stops, the responses still owed are
+        written, then the connection closes.
+        """
+        conn = _Connection(stream, self.config.write_timeout)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.run_writer)
+                with trio.CancelScope() as reader:
+                    self._readers.add(reader)
+                    if self._closing:
+                        reader.cancel()
+                    try:
+                        await self._read_requests(stream, conn, nursery)
+                    finally:
+                        self._readers.discard(reader)
+                await conn.wait_drained()
+                nursery.cancel_scope.cancel()
+        finally:
+            conn.closed = True
+
+    async def _read_requests(self, stream: trio.SocketStream, conn: _Connection, nursery: trio.Nursery) -> None:
+        buffer = bytearray()
+        max_in_flight = self.config.max_in_flight
+        submit = self.handler.submit
+        stats = self.stats
+        while True:
+            line = await self._read_line(stream, buffer, conn)
+            if line is None:
+                return
+            # Requests in flight are counted until their response is written,
+            # so a client cannot queue unbounded work or unbounded replies.
+            while conn.in_flight >= max_in_flight:
+                await conn.wait_written()
+            conn.in_flight += 1
+            stats.requests += 1
+            try:
+                request = parse_request(line)
+            except TodoError as exc:
+                conn.push(_encode_result(getattr(exc, "request_id", None), outcome.Error(exc), stats))
+                continue
+            try:
+                if await submit(request, functools.partial(_answer_to, conn, request.id, stats)):
+                    continue  # queued: the answer comes through the callback
+            except TodoError as exc:
+                conn.push(_encode_result(request.id, outcome.Error(exc), stats))
+                continue
+            except Exception as exc:
+                conn.push(_encode_result(request.id, outcome.Error(exc), stats))
+                continue
+            nursery.start_soon(self._respond, conn, request)
+
+    async def _read_line(self, stream: trio.SocketStream, buffer: bytearray, conn: _Connection) -> bytes | None:
+        """The next line without its newline, or None when reading must stop.
+
+        Reading stops at end of stream, and after a line that breaks a bound
+        (its error is then queued for the writer).
+        """
         cap = self.config.max_line
         scanned = 0
         # The line timeout runs from the line's first byte, not per receive:
@@ -322,52 +375,159 @@ class SocketServer:
             with trio.move_on_at(deadline) as slow:
                 data = await stream.receive_some(65536)
             if slow.cancelled_caught:
-                await self._send(stream, send_lock, encode_error(None, BadRequest("incomplete line timed out")))
-                raise _Disconnect
+                conn.push(encode_error(None, BadRequest("incomplete line timed out")), requests=0)
+                return None
             if not data:
                 return None  # a partial line at EOF is a client that gave up
             if not buffer:
                 deadline = trio.current_time() + self.config.line_timeout
             buffer += data
         self.stats.errors += 1
-        await self._send(stream, send_lock, encode_error(None, TooLarge(f"a request line is at most {cap} bytes")))
-        raise _Disconnect
+        conn.push(encode_error(None, TooLarge(f"a request line is at most {cap} bytes")), requests=0)
+        return None
 
-    async def _respond(
-        self, stream: trio.SocketStream, line: bytes, in_flight: trio.Semaphore, send_lock: trio.Lock
-    ) -> None:
+    async def _respond(self, conn: _Connection, request: Request) -> None:
+        """Answer one request that is not a list op, in a task of its own."""
         try:
-            self.stats.requests += 1
-            response = await self._answer(line)
-            await self._send(stream, send_lock, response)
-        finally:
-            in_flight.release()
+            result: outcome.Outcome[Any] = outcome.Value(await self.handler(request))
+        except Exception as exc:
+            result = outcome.Error(exc)
+        conn.push(_encode_result(request.id, result, self.stats))
 
-    async def _answer(self, line: bytes) -> bytes:
-        request_id: Any = None
-        try:
-            request = parse_request(line)
-            request_id = request.id
-            response = encode_ok(request_id, await self.handler(request))
-        except TodoError as exc:
-            self.stats.errors += 1
-            return encode_error(getattr(exc, "request_id", request_id), exc)
-        except Exception:
-            # The boundary of one request: the client gets an error, we a log.
-            self.stats.errors += 1
-            log.exception("request failed")
-            return encode_error(request_id, Internal("internal error; see the daemon's log"))
-        if len(response) > MAX_RESPONSE:
-            return encode_error(request_id, TooLarge("the response would be too large"))
-        return response
 
-    async def _send(self, stream: trio.SocketStream, send_lock: trio.Lock, data: bytes) -> None:
-        async with send_lock:
-            with trio.move_on_after(self.config.write_timeout) as slow:
-                await stream.send_all(data)
-        if slow.cancelled_caught:
-            log.info("disconnecting a client that stopped reading")
-            raise _Disconnect
+def _answer_to(conn: _Connection, request_id: Any, stats: SocketStatistics, result: outcome.Outcome[Any]) -> None:
+    """A list op's answer, from whichever task answers it: encode it and queue it for the writer."""
+    conn.push(_encode_result(request_id, result, stats))
+
+
+def _encode_result(request_id: Any, result: outcome.Outcome[Any], stats: SocketStatistics) -> bytes:
+    """The response line of one request; never raises (the boundary of one request)."""
+    try:
+        if type(result) is outcome.Value:
+            response = encode_ok(request_id, result.value)
+            if len(response) <= MAX_RESPONSE:
+                return response
+            error: BaseException = TooLarge("the response would be too large")
+        else:
+            assert isinstance(result, outcome.Error)
+            error = result.error
+        if isinstance(error, TodoError):
+            stats.errors += 1
+            return encode_error(getattr(error, "request_id", request_id), error)
+        # The boundary of one request: the client gets an error, we a log.
+        log.error("request failed", exc_info=error)
+    except Exception:
+        log.exception("request failed")
+    stats.errors += 1
+    return encode_error(request_id, Internal("internal error; see the daemon's log"))
+
+
+class _Wakeup:
+    """Wakes one waiting task; a wake-up with nobody waiting is kept for the next wait."""
+
+    __slots__ = ("_pending", "_task")
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def set(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task)
+        else:
+            self._pending = True
+
+    async def wait(self) -> None:
+        if self._pending:
+            self._pending = False
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class _Connection:
+    """One connection's outbox and its writer.
+
+    Responses are pushed by whichever task answers a request (synchronously,
+    never blocking); the writer sends all that are ready in one
+    ``send_all``.  ``in_flight`` counts requests read and not yet written;
+    the reader keeps it within ``max_in_flight``.  ``outbox_bytes`` is what
+    a per-connection byte budget would bound.
+    """
+
+    __slots__ = (
+        "_outbox",
+        "_outbox_requests",
+        "_ready",
+        "_stream",
+        "_write_timeout",
+        "_written",
+        "closed",
+        "in_flight",
+        "outbox_bytes",
+        "sends",
+    )
+
+    def __init__(self, stream: trio.SocketStream, write_timeout: float) -> None:
+        self._stream = stream
+        self._write_timeout = write_timeout
+        self._outbox: list[bytes] = []
+        self._outbox_requests = 0
+        self._ready = _Wakeup()
+        self._written = _Wakeup()
+        self.closed = False
+        self.in_flight = 0
+        self.outbox_bytes = 0
+        #: ``send_all`` calls so far (a test checks that responses share them).
+        self.sends = 0
+
+    def push(self, data: bytes, requests: int = 1) -> None:
+        """Queue one response line for the writer (``requests``: how many requests it answers)."""
+        if self.closed:
+            return
+        self._outbox.append(data)
+        self._outbox_requests += requests
+        self.outbox_bytes += len(data)
+        if len(self._outbox) == 1:
+            self._ready.set()
+
+    async def run_writer(self) -> None:
+        """Send what is queued, all of it at once, as long as the connection lives.
+
+        Raises:
+            _Disconnect: one ``send_all`` took longer than the write timeout
+                (the client stopped reading).
+        """
+        while True:
+            while not self._outbox:
+                await self._ready.wait()
+            out, self._outbox = self._outbox, []
+            answered, self._outbox_requests = self._outbox_requests, 0
+            self.outbox_bytes = 0
+            data = out[0] if len(out) == 1 else b"".join(out)
+            with trio.move_on_after(self._write_timeout) as slow:
+                await self._stream.send_all(data)
+            if slow.cancelled_caught:
+                log.info("disconnecting a client that stopped reading")
+                raise _Disconnect
+            self.sends += 1
+            self.in_flight -= answered
+            self._written.set()
+
+    async def wait_written(self) -> None:
+        """Wait until the writer has sent something (or had already, since the last wait)."""
+        await self._written.wait()
+
+    async def wait_drained(self) -> None:
+        """Wait until every request read has been answered and written."""
+        while self.in_flight or self._outbox:
+            await self._written.wait()
 
 
 def _dup(sock: socket.socket) -> socket.socket:
