@@ -15,7 +15,7 @@ from tests.conftest import CommitGate, OpenRegistry
 from todod._model import Entry, TodoList
 from todod._registry import REAP_TICK, Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, Op, ServerConfig, ServerFaults, UpdateEntry
-from todod._store import StoreError, StoreFaults, open_store
+from todod._store import Batch, StoreError, StoreFaults, open_store
 from todod.protocol import Internal, Invalid, NotFound, Timeout, TodoError, Unavailable
 
 DAY = datetime.date(2026, 2, 3)
@@ -122,12 +122,15 @@ async def test_crash_answers_the_poison_request_and_serves_the_queued_ones(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(add, "blocker")
-            await commit_gate.entered.wait()  # the server now waits for its commit
+            await commit_gate.entered.wait()  # the blocker's commit is now held in the writer
             for title in ("a", "b", "poison", "c", "d"):
                 nursery.start_soon(add, title)
             await trio.testing.wait_all_tasks_blocked()
             server = registry.lookup("l")
-            assert server is not None and server.mailbox_depth() == 5
+            # The pipelined server took the batch at once and crashed on it;
+            # its new incarnation waits for the blocker's commit before it loads.
+            assert server is not None and isinstance(results["poison"], Internal)
+            assert registry.events.loads == 1
             commit_gate.release()
 
         assert isinstance(results["poison"], Internal)
@@ -299,7 +302,8 @@ async def test_shutdown_answers_every_waiting_caller(data_dir: str, commit_gate:
     async with open_store(data_dir, faults=StoreFaults(before_commit=commit_gate)) as store:
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run_writer)
-            registry = Registry(store)
+            # A pipeline of one batch: the queued calls stay in the mailbox.
+            registry = Registry(store, attrs.evolve(ServerConfig(), pipeline_depth=1))
             registry_scope = trio.CancelScope()
 
             async def run_registry(*, task_status: trio.TaskStatus[None]) -> None:
@@ -336,6 +340,7 @@ class FakeStore:
         self.load_failures = 0
         self.loads = 0
         self.commit_gate: trio.Event | None = None
+        self._queue: trio.MemorySendChannel[Batch] | None = None
 
     async def load(self, name: str) -> TodoList:
         await trio.lowlevel.checkpoint()
@@ -349,6 +354,19 @@ class FakeStore:
         if self.commit_gate is not None:
             await self.commit_gate.wait()
         await trio.lowlevel.checkpoint()
+
+    async def submit(self, batch: Batch) -> None:
+        """Like the real store's: queue the batch for one writer task, which answers batches in order."""
+        if self._queue is None:
+            self._queue, receive = trio.open_memory_channel[Batch](math.inf)
+
+            async def write() -> None:
+                async for item in receive:
+                    await self.commit(item.name, item.next_id, item.changes)
+                    item.committed(None)
+
+            trio.lowlevel.spawn_system_task(write)
+        self._queue.send_nowait(batch)
 
 
 async def test_idle_expiry_racing_a_caller_never_fails_it(autojump_clock: trio.testing.MockClock) -> None:
@@ -434,7 +452,8 @@ async def test_a_call_whose_caller_left_before_it_was_taken_is_not_applied(
     for its answer, so the change is not made; the calls queued with it are served."""
     store = FakeStore()
     store.commit_gate = trio.Event()
-    registry = Registry(store, attrs.evolve(NO_TIMERS, max_batch=1))  # type: ignore[arg-type]
+    # A pipeline of one batch: the next calls stay in the mailbox while it commits.
+    registry = Registry(store, attrs.evolve(NO_TIMERS, max_batch=1, pipeline_depth=1))  # type: ignore[arg-type]
     results: dict[str, object] = {}
 
     async def add(title: str, within: float | None = None) -> None:
@@ -493,7 +512,8 @@ async def test_a_caller_waiting_for_room_in_a_full_mailbox_times_out_on_time(
     deadline, and its call is never applied."""
     store = FakeStore()
     store.commit_gate = trio.Event()
-    registry = Registry(store, attrs.evolve(NO_TIMERS, mailbox=1, max_batch=1))  # type: ignore[arg-type]
+    # A pipeline of one batch: the next call stays in the mailbox while it commits.
+    registry = Registry(store, attrs.evolve(NO_TIMERS, mailbox=1, max_batch=1, pipeline_depth=1))  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(registry.run)
         nursery.start_soon(registry.call, "home", AddEntry(DAY, "in commit"))

@@ -97,4 +97,37 @@ class ReplySlot:
         return trio.lowlevel.Abort.SUCCEEDED
 
 
-__all__ = ["ReplySlot"]
+class Wakeup:
+    """Wakes one waiting task; a wake-up with nobody waiting is kept for the next wait.
+
+    Cheaper than an Event that must be replaced after every use: a
+    connection's writer and a list server at its pipeline's depth wait on one.
+    """
+
+    __slots__ = ("_pending", "_task")
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def set(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task)
+        else:
+            self._pending = True
+
+    async def wait(self) -> None:
+        if self._pending:
+            self._pending = False
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+__all__ = ["ReplySlot", "Wakeup"]

@@ -3,9 +3,13 @@
 A :class:`ListServer` owns one list's state; nobody else touches it, so the
 list data needs no lock.  Requests arrive over a bounded memory channel (the
 mailbox).  The server drains what is queued, applies the whole batch to a
-private draft, has the store make the batch durable with one commit, and only
-then adopts the new state and answers.  The mailbox outlives a crash: a new
-incarnation reloads the durable state and serves what is still queued.
+private draft, hands the batch to the store and goes on with the next one
+while it commits (a pipeline, at most ``pipeline_depth`` batches deep).  The
+store's writer answers the batch's callers itself once the batch is durable,
+without waking the server.  A failed commit fails every later batch of the
+list built on it (they carry the same epoch), and the server goes back to
+the durable state.  The mailbox outlives a crash: a new incarnation reloads
+the durable state and serves what is still queued.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import outcome
 import trio
 
 from todod._model import Change, Draft, Entry, TodoList
-from todod._reply import ReplySlot
+from todod._reply import ReplySlot, Wakeup
 from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
 from todod.protocol import Internal, Timeout, TodoError, Unavailable
@@ -83,6 +87,35 @@ class Call(ReplySlot):
         self.op = op
 
 
+class _Pipelined:
+    """One batch of one list with the store: its calls, their results, the state it leads to (a :class:`Batch`)."""
+
+    __slots__ = ("calls", "changes", "epoch", "name", "next_id", "results", "server", "state")
+
+    def __init__(
+        self,
+        server: ListServer,
+        calls: list[Call],
+        results: list[outcome.Outcome[Any]],
+        changes: tuple[Change, ...],
+        state: TodoList,
+    ) -> None:
+        self.server = server
+        self.name = server.name
+        self.calls = calls
+        self.results = results
+        self.changes = changes
+        self.state = state
+        self.next_id = state.next_id
+        self.epoch = server._epoch
+
+    def valid(self) -> bool:
+        return self.epoch == self.server._epoch
+
+    def committed(self, error: StoreError | None) -> None:
+        self.server._committed(self, error)
+
+
 # --- configuration and faults ---------------------------------------------------
 
 
@@ -101,6 +134,11 @@ class ServerConfig:
     mailbox: int = 256
     #: Most requests in one batch, hence in one commit of one list.
     max_batch: int = 256
+    #: Most batches of one list with the store at once.  The writer groups
+    #: every batch queued while a transaction runs, so two would do; a few
+    #: more let a busy list go on batching while the writer is slow, and
+    #: bound what one list can put in the writer's queue.
+    pipeline_depth: int = 4
     #: More than ``max_crashes`` crashes within ``crash_window`` seconds
     #: quarantines the list for ``quarantine`` seconds (OTP's intensity).
     max_crashes: int = 3
@@ -143,7 +181,15 @@ class ListServer:
     _batch: list[Call] = attrs.field(factory=list, init=False)
     _current: Call | None = attrs.field(default=None, init=False)
     _intensity: RestartIntensity = attrs.field(init=False)
-    _committing: bool = attrs.field(default=False, init=False)
+    #: The batches with the store, oldest first; the writer answers them in order.
+    _pipeline: list[_Pipelined] = attrs.field(factory=list, init=False)
+    #: The state of the last batch the store made durable (or the loaded one).
+    _durable: TodoList = attrs.field(factory=TodoList, init=False)
+    #: Bumped by each failed commit: batches of an older epoch were built on it.
+    _epoch: int = attrs.field(default=0, init=False)
+    #: The epoch the server's working state was built in.
+    _built: int = attrs.field(default=0, init=False)
+    _room: Wakeup = attrs.field(factory=Wakeup, init=False)
     _idle: trio.CancelScope | None = attrs.field(default=None, init=False)
     #: When the server started to wait for mail; None while it works.
     _waiting_since: float | None = attrs.field(default=None, init=False)
@@ -195,10 +241,12 @@ class ListServer:
         """
         reason: str | None = None
         error: TodoError | None = None
+        cancelled = True  # until the server stops of its own accord
         try:
             while True:
                 try:
                     await self._incarnation()
+                    cancelled = False
                     return
                 except StoreError as exc:
                     # Only loading raises it here (a failed commit is answered
@@ -208,16 +256,21 @@ class ListServer:
                     # request tries again.
                     log.error("list %r could not be loaded: %s", self.name, exc)
                     error = exc
+                    cancelled = False
                     return
                 except Exception as exc:
                     reason = self._crashed(exc)
                     if reason is not None:
+                        cancelled = False
                         return
         finally:
-            self._stop(reason, error)
+            self._stop(reason, error, in_doubt=cancelled)
 
     async def _incarnation(self) -> None:
+        # The load waits for this list's batches still with the writer, so
+        # it sees all of them (committed or failed).
         state = await self._store.load(self.name)
+        self._durable, self._built = state, self._epoch
         self._events.loaded()
         while True:
             # One idle scope per incarnation, not a timer armed and disarmed
@@ -226,6 +279,10 @@ class ListServer:
             with trio.CancelScope() as idle:
                 self._idle = idle
                 while True:
+                    # A full pipeline leaves the calls in the mailbox, where
+                    # the next batch grows and abandoned calls are dropped.
+                    while len(self._pipeline) >= self._config.pipeline_depth:
+                        await self._room.wait()
                     batch = await self._next_batch()
                     if idle.cancel_called:
                         # The reaper fired just as a call arrived, so the call
@@ -266,8 +323,12 @@ class ListServer:
         return since + timeout
 
     def waiting_since(self) -> float | None:
-        """When the server started to wait for mail, or None if it is working or already stopping."""
-        if self._idle is None or self._idle.cancel_called:
+        """When the server started to wait for mail, or None if it is working, committing or already stopping.
+
+        A server with batches still with the store is never stopped, so
+        that no caller waits on a server that is gone.
+        """
+        if self._idle is None or self._idle.cancel_called or self._pipeline:
             return None
         return self._waiting_since
 
@@ -319,6 +380,17 @@ class ListServer:
         return wanted
 
     async def _process(self, state: TodoList, batch: list[Call]) -> TodoList:
+        """Apply ``batch`` and hand it to the store; return the state it leads to.
+
+        Returns before the batch is durable: the store's writer answers its
+        callers (see :meth:`_committed`).  Only a batch without writes and
+        with nothing of this list in flight is answered here and now.
+        """
+        if self._built != self._epoch:
+            # A commit failed since this state was built: what was built on
+            # it is void (the writer fails those batches); start again from
+            # what is durable.
+            state, self._built = self._durable, self._epoch
         self._batch = batch
         draft = Draft(state)
         results: list[outcome.Outcome[Any]] = []
@@ -336,24 +408,53 @@ class ListServer:
             if change is not None:
                 changes.append(change)
         self._current = None
-        if changes:
-            # Left set if the commit is cancelled: _stop must then know the
-            # store may still make this batch durable.
-            self._committing = True
-            try:
-                await self._store.commit(self.name, draft.next_id, changes)
-            except StoreError as exc:
-                self._committing = False
-                for call in batch:
-                    call.reply(outcome.Error(exc))
-                self._batch = []
-                return state
-            self._committing = False
-            self._events.batch(len(batch))
-        for call, result in zip(batch, results, strict=True):
-            call.reply(result)
+        if not changes and not self._pipeline:
+            for call, result in zip(batch, results, strict=True):
+                call.reply(result)
+            self._batch = []
+            return state
+        # A batch of reads only still goes through the writer when batches of
+        # this list are in flight: they saw those writes, so they are answered
+        # once those are durable (and fail if they fail).
+        new_state = draft.freeze() if changes else state
+        item = _Pipelined(self, batch, results, tuple(changes), new_state)
+        self._pipeline.append(item)
+        try:
+            await self._store.submit(item)
+        except StoreError as exc:
+            self._pipeline.remove(item)
+            for call in batch:
+                call.reply(outcome.Error(exc))
+            self._batch = []
+            return state
+        except BaseException:
+            # Cancelled before the store took it: not applied; _stop answers it.
+            self._pipeline.remove(item)
+            raise
         self._batch = []
-        return draft.freeze() if changes else state
+        return new_state
+
+    def _committed(self, item: _Pipelined, error: StoreError | None) -> None:
+        """The writer's answer to one of our batches, in the writer's task: answer its callers."""
+        if self._pipeline and self._pipeline[0] is item:
+            del self._pipeline[0]
+        elif item in self._pipeline:  # pragma: no cover - the writer answers in order
+            self._pipeline.remove(item)
+        else:
+            return  # answered in doubt when the server stopped
+        if error is None:
+            if item.epoch == self._epoch:
+                self._durable = item.state
+            for call, result in zip(item.calls, item.results, strict=True):
+                call.reply(result)
+            if item.changes:
+                self._events.batch(len(item.calls))
+        else:
+            if item.epoch == self._epoch:
+                self._epoch += 1  # every later batch was built on this one
+            for call in item.calls:
+                call.reply(outcome.Error(error))
+        self._room.set()
 
     def _crashed(self, exc: Exception) -> str | None:
         """Answer the poison call, keep the rest for the next incarnation.
@@ -379,19 +480,29 @@ class ListServer:
         self._events.restarted()
         return None
 
-    def _stop(self, reason: str | None, error: TodoError | None = None) -> None:
+    def _stop(self, reason: str | None, error: TodoError | None = None, *, in_doubt: bool = False) -> None:
+        """Leave the registry and answer everything queued; no checkpoint.
+
+        ``in_doubt``: the server was cancelled (shutdown), so the batches it
+        has with the store are answered now, as possibly applied.  Else the
+        writer answers them (a quarantined list's last batches, say), and
+        the call timer bounds the wait.
+        """
         # No checkpoint from here to the close: no sender can slip a call in
         # between the last receive_nowait and the close, so none is lost.
         self._on_stop(self, reason)
         error = error or Unavailable(reason or f"list {self.name!r} is shutting down; try again")
-        if self._committing:
-            # Stopped (cancelled) while the store held this batch's commit:
-            # the writer may still make it durable, so "not applied" would
-            # be a lie that invites a duplicate retry.
-            in_doubt = Timeout(f"list {self.name!r} stopped during a commit; the change may have been applied")
-            for call in self._batch:
-                call.reply(outcome.Error(in_doubt))
-            self._batch = []
+        if in_doubt and self._pipeline:
+            # Stopped (cancelled) while the store held batches of ours: the
+            # writer may still make them durable, so "not applied" would be
+            # a lie that invites a duplicate retry.  Their callers are told
+            # now, so that none waits on a writer that may never answer; the
+            # writer's later answer is dropped.
+            maybe = Timeout(f"list {self.name!r} stopped during a commit; the change may have been applied")
+            for item in self._pipeline:
+                for call in item.calls:
+                    call.reply(outcome.Error(maybe))
+            self._pipeline.clear()
         pending = self._carry + self._batch
         self._carry, self._batch = [], []
         while True:

@@ -25,6 +25,7 @@ import attrs
 import outcome
 import trio
 
+from todod._reply import Wakeup
 from todod.paths import ensure_private_dir
 from todod.protocol import (
     MAX_LINE,
@@ -422,35 +423,6 @@ def _encode_result(request_id: Any, result: outcome.Outcome[Any], stats: SocketS
     return encode_error(request_id, Internal("internal error; see the daemon's log"))
 
 
-class _Wakeup:
-    """Wakes one waiting task; a wake-up with nobody waiting is kept for the next wait."""
-
-    __slots__ = ("_pending", "_task")
-
-    def __init__(self) -> None:
-        self._pending = False
-        self._task: trio.lowlevel.Task | None = None
-
-    def set(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            trio.lowlevel.reschedule(task)
-        else:
-            self._pending = True
-
-    async def wait(self) -> None:
-        if self._pending:
-            self._pending = False
-            await trio.lowlevel.checkpoint()
-            return
-        self._task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
-
-    def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
-        self._task = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-
 class _Connection:
     """One connection's outbox and its writer.
 
@@ -479,8 +451,8 @@ class _Connection:
         self._write_timeout = write_timeout
         self._outbox: list[bytes] = []
         self._outbox_requests = 0
-        self._ready = _Wakeup()
-        self._written = _Wakeup()
+        self._ready = Wakeup()
+        self._written = Wakeup()
         self.closed = False
         self.in_flight = 0
         self.outbox_bytes = 0

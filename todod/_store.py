@@ -20,7 +20,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import outcome
@@ -109,8 +109,28 @@ class StoreStatistics:
     writer_busy_seconds: float
 
 
+class Batch(Protocol):
+    """One list's batch of row-level changes, as the writer takes it (see :meth:`Store.submit`)."""
+
+    #: The list, its next id after the batch, and the changes, in order.
+    #: A batch without changes writes nothing: it is answered once every
+    #: batch queued before it is (a read that saw those batches' writes).
+    name: str
+    next_id: int
+    changes: tuple[Change, ...]
+
+    def valid(self) -> bool:
+        """False if the batch was built on a batch whose commit failed: it is then failed, not written."""
+
+    def committed(self, error: StoreError | None) -> None:
+        """The writer's answer, once: None when the batch is durable, else why it is not.
+
+        Runs in the writer's task: synchronous, quick, and it must not raise.
+        """
+
+
 class _Commit(ReplySlot):
-    """One list's batch for the writer, and the slot the writer answers it in."""
+    """One list's batch for :meth:`Store.commit`, and the slot the writer answers it in."""
 
     __slots__ = ("changes", "name", "next_id")
 
@@ -119,6 +139,12 @@ class _Commit(ReplySlot):
         self.name = name
         self.next_id = next_id
         self.changes = changes
+
+    def valid(self) -> bool:
+        return True
+
+    def committed(self, error: StoreError | None) -> None:
+        self.reply(outcome.Value(None) if error is None else outcome.Error(error))
 
 
 def _translate(exc: BaseException, what: str) -> StoreError:
@@ -194,9 +220,14 @@ class Store:
     _writer_conn: sqlite3.Connection
     _readers: list[sqlite3.Connection]
     faults: StoreFaults = attrs.field(factory=StoreFaults)
+    #: Commit in the event loop rather than in a worker thread (see run_writer).
+    inline_commits: bool = False
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
-    _send: trio.MemorySendChannel[_Commit] = attrs.field(init=False)
-    _receive: trio.MemoryReceiveChannel[_Commit] = attrs.field(init=False)
+    _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[Batch] = attrs.field(init=False)
+    #: Batches queued or being written, per list: a load waits for them.
+    _pending: dict[str, int] = attrs.field(factory=dict, init=False)
+    _group_done: trio.Event | None = attrs.field(default=None, init=False)
     _checkpoint_wanted: trio.Event = attrs.field(factory=trio.Event, init=False)
     _went_idle: trio.Event = attrs.field(factory=trio.Event, init=False)
     _list_ids: dict[str, int] = attrs.field(factory=dict, init=False)
@@ -212,7 +243,7 @@ class Store:
 
     def __attrs_post_init__(self) -> None:
         self._read_limiter = trio.CapacityLimiter(len(self._readers))
-        self._send, self._receive = trio.open_memory_channel[_Commit](COMMIT_QUEUE)
+        self._send, self._receive = trio.open_memory_channel[Batch](COMMIT_QUEUE)
 
     # --- writes -------------------------------------------------------------
 
@@ -220,8 +251,6 @@ class Store:
         """Make one list's batch durable; return once it is on disk.
 
         The writer may group it with other lists' batches in one transaction.
-        Per list, batches are committed in the order they are submitted (a list
-        server awaits one commit before it submits the next).
 
         Raises:
             StoreError: the transaction failed; nothing of it is kept.
@@ -229,20 +258,60 @@ class Store:
         On cancellation the batch may or may not be committed.
         """
         item = _Commit(name, next_id, tuple(changes))
-        # Like send(), but without a trip through the scheduler when there is
-        # room: the wait for the writer's answer below is this call's checkpoint.
+        # The wait for the writer's answer below is this call's checkpoint.
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            try:
-                self._send.send_nowait(item)
-            except trio.WouldBlock:
-                await self._send.send(item)  # full queue: backpressure
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise StoreError("the store is closed") from None
+        await self.submit(item)
         await item.wait()
 
+    async def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` for the writer and return at once; its ``committed`` is called later.
+
+        Batches are written in the order they are submitted, so a list's
+        batches are durable in its order, and a list server can go on with
+        its next batch while this one commits (a pipeline).  Waits only
+        while the writer's queue is full (backpressure).
+
+        Raises:
+            StoreError: the store is closed (``committed`` is never called).
+
+        On cancellation the batch is not queued, and ``committed`` is never called.
+        """
+        name = batch.name
+        self._pending[name] = self._pending.get(name, 0) + 1
+        try:
+            try:
+                self._send.send_nowait(batch)
+            except trio.WouldBlock:
+                await self._send.send(batch)  # full queue: backpressure
+        except BaseException as exc:
+            self._done(name)
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                raise StoreError("the store is closed") from None
+            raise
+
+    def _done(self, name: str) -> None:
+        left = self._pending[name] - 1
+        if left:
+            self._pending[name] = left
+        else:
+            del self._pending[name]
+
+    def _answer(self, batch: Batch, error: StoreError | None) -> None:
+        self._done(batch.name)
+        try:
+            batch.committed(error)
+        except Exception:  # a bug in the answer must not take the writer down with it
+            log.exception("answering a commit failed")
+
     async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit queued batches in groups, one transaction per group.
+        """Commit queued batches in groups, one transaction per group, and answer each batch.
+
+        The batches that queue while a transaction runs form the next group.
+        The transaction runs in a worker thread, so the event loop goes on
+        (gathering the next group) during the fsync; or, with
+        ``inline_commits``, in the event loop itself, which blocks while it
+        runs (as Redis does with ``appendfsync always``): no thread round
+        trip, and the next group grows by itself meanwhile.
 
         Never returns; on cancellation a transaction already in its thread is
         finished first (the thread cannot be abandoned).
@@ -256,16 +325,30 @@ class Store:
                 except trio.WouldBlock:
                     break
             error: StoreError | None = StoreError("the store's writer crashed; the change was not kept")
+            unanswered = group
             try:
                 if self.faults.writer_task is not None:
                     self.faults.writer_task()
+                unanswered = []
+                for item in group:
+                    if item.valid():
+                        unanswered.append(item)
+                    else:
+                        self._answer(item, StoreError(f"an earlier commit of list {item.name!r} failed; not applied"))
                 self._busy_since = trio.current_time()
-                error = await trio.to_thread.run_sync(self._write_group, group)
+                if not any(item.changes for item in unanswered):
+                    error = None  # only reads behind batches already answered: nothing to write
+                elif self.inline_commits:
+                    error = self._write_group(unanswered)
+                else:
+                    error = await trio.to_thread.run_sync(self._write_group, unanswered)
             finally:
                 self._busy_since = None
-                # One outcome per item: an outcome can be unwrapped only once.
-                for item in group:
-                    item.reply(outcome.Value(None) if error is None else outcome.Error(error))
+                for item in unanswered:
+                    self._answer(item, error)
+                if self._group_done is not None:
+                    self._group_done.set()
+                    self._group_done = None
                 if self.idle():
                     self._went_idle.set()
                     self._went_idle = trio.Event()
@@ -274,7 +357,14 @@ class Store:
                 if self._since_checkpoint >= CHECKPOINT_EVERY:
                     self._checkpoint_wanted.set()
 
-    def _write_group(self, group: list[_Commit]) -> StoreError | None:
+    async def wait_committed(self, name: str) -> None:
+        """Wait until every batch of list ``name`` queued so far has been answered."""
+        while self._pending.get(name):
+            if self._group_done is None:
+                self._group_done = trio.Event()
+            await self._group_done.wait()
+
+    def _write_group(self, group: list[Batch]) -> StoreError | None:
         """Runs in a worker thread: one transaction for the whole group."""
         conn = self._writer_conn
         try:
@@ -290,6 +380,8 @@ class Store:
             removes: list[tuple[int, int]] = []
             next_ids: list[tuple[int, int]] = []
             for item in group:
+                if not item.changes:
+                    continue
                 list_id = self._list_id(conn, item.name)
                 next_ids.append((item.next_id, list_id))
                 for change in item.changes:
@@ -322,7 +414,7 @@ class Store:
             log.error("%s (%d batch(es) failed)", error, len(group))
             return error
         self._commits += 1
-        self._batches += len(group)
+        self._batches += sum(1 for item in group if item.changes)
         self._changes += sum(len(item.changes) for item in group)
         self._max_group = max(self._max_group, len(group))
         return None
@@ -388,7 +480,13 @@ class Store:
                 self._readers.append(conn)
 
     async def load(self, name: str) -> TodoList:
-        """Load one list's durable state (an empty list if it was never written)."""
+        """Load one list's durable state (an empty list if it was never written).
+
+        Waits first for the list's batches still with the writer, so that a
+        list loaded again (after a crash, an idle stop, an eviction) sees
+        every batch submitted before, whether it was committed or failed.
+        """
+        await self.wait_committed(name)
 
         def read(conn: sqlite3.Connection) -> TodoList:
             conn.execute("BEGIN")  # one snapshot for both queries
@@ -510,4 +608,4 @@ def _close_sync(writer: sqlite3.Connection, readers: list[sqlite3.Connection], l
         os.close(lock_fd)
 
 
-__all__ = ["Store", "StoreError", "StoreFaults", "StoreStatistics", "open_store"]
+__all__ = ["Batch", "Store", "StoreError", "StoreFaults", "StoreStatistics", "open_store"]
