@@ -93,7 +93,9 @@ def hello(path: str) -> bool:
 class Server:
     """One server process under test: an echo server or todod."""
 
-    def __init__(self, kind: str, workdir: Path, data_dir: Path | None = None, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, kind: str, workdir: Path, data_dir: Path | None = None, extra: Sequence[str] = (), src: Path = ROOT
+    ) -> None:
         self.kind = kind
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.socket = str(workdir / "s.sock")
@@ -106,7 +108,7 @@ class Server:
                 argv += ["--durable", str(self.data_dir)]
         self.log = open(workdir / f"{kind}.log", "ab")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, cwd=src)
         if kind == "todod":
             wait_until(lambda: self._alive() and hello(self.socket), 60, "todod to answer hello")
         else:
