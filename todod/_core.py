@@ -45,6 +45,8 @@ class CoreConfig:
     max_seconds: float = 5.0
     #: How long shutdown waits for the writer to empty its queue.
     drain_timeout: float = 10.0
+    #: Commit in the event loop instead of a worker thread (Store.inline_commits).
+    inline_commits: bool = False
 
 
 @attrs.frozen
@@ -175,6 +177,7 @@ async def open_core(
     """
     config = config or CoreConfig()
     async with open_store(data_dir, faults=store_faults) as store, trio.open_nursery() as nursery:
+        store.inline_commits = config.inline_commits
         supervisor = Supervisor(config.max_restarts, config.max_seconds)
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))

@@ -143,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     bounds.add_argument("--idle-timeout", type=_positive(float), default=server.idle_timeout)
     bounds.add_argument("--quarantine", type=_positive(float), default=server.quarantine)
     bounds.add_argument("--max-lists", type=_positive(int), default=server.max_servers)
+    parser.add_argument(
+        "--commit-in-loop",
+        action="store_true",
+        help="run each group commit in the event loop rather than in a worker thread (see docs/ARCHITECTURE.md)",
+    )
     sub = parser.add_subparsers(dest="command")
     units = sub.add_parser("install-units", help="write the systemd user units for this todod")
     units.add_argument("--user-dir", help="where to write them (default ~/.config/systemd/user)")
@@ -205,9 +210,8 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
         # (two CLIs auto-starting), the loser stops here and touches no data.
         bound = _listening_socket(socket_path)
         try:
-            async with open_core(
-                data_dir, CoreConfig(server=server_config), store_faults=store_faults, server_faults=server_faults
-            ) as core:
+            config = CoreConfig(server=server_config, inline_commits=args.commit_in_loop)
+            async with open_core(data_dir, config, store_faults=store_faults, server_faults=server_faults) as core:
                 await _serve(core, bound, socket_config, signals)
         finally:
             bound.close()
