@@ -17,6 +17,12 @@ with ``json.loads``) and answers each with a JSON line shaped like todod's
   The commit runs in a worker thread (``--inline``: in the event loop).
   This is what a durable Python daemon on this disk can at best do, with
   the same framing: the floor todod is measured against.
+* ``--durable DIR --list-tasks``: the design's ceiling.  As ``--durable``,
+  but each add goes through a task per list, reached over a bounded memory
+  channel, which hands it to the committer and goes on; the committer
+  answers the connection.  That is todod's request path (per-list tasks,
+  mailboxes, pipelined commits, the commit answering the caller) with all
+  of todod's own work taken out: no validation, no model, no timers.
 
 It prints ``ready`` on stdout once it listens, and stops on SIGTERM.
 """
@@ -31,6 +37,7 @@ import socket
 import sqlite3
 from typing import Any
 
+import outcome
 import trio
 
 SCHEMA = (
@@ -65,12 +72,15 @@ class Committer:
     async def add(self, list_name: str, date: str, title: str) -> int:
         entry_id = self.next_id.get(list_name, 1)
         self.next_id[list_name] = entry_id + 1
-        self.pending.append(((list_name, entry_id, date, title), trio.lowlevel.current_task()))
-        if self.wake is not None:
-            task, self.wake = self.wake, None
-            trio.lowlevel.reschedule(task)
+        self.queue((list_name, entry_id, date, title), trio.lowlevel.current_task())
         await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
         return entry_id
+
+    def queue(self, row: tuple[str, int, str, str], task: trio.lowlevel.Task) -> None:
+        self.pending.append((row, task))
+        if self.wake is not None:
+            waker, self.wake = self.wake, None
+            trio.lowlevel.reschedule(waker)
 
     async def run(self) -> None:
         while True:
@@ -84,8 +94,35 @@ class Committer:
                 await trio.lowlevel.checkpoint()
             else:
                 await trio.to_thread.run_sync(self._write, rows)
-            for _row, task in group:
-                trio.lowlevel.reschedule(task)
+            for row, task in group:
+                trio.lowlevel.reschedule(task, outcome.Value(row[1]))
+
+
+class ListTasks:
+    """One task per list, reached over a bounded memory channel (the design's skeleton)."""
+
+    def __init__(self, committer: Committer, nursery: trio.Nursery) -> None:
+        self.committer = committer
+        self.nursery = nursery
+        self.mailboxes: dict[str, trio.MemorySendChannel[tuple[str, str, trio.lowlevel.Task]]] = {}
+
+    async def add(self, list_name: str, date: str, title: str) -> int:
+        mailbox = self.mailboxes.get(list_name)
+        if mailbox is None:
+            mailbox, receive = trio.open_memory_channel[tuple[str, str, trio.lowlevel.Task]](256)
+            self.mailboxes[list_name] = mailbox
+            self.nursery.start_soon(self._serve, list_name, receive)
+        mailbox.send_nowait((date, title, trio.lowlevel.current_task()))
+        return int(await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED))
+
+    async def _serve(
+        self, list_name: str, receive: trio.MemoryReceiveChannel[tuple[str, str, trio.lowlevel.Task]]
+    ) -> None:
+        next_id = 1
+        async for date, title, task in receive:
+            # Hand the add to the committer and go on: it answers the caller.
+            self.committer.queue((list_name, next_id, date, title), task)
+            next_id += 1
 
 
 def _response(request: dict[str, Any], entry_id: int) -> bytes:
@@ -96,7 +133,7 @@ def _response(request: dict[str, Any], entry_id: int) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-async def _serve(stream: trio.SocketStream, committer: Committer | None) -> None:
+async def _serve(stream: trio.SocketStream, committer: Committer | ListTasks | None) -> None:
     buffer = bytearray()
     async with stream:
         while True:
@@ -121,10 +158,11 @@ async def _serve(stream: trio.SocketStream, committer: Committer | None) -> None
 
 
 async def _main(args: argparse.Namespace) -> None:
-    committer = None
+    committer: Committer | None = None
     if args.durable:
         os.makedirs(args.durable, exist_ok=True)
         committer = Committer(os.path.join(args.durable, "echo.sqlite3"), args.inline)
+    front: Committer | ListTasks | None = committer
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(args.socket)
     sock.listen(4096)
@@ -133,11 +171,13 @@ async def _main(args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             if committer is not None:
                 nursery.start_soon(committer.run)
+                if args.list_tasks:
+                    front = ListTasks(committer, nursery)
 
             async def accept() -> None:
                 while True:
                     stream = await listener.accept()
-                    nursery.start_soon(_serve, stream, committer)
+                    nursery.start_soon(_serve, stream, front)
 
             nursery.start_soon(accept)
             print("ready", flush=True)
@@ -151,6 +191,7 @@ def main() -> None:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--durable", metavar="DIR", help="commit every add to SQLite in DIR before replying")
     parser.add_argument("--inline", action="store_true", help="commit in the event loop, not a worker thread")
+    parser.add_argument("--list-tasks", action="store_true", help="with --durable: a task per list in front")
     args = parser.parse_args()
     trio.run(_main, args)
 

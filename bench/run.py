@@ -15,6 +15,8 @@ the same).
 1. Throughput, 64 connections, each waiting for its answer: the plain echo
    server (no storage, for scale), the durable echo server (every add
    committed, WAL + ``synchronous=FULL``, group commit; bench/echo_server.py),
+   the design's ceiling (the durable echo with a task per list and a memory
+   channel in front of the committer, nothing else; ``--list-tasks``),
    todod with the adds spread over 1,000 lists, todod with all adds into one
    list.  Targets: todod >= 0.7x the durable echo in both.
 2. One connection, sequential adds, p50 latency: todod <= 1.3x the durable echo.
@@ -104,8 +106,10 @@ class Server:
             argv = [PY, "-m", "todod", "--socket", self.socket, "--data-dir", str(self.data_dir), *extra]
         else:
             argv = [PY, str(BENCH / "echo_server.py"), "--socket", self.socket, *extra]
-            if kind == "durable":
+            if kind in ("durable", "ceiling"):
                 argv += ["--durable", str(self.data_dir)]
+            if kind == "ceiling":
+                argv += ["--list-tasks"]
         self.log = open(workdir / f"{kind}.log", "ab")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, cwd=src)
@@ -295,14 +299,14 @@ def main() -> None:
 
 
 def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: list[str]) -> dict[str, Any]:
-    kinds = ["plain", "durable", "todod_1000", "todod_1"]
+    kinds = ["plain", "durable", "ceiling_1000", "todod_1000", "todod_1"]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     seq: dict[str, list[float]] = {"durable": [], "todod": []}
     for rep in range(reps):
         order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
         for kind in order:
             work = tmp / f"{kind}-{rep}"
-            server_kind = "todod" if kind.startswith("todod") else kind
+            server_kind = kind.split("_")[0]
             server = Server(server_kind, work, extra=todod_args if server_kind == "todod" else ())
             try:
                 lists = 1 if kind == "todod_1" else LISTS
@@ -332,6 +336,9 @@ def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: l
     )
     out["ratio_1"] = median(
         [t["per_second"] / d["per_second"] for t, d in zip(runs["todod_1"], runs["durable"], strict=True)]
+    )
+    out["ceiling_1000_ratio"] = median(
+        [t["per_second"] / d["per_second"] for t, d in zip(runs["ceiling_1000"], runs["durable"], strict=True)]
     )
     out["durable_over_plain"] = durable / out["plain"]["per_second"]
     out["sequential_p50"] = {k: median(v) for k, v in seq.items()}
@@ -388,6 +395,7 @@ def print_table(t: dict[str, Any]) -> None:
         for kind, label in (
             ("plain", "plain echo, 64 conns"),
             ("durable", "durable echo, 64 conns"),
+            ("ceiling_1000", "design ceiling, 64 conns, 1,000 lists"),
             ("todod_1000", "todod, 64 conns, 1,000 lists"),
             ("todod_1", "todod, 64 conns, one list"),
         ):
@@ -401,6 +409,9 @@ def print_table(t: dict[str, Any]) -> None:
                 )
             )
         rows.append(("durable echo / plain echo", f"{ld['durable_over_plain']:.2f}x", "scale", ""))
+        rows.append(
+            ("design ceiling 1,000 lists / durable echo", f"{ld['ceiling_1000_ratio']:.2f}x", "list tasks only", "")
+        )
         rows.append(
             ("todod 1,000 lists / durable echo", f"{ld['ratio_1000']:.2f}x", "", verdict(ld["ratio_1000"], 0.7, True))
         )
