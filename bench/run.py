@@ -299,24 +299,25 @@ def main() -> None:
 
 
 def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: list[str]) -> dict[str, Any]:
-    kinds = ["plain", "durable", "ceiling_1000", "todod_1000", "todod_1"]
+    kinds = ["plain", "durable", "ceiling_1000", "todod_1000", "todod_1", "inline_1000"]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
-    seq: dict[str, list[float]] = {"durable": [], "todod": []}
+    seq: dict[str, list[float]] = {"durable": [], "todod": [], "inline": []}
     for rep in range(reps):
         order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
         for kind in order:
             work = tmp / f"{kind}-{rep}"
             server_kind = kind.split("_")[0]
-            server = Server(server_kind, work, extra=todod_args if server_kind == "todod" else ())
+            if server_kind == "inline":
+                server = Server("todod", work, extra=[*todod_args, "--commit-in-loop"])
+            else:
+                server = Server(server_kind, work, extra=todod_args if server_kind == "todod" else ())
             try:
                 lists = 1 if kind == "todod_1" else LISTS
                 # Warm up: every list written once, so loading is not in the figure.
                 run_load(server, CONNECTIONS, max(lists, CONNECTIONS), lists)
-                if kind in ("durable", "todod_1000"):
+                if kind in ("durable", "todod_1000", "inline_1000"):
                     # Before the throughput run, whose WAL the checkpointer may still be copying.
-                    seq["todod" if kind == "todod_1000" else kind].append(
-                        run_load(server, 1, sequential, LISTS, processes=1)["p50"]
-                    )
+                    seq[kind.split("_")[0]].append(run_load(server, 1, sequential, LISTS, processes=1)["p50"])
                 runs[kind].append(run_load(server, CONNECTIONS, adds, lists))
             finally:
                 server.stop()
@@ -343,6 +344,10 @@ def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: l
     out["durable_over_plain"] = durable / out["plain"]["per_second"]
     out["sequential_p50"] = {k: median(v) for k, v in seq.items()}
     out["sequential_ratio"] = median([t / d for t, d in zip(seq["todod"], seq["durable"], strict=True)])
+    out["inline_ratio_1000"] = median(
+        [t["per_second"] / d["per_second"] for t, d in zip(runs["inline_1000"], runs["durable"], strict=True)]
+    )
+    out["inline_sequential_ratio"] = median([t / d for t, d in zip(seq["inline"], seq["durable"], strict=True)])
     return out
 
 
@@ -398,6 +403,7 @@ def print_table(t: dict[str, Any]) -> None:
             ("ceiling_1000", "design ceiling, 64 conns, 1,000 lists"),
             ("todod_1000", "todod, 64 conns, 1,000 lists"),
             ("todod_1", "todod, 64 conns, one list"),
+            ("inline_1000", "todod --commit-in-loop, 1,000 lists"),
         ):
             r = ld[kind]
             rows.append(
@@ -423,6 +429,15 @@ def print_table(t: dict[str, Any]) -> None:
                 f"{ld['sequential_ratio']:.2f}x",
                 f"todod {sp['todod'] * 1e6:.0f} us, echo {sp['durable'] * 1e6:.0f} us",
                 verdict(ld["sequential_ratio"], 1.3, False),
+            )
+        )
+        rows.append(("  --commit-in-loop: 1,000 lists / durable echo", f"{ld['inline_ratio_1000']:.2f}x", "", "lever"))
+        rows.append(
+            (
+                "  --commit-in-loop: sequential p50 / durable echo",
+                f"{ld['inline_sequential_ratio']:.2f}x",
+                f"todod {sp['inline'] * 1e6:.0f} us",
+                "lever",
             )
         )
     if "memory" in t:

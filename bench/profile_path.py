@@ -1,0 +1,134 @@
+"""Where todod's event loop spends its time on the request path, under bench/run.py's load.
+
+Run it from the repository root (py-spy comes with ``pip install -e '.[bench]'``)::
+
+    .venv/bin/python bench/profile_path.py [--lists 1000] [--seconds 8] [--out bench/results/profile.txt]
+
+It starts todod (and, for the CPU comparison, the durable echo server),
+drives each with bench/loadgen.py (64 closed-loop connections), samples
+todod with ``py-spy record --threads`` and prints the share of the main
+thread's samples per function, inclusive and self, and the CPU per add of
+each thread of both servers (from /proc), so the event loop's cost per add
+can be set beside the floor's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run  # bench/run.py, for its servers and load generator
+
+PY_SPY = Path(sys.executable).parent / "py-spy"
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except FileNotFoundError:
+            continue
+        out["main" if tid == str(pid) else name.split()[0] + " threads"] += (
+            int(fields[11]) + int(fields[12])
+        ) / run.CLK_TCK
+    return out
+
+
+def cpu_per_add(kind: str, work: Path, lists: int, adds: int) -> dict[str, float]:
+    server = run.Server(kind, work)
+    try:
+        run.run_load(server, run.CONNECTIONS, max(lists, run.CONNECTIONS), lists)
+        before = thread_cpu(server.proc.pid)
+        run.run_load(server, run.CONNECTIONS, adds, lists)
+        after = thread_cpu(server.proc.pid)
+    finally:
+        server.stop()
+    return {name: (after[name] - before.get(name, 0.0)) / adds * 1e6 for name in after}
+
+
+def summarise(raw: Path, top: int) -> None:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if "MainThread" not in frames[0]:
+            continue
+        n = int(count)
+        total += n
+        names = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].split(":")[0].rstrip(")") for f in frames[1:]]
+        for name in set(names):
+            inclusive[name] += n
+        own[names[-1]] += n
+    print(f"\nmain thread: {total} samples; inclusive share per function")
+    for name, n in inclusive.most_common(top):
+        print(f"  {n / total * 100:5.1f}%  {name}")
+    print("self share")
+    for name, n in own.most_common(top // 2):
+        print(f"  {n / total * 100:5.1f}%  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lists", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--adds", type=int, default=8000, help="adds for the CPU-per-add comparison")
+    parser.add_argument("--out", default=str(run.BENCH / "results" / "profile.txt"))
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="todop-"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for kind in ("durable", "todod"):
+            cpu = cpu_per_add(kind, tmp / f"cpu-{kind}", args.lists, args.adds)
+            print(f"{kind}: CPU per add, us: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())))
+        server = run.Server("todod", tmp / "profile")
+        try:
+            run.run_load(server, run.CONNECTIONS, max(args.lists, run.CONNECTIONS), args.lists)
+            spy = subprocess.Popen(
+                [
+                    str(PY_SPY),
+                    "record",
+                    "-p",
+                    str(server.proc.pid),
+                    "-o",
+                    str(out),
+                    "-f",
+                    "raw",
+                    "-r",
+                    "500",
+                    "-d",
+                    str(args.seconds),
+                    "--threads",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
+            deadline = time.monotonic() + args.seconds
+            while time.monotonic() < deadline:
+                run.run_load(server, run.CONNECTIONS, 4000, args.lists)
+            spy.wait()
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    summarise(out, 40)
+    print(f"\nraw samples in {out}")
+
+
+if __name__ == "__main__":
+    main()
