@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
-import outcome
 import trio
 
 from todod._model import Entry, validate_title
 from todod._registry import Registry
-from todod._server import AddEntry, DeleteEntry, GetEntries, Op, ServerConfig, ServerFaults, UpdateEntry
+from todod._server import AddEntry, DeleteEntry, GetEntries, ServerConfig, ServerFaults, UpdateEntry
 from todod._store import Store, StoreFaults, open_store
 from todod._supervisor import ChildSpec, Supervisor
 from todod.protocol import Timeout
@@ -119,10 +118,6 @@ class Core:
     async def delete(self, list_name: str, entry_id: int) -> Entry:
         result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id))
         return result
-
-    async def submit(self, list_name: str, op: Op, on_reply: Callable[[outcome.Outcome[Any]], None]) -> None:
-        """Queue ``op`` (built by ``add_op``, ``update_op`` or directly) for ``list_name``; see Registry.submit."""
-        await self.registry.submit(list_name, op, on_reply)
 
     async def lists(self) -> list[tuple[str, int]]:
         """Every list ever written, with its durable entry count, by name.
