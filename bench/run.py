@@ -341,6 +341,9 @@ def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: l
     out["ceiling_1000_ratio"] = median(
         [t["per_second"] / d["per_second"] for t, d in zip(runs["ceiling_1000"], runs["durable"], strict=True)]
     )
+    out["todod_over_ceiling_1000"] = median(
+        [t["per_second"] / c["per_second"] for t, c in zip(runs["todod_1000"], runs["ceiling_1000"], strict=True)]
+    )
     out["durable_over_plain"] = durable / out["plain"]["per_second"]
     out["sequential_p50"] = {k: median(v) for k, v in seq.items()}
     out["sequential_ratio"] = median([t / d for t, d in zip(seq["todod"], seq["durable"], strict=True)])
@@ -421,6 +424,7 @@ def print_table(t: dict[str, Any]) -> None:
         rows.append(
             ("todod 1,000 lists / durable echo", f"{ld['ratio_1000']:.2f}x", "", verdict(ld["ratio_1000"], 0.7, True))
         )
+        rows.append(("todod 1,000 lists / design ceiling", f"{ld['todod_over_ceiling_1000']:.2f}x", "", ""))
         rows.append(("todod one list / durable echo", f"{ld['ratio_1']:.2f}x", "", verdict(ld["ratio_1"], 0.7, True)))
         sp = ld["sequential_p50"]
         rows.append(
