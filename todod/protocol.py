@@ -41,9 +41,11 @@ class ErrorCode:
     TOO_LARGE: Final = "too_large"  # a request line over MAX_LINE
     INTERNAL: Final = "internal"  # the list server crashed on this request; nothing was applied
     FORBIDDEN: Final = "forbidden"  # the peer's uid is neither the daemon's nor root
+    CONFLICT: Final = "conflict"  # an expected version, or the state an undo or redo needs, does not hold
+    COMPACTED: Final = "compacted"  # the events asked for were dropped by compaction
 
     ALL: Final = frozenset(
-        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN}
+        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN, CONFLICT, COMPACTED}
     )
 
 
@@ -102,8 +104,28 @@ class Forbidden(TodoError):
     code = ErrorCode.FORBIDDEN
 
 
+class Conflict(TodoError):
+    code = ErrorCode.CONFLICT
+
+
+class Compacted(TodoError):
+    code = ErrorCode.COMPACTED
+
+
 _BY_CODE: dict[str, type[TodoError]] = {
-    cls.code: cls for cls in (BadRequest, Invalid, NotFound, Unavailable, Timeout, TooLarge, Internal, Forbidden)
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        Invalid,
+        NotFound,
+        Unavailable,
+        Timeout,
+        TooLarge,
+        Internal,
+        Forbidden,
+        Conflict,
+        Compacted,
+    )
 }
 
 
@@ -135,9 +157,15 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
         "title": (str, False),
         "date": (str, False),
         "done": (bool, False),
+        "if_version": (int, False),
     },
-    "delete": {"list": (str, True), "entry": (int, True)},
+    "delete": {"list": (str, True), "entry": (int, True), "if_version": (int, False)},
     "status": {},
+    "history": {"list": (str, True), "limit": (int, False)},
+    "undo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
+    "redo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
+    "watch": {"list": (str, False), "since": (int, False)},
+    "compact": {"keep_days": (int, False)},
 }
 
 
@@ -251,6 +279,14 @@ def _dumps(obj: Any) -> bytes:
 def encode_ok(request_id: Any, result: Any) -> bytes:
     """Encode a success response line."""
     obj: dict[str, Any] = {"ok": True, "result": result}
+    if request_id is not None:
+        obj = {"id": request_id, **obj}
+    return _dumps(obj)
+
+
+def encode_event(request_id: Any, event: Any) -> bytes:
+    """Encode one event line of a ``watch`` subscription (``{"id": ..., "event": {...}}``)."""
+    obj: dict[str, Any] = {"event": event}
     if request_id is not None:
         obj = {"id": request_id, **obj}
     return _dumps(obj)
