@@ -7,7 +7,8 @@ command name: ``todo add --json home "buy milk"``.
 Exit codes (names from sysexits.h):
 
 - 0: success.
-- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
+- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``,
+  ``conflict``, ``compacted``).
 - 2: usage error (reported by Typer).
 - 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
 - 69 (EX_UNAVAILABLE): no daemon answers and none could be started, or it hung up.
@@ -84,6 +85,27 @@ NoStart = Annotated[
     bool,
     typer.Option("--no-start", envvar="TODOD_NO_START", help="Do not start the daemon if it is not running."),
 ]
+IfVersion = Annotated[
+    int | None,
+    typer.Option(
+        "--if-version",
+        metavar="N",
+        min=0,
+        help="Refuse (conflict) unless the entry is still at version N.",
+        show_default=False,
+    ),
+]
+Steps = Annotated[int, typer.Option("--steps", metavar="N", min=1, help="How many changes.")]
+IfSeq = Annotated[
+    int | None,
+    typer.Option(
+        "--if-seq",
+        metavar="SEQ",
+        min=0,
+        help="Refuse (conflict) unless the list's last change is still SEQ (see todo history).",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -154,6 +176,7 @@ def update(
         bool | None,
         typer.Option("--done/--undone", help="Mark the entry done or not done.", show_default=False),
     ] = None,
+    if_version: IfVersion = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -163,7 +186,14 @@ def update(
     """Change the title, date or done mark of entry ID in LIST."""
     if title is None and date is None and done is None:
         raise typer.BadParameter("nothing to change: give --title, --date, --done or --undone")
-    fields = {"list": list_name, "entry": entry_id, "title": title, "date": date, "done": done}
+    fields = {
+        "list": list_name,
+        "entry": entry_id,
+        "title": title,
+        "date": date,
+        "done": done,
+        "if_version": if_version,
+    }
     entry = _call("update", fields, socket, data_dir, timeout, no_start)
     _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
 
@@ -172,6 +202,7 @@ def update(
 def delete(
     list_name: ListName,
     entry_id: EntryId,
+    if_version: IfVersion = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -179,8 +210,120 @@ def delete(
     no_start: NoStart = False,
 ) -> None:
     """Delete entry ID from LIST and show what it was."""
-    entry = _call("delete", {"list": list_name, "entry": entry_id}, socket, data_dir, timeout, no_start)
+    fields = {"list": list_name, "entry": entry_id, "if_version": if_version}
+    entry = _call("delete", fields, socket, data_dir, timeout, no_start)
     _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
+
+
+@app.command()
+def history(
+    list_name: ListName,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", metavar="N", min=1, help="Only the last N events.", show_default=False),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Show the changes made to LIST, oldest first."""
+    result = _call("history", {"list": list_name, "limit": limit}, socket, data_dir, timeout, no_start)
+    _render.write(_render.dump_json(result) if json else _render.history(result, limited=limit is not None))
+
+
+@app.command()
+def undo(
+    list_name: ListName,
+    steps: Steps = 1,
+    if_seq: IfSeq = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Revert the last changes of LIST, newest first, and show the entries they touched."""
+    fields = {"list": list_name, "steps": steps, "if_seq": if_seq}
+    result = _call("undo", fields, socket, data_dir, timeout, no_start)
+    _render.write(_render.dump_json(result) if json else _render.entries(result))
+
+
+@app.command()
+def redo(
+    list_name: ListName,
+    steps: Steps = 1,
+    if_seq: IfSeq = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Re-apply what undo reverted in LIST (until a new change is made)."""
+    fields = {"list": list_name, "steps": steps, "if_seq": if_seq}
+    result = _call("redo", fields, socket, data_dir, timeout, no_start)
+    _render.write(_render.dump_json(result) if json else _render.entries(result))
+
+
+@app.command()
+def watch(
+    list_name: Annotated[
+        str | None,
+        typer.Argument(metavar="[LIST]", help="Only this list's changes (default: every list).", show_default=False),
+    ] = None,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            metavar="POSITION",
+            min=0,
+            help="First replay every change after POSITION from the log (resume with the last one you processed).",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Print changes as they happen, one per line, until interrupted."""
+    fields = {"list": list_name, "since": since}
+    try:
+        for event in _client.subscribe(
+            "watch",
+            fields,
+            socket_path=paths.resolve_socket(socket),
+            timeout=timeout,
+            data_dir=None if no_start else paths.resolve_data_dir(data_dir),
+        ):
+            _render.write(_render.dump_line(event) if json else _render.event(event))
+    except protocol.TodoError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def compact(
+    keep_days: Annotated[
+        int, typer.Option("--keep-days", metavar="N", min=0, help="Keep the changes of the last N days.")
+    ] = 30,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Drop older changes from the log; every list keeps its current entries."""
+    result = _call("compact", {"keep_days": keep_days}, socket, data_dir, timeout, no_start)
+    _render.write(
+        _render.dump_json(result)
+        if json
+        else f"dropped {result['dropped']} event(s); the log now starts after position {result['horizon']}\n"
+    )
 
 
 @app.command()
@@ -251,5 +394,10 @@ _COMMANDS: Final[dict[str, Callable[..., None]]] = {
     "list": list_,
     "update": update,
     "delete": delete,
+    "history": history,
+    "undo": undo,
+    "redo": redo,
+    "watch": watch,
+    "compact": compact,
     "status": status,
 }

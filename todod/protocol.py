@@ -307,6 +307,23 @@ class Response(NamedTuple):
     result: Any
 
 
+def parse_line(line: bytes) -> dict[str, Any]:
+    """Decode one line of a subscription: an event (``{"event": ...}``) is returned, an error raised.
+
+    Raises:
+        TodoError: the line is an error response, or not a well-formed line.
+    """
+    try:
+        obj = _loads(line)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"malformed line from the daemon: {_short(exc)}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("malformed line from the daemon")
+    if obj.get("ok") is False:
+        raise error_from_wire(obj.get("error"))
+    return obj
+
+
 def parse_response(line: bytes) -> Response:
     """Decode one response line.
 
