@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3
+import time
 from contextlib import closing
 from typing import Any
 
 import attrs
 import pytest
 
-from todod._core import Core, open_core
+from todod._core import Core, CoreConfig, open_core
 from todod._model import Entry, Origin, Stale
 from todod._server import RevertChanges
 from todod.protocol import Compacted, Conflict, NotFound
@@ -207,3 +208,41 @@ async def test_a_database_made_before_the_log_migrates_with_no_loss(data_dir: st
         await in_step(core)
     with closing(sqlite3.connect(os.path.join(data_dir, "todod.sqlite3"))) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+async def test_compaction_keeps_the_state_and_history_and_undo_stop_at_the_horizon(data_dir: str) -> None:
+    """Compacting drops old events but not the entries; undo then stops, clearly, at the horizon."""
+    async with open_core(data_dir) as core:
+        await core.add("l", "a", DAY)
+        await core.add("l", "b", DAY)
+        await core.update("l", 1, done=True)
+        done = await core.store.compact(time.time())
+        assert (done.dropped, done.horizon) == (3, 3)
+        assert await core.entries("l") == (Entry(1, DAY, "a", done=True, version=2), Entry(2, DAY, "b"))
+        await in_step(core)
+        await core.update("l", 2, title="c")
+        await core.add("l", "d", DAY)
+        history = await core.history("l")
+        assert (history["horizon"], history["base_entries"]) == (3, 2)
+        assert [e["seq"] for e in history["events"]] == [4, 5]
+        await core.undo("l", steps=2)
+        with pytest.raises(Compacted, match="compacted horizon"):
+            await core.undo("l")
+        await core.redo("l")
+        assert (await core.compact(keep_days=0)).dropped == 5
+        assert await core.entries("l") == (Entry(1, DAY, "a", done=True, version=2), Entry(2, DAY, "c", version=4))
+        with pytest.raises(NotFound, match="nothing to redo"):
+            await core.redo("l")  # the undo it would need was compacted
+        await in_step(core)
+
+
+async def test_the_daemon_setting_compacts_at_start(data_dir: str) -> None:
+    """With keep_days set, the core compacts the log before it serves, and keeps the recent days."""
+    async with open_core(data_dir) as core:
+        await core.add("l", "a", DAY)
+    async with open_core(data_dir, CoreConfig(keep_days=1)) as core:
+        assert len((await core.history("l"))["events"]) == 1, "a change of today is kept"
+    async with open_core(data_dir, CoreConfig(keep_days=0)) as core:
+        history = await core.history("l")
+        assert history["events"] == [] and history["horizon"] == 1
+        assert await core.entries("l") == (Entry(1, DAY, "a"),)

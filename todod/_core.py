@@ -221,14 +221,15 @@ class Core:
     async def run_compactor(
         self, keep_days: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Compact the log to ``keep_days`` days now and every hour; never returns."""
-        task_status.started()
+        """Compact the log to ``keep_days`` days now (before reporting started) and every hour; never returns."""
         while True:
             try:
                 await self.compact(keep_days)
             except StoreError as exc:
                 # A full or failing disk is the writer's to report; compaction tries again later.
                 log.warning("%s", exc)
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
             await trio.sleep(COMPACT_EVERY)
 
     async def lists(self) -> list[tuple[str, int]]:
