@@ -176,8 +176,11 @@ class Step:
     events: tuple[Event, ...]
 
 
-class Stale(Exception):
-    """A plan was read for another head of the list than the one it meets; read it again."""
+class Stale(Conflict):
+    """A plan was read for another head of the list than the one it meets: the list changed since."""
+
+    def __init__(self) -> None:
+        super().__init__("the list changed since the plan was read")
 
 
 def _select(entries: Mapping[int, Entry], date: datetime.date | None) -> tuple[Entry, ...]:

@@ -20,7 +20,7 @@ import attrs
 import outcome
 import trio
 
-from todod._model import NOBODY, Change, Draft, Entry, Origin, Stale, Step, TodoList
+from todod._model import NOBODY, Change, Draft, Entry, Origin, Step, TodoList
 from todod._reply import ReplySlot
 from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
@@ -349,8 +349,8 @@ class ListServer:
                 self._faults.on_request(self.name, call.op)
             try:
                 result, change = apply(draft, call.op)
-            except (TodoError, Stale) as exc:
-                results.append(outcome.Error(_in_list(exc, self.name) if isinstance(exc, TodoError) else exc))
+            except TodoError as exc:
+                results.append(outcome.Error(_in_list(exc, self.name)))
                 continue
             results.append(outcome.Value(result))
             changes.extend(change)
@@ -424,7 +424,7 @@ class ListServer:
 
 
 def _in_list(exc: TodoError, name: str) -> TodoError:
-    return type(exc)(f"{exc.message} in list {name!r}") if exc.code in ("not_found", "conflict") else exc
+    return type(exc)(f"{exc.message} in list {name!r}") if exc.code == "not_found" else exc
 
 
 @attrs.define(eq=False)
