@@ -174,3 +174,21 @@ def test_two_clis_start_exactly_one_daemon() -> None:
         for pid in _daemon_pids(sock):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_history_undo_redo_and_conditional_writes_from_the_cli(daemon: Daemon) -> None:
+    """todo history, undo, redo, compact and --if-version work end to end; a conflict exits 1 with one line."""
+    ok(daemon, "add", "home", "Dentist", "--date", "2026-12-19")
+    ok(daemon, "update", "home", "1", "--done", "--if-version", "1")
+    refused = todo(daemon, "delete", "home", "1", "--if-version", "1")
+    assert refused.returncode == 1 and refused.stderr == "todo: conflict: entry 1 is at version 2, not 1\n"
+    history = as_json(daemon, "history", "home")
+    assert [e["op"] for e in history["events"]] == ["add", "update"]  # type: ignore[index]
+    assert "update" in ok(daemon, "history", "home", "--limit", "1")
+    assert as_json(daemon, "undo", "home")[0]["done"] is False  # type: ignore[index]
+    assert as_json(daemon, "redo", "home")[0]["version"] == 4  # type: ignore[index]
+    assert todo(daemon, "redo", "home").returncode == 1
+    assert as_json(daemon, "compact", "--keep-days", "0") == {"dropped": 4, "horizon": 4}
+    assert "compacted" in ok(daemon, "history", "home")
+    at_horizon = todo(daemon, "undo", "home")
+    assert at_horizon.returncode == 1 and at_horizon.stderr.startswith("todo: compacted: nothing to undo")

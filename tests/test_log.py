@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3
+import tempfile
 import time
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Entry, Origin, Stale
@@ -246,3 +250,60 @@ async def test_the_daemon_setting_compacts_at_start(data_dir: str) -> None:
         history = await core.history("l")
         assert history["events"] == [] and history["horizon"] == 1
         assert await core.entries("l") == (Entry(1, DAY, "a"),)
+
+
+Values = dict[int, tuple[str, bool]]
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from("abc")),
+        st.tuples(st.just("update"), st.integers(0, 5), st.sampled_from("xyz"), st.booleans()),
+        st.tuples(st.just("delete"), st.integers(0, 5)),
+        st.tuples(st.just("undo"), st.sampled_from([1, 1, 2])),
+        st.tuples(st.just("undo"), st.sampled_from([1, 1, 2])),
+        st.tuples(st.just("redo"), st.sampled_from([1, 1, 2])),
+        st.tuples(st.just("redo"), st.sampled_from([1, 1, 2])),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations)
+async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence: list[tuple[Any, ...]]) -> None:
+    """Random changes, undos and redos leave the list as a plain undo stack of snapshots says, log and view in step."""
+    state: Values = {}
+    undo_stack: list[Values] = []
+    redo_stack: list[Values] = []
+    async with open_core(tempfile.mkdtemp(dir=tmp_path)) as core:
+        for op, *args in sequence:
+            ids = sorted(state)
+            if op == "add":
+                entry = await core.add("l", args[0], DAY)
+                undo_stack.append(dict(state))
+                redo_stack.clear()
+                state[entry.id] = (entry.title, entry.done)
+            elif op in ("update", "delete") and ids:
+                entry_id = ids[args[0] % len(ids)]
+                undo_stack.append(dict(state))
+                redo_stack.clear()
+                if op == "update":
+                    await core.update("l", entry_id, title=args[1], done=args[2])
+                    state[entry_id] = (args[1], args[2])
+                else:
+                    await core.delete("l", entry_id)
+                    del state[entry_id]
+            elif op in ("undo", "redo"):
+                source, target = (undo_stack, redo_stack) if op == "undo" else (redo_stack, undo_stack)
+                steps = args[0]
+                if len(source) < steps:
+                    with pytest.raises(NotFound):
+                        await (core.undo if op == "undo" else core.redo)("l", steps)
+                    continue
+                await (core.undo if op == "undo" else core.redo)("l", steps)
+                for _ in range(steps):
+                    target.append(dict(state))
+                    state = source.pop()
+            served = {e.id: (e.title, e.done) for e in await core.entries("l")}
+            assert served == state, (op, args)
+        await in_step(core)
