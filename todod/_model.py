@@ -107,19 +107,6 @@ class Entry:
         )
 
 
-def entry_from_wire(obj: Mapping[str, object] | None) -> Entry | None:
-    """The entry of a log record (:meth:`Entry.to_wire`'s form), or None."""
-    if obj is None:
-        return None
-    return Entry(
-        int(obj["id"]),  # type: ignore[call-overload]
-        datetime.date.fromisoformat(str(obj["date"])),
-        str(obj["title"]),
-        bool(obj["done"]),
-        int(obj["version"]),  # type: ignore[call-overload]
-    )
-
-
 # --- changes: what the store makes durable ----------------------------------
 
 
