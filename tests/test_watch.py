@@ -202,3 +202,14 @@ async def test_overflow_switches_to_the_log_and_back_without_loss(data_dir: str)
         assert [e["after"]["title"] for e in events] == [f"t{i}" for i in range(200)]
         connection.close()
 
+
+
+def test_a_watcher_does_not_hold_up_a_clean_stop(daemon: Daemon) -> None:
+    """SIGTERM with a watcher connected ends its subscription at once: a clean stop, and EOF for the watcher."""
+    watcher = Watcher(daemon)
+    add_concurrently(daemon, 1, 3, "x")
+    assert len(watcher.events(3)) == 3
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert watcher.reader.line() == b"", "the subscription was not ended"
+    assert "still in flight" not in daemon.log(), "shutdown waited out its timeout for the subscription"
+    watcher.close()

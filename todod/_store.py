@@ -215,6 +215,9 @@ class Store:
     _checkpoint_wanted: trio.Event = attrs.field(factory=trio.Event, init=False)
     _went_idle: trio.Event = attrs.field(factory=trio.Event, init=False)
     _list_ids: dict[str, int] = attrs.field(factory=dict, init=False)
+    #: Each list's head (the position of its last event), by list id: the
+    #: ``prev`` of its next event.  Like the ids, only the writer touches it.
+    _heads: dict[int, int] = attrs.field(factory=dict, init=False)
     _busy_since: float | None = attrs.field(default=None, init=False)
     _commits: int = attrs.field(default=0, init=False)
     _failed: int = attrs.field(default=0, init=False)
@@ -306,17 +309,17 @@ class Store:
             # log gets the same events, in the same transaction.
             puts: list[tuple[int, int, str, str, int, int]] = []
             removes: list[tuple[int, int]] = []
-            heads: list[tuple[int, int, int]] = []
+            heads: list[tuple[int, int, int, int]] = []
             rows: list[_log.EventRow] = []
-            undone: list[tuple[int, int, int]] = []
+            undone: list[tuple[int, int, int, int]] = []
             redone: list[tuple[int, int]] = []
             now = time.time()
             position = start = self._position
             with_log = self.change_log
             for item in group:
                 list_id = self._list_id(conn, item.name)
+                head = self._heads[list_id]
                 seq = item.changes[-1].events[-1].seq if item.changes and item.changes[-1].events else 0
-                heads.append((item.next_id, seq, list_id))
                 for change in item.changes:
                     for event in change.events:
                         e = event.after
@@ -330,19 +333,19 @@ class Store:
                                 conn.executemany(_PUT, puts)
                                 puts = []
                             removes.append((list_id, event.entry_id))
+                    if not with_log:
+                        continue
                     if change.op == "undo":
-                        undone.append((list_id, change.target or 0, change.seq))
+                        undone.append((list_id, change.target or 0, change.seq, position + 1))
                     elif change.op == "redo":
                         redone.append((list_id, change.target or 0))
-                if with_log:
-                    before = len(rows)
-                    rows.extend(_log.event_rows(list_id, item.changes, position, now))
-                    position += len(rows) - before
+                    position = head = _log.append_rows(rows, list_id, change, position, head, now)
+                heads.append((item.next_id, seq, head, list_id))
             if puts:
                 conn.executemany(_PUT, puts)
             if removes:
                 conn.executemany(_DELETE, removes)
-            conn.executemany("UPDATE lists SET next_id = ?, seq = max(seq, ?) WHERE id = ?", heads)
+            conn.executemany("UPDATE lists SET next_id = ?, seq = max(seq, ?), head = ? WHERE id = ?", heads)
             if with_log:
                 conn.executemany(_log.INSERT_EVENT, rows)
                 conn.executemany(_log.INSERT_UNDO, undone)
@@ -350,8 +353,11 @@ class Store:
             conn.execute("COMMIT")
             self._position = position
             self._committed = (start, now)
+            for _next_id, _seq, head, list_id in heads:
+                self._heads[list_id] = head
         except Exception as exc:
             self._list_ids.clear()  # ids of lists created in the failed transaction are void
+            self._heads.clear()
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -370,13 +376,14 @@ class Store:
     def _list_id(self, conn: sqlite3.Connection, name: str) -> int:
         list_id = self._list_ids.get(name)
         if list_id is None:
-            row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+            row = conn.execute("SELECT id, head FROM lists WHERE name = ?", (name,)).fetchone()
             if row is None:
                 row = conn.execute(
-                    "INSERT INTO lists (name, next_id) VALUES (?, 1) RETURNING id", (name,)
+                    "INSERT INTO lists (name, next_id) VALUES (?, 1) RETURNING id, head", (name,)
                 ).fetchone()
             list_id = int(row[0])
             self._list_ids[name] = list_id
+            self._heads[list_id] = int(row[1])
         return list_id
 
     def idle(self) -> bool:
