@@ -42,8 +42,8 @@ from todod._server import (
     UpdateEntry,
 )
 from todod._store import Store, StoreError, StoreFaults, open_store
+from todod._subscription import Hub
 from todod._supervisor import ChildSpec, Supervisor
-from todod._watch import Hub
 from todod.protocol import Compacted, Conflict, Invalid, NotFound, Timeout
 
 #: Most changes one undo or redo request reverts (each is one change of the
@@ -174,7 +174,7 @@ class Core:
     async def _revert(
         self, op: str, list_name: str, steps: int, origin: Origin, if_seq: int | None
     ) -> tuple[Entry, ...]:
-        validate_list_name(list_name)
+        list_name = validate_list_name(list_name)
         if not 1 <= steps <= MAX_STEPS:
             raise Invalid(f"steps is 1 to {MAX_STEPS} (got {steps})")
         read = self.store.undo_plan if op == "undo" else self.store.redo_plan
@@ -204,7 +204,7 @@ class Core:
 
     async def history(self, list_name: str, limit: int | None = None) -> dict[str, Any]:
         """A list's changes from its log, oldest first (the last ``limit``)."""
-        validate_list_name(list_name)
+        list_name = validate_list_name(list_name)
         if limit is not None and limit < 1:
             raise Invalid(f"limit is at least 1 (got {limit})")
         return await self.store.history(list_name, limit)

@@ -13,7 +13,7 @@ import trio
 from todod import __version__
 from todod._core import Core
 from todod._model import parse_date, validate_list_name
-from todod._watch import CONNECTION, NO_REPLY, current_origin
+from todod._subscription import CONNECTION, NO_REPLY, current_origin
 from todod.protocol import PROTOCOL_VERSION, BadRequest, Request
 
 

@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from todod._model import Origin
-from todod._watch import CONNECTION, NO_REPLY, Connection
+from todod._subscription import CONNECTION, NO_REPLY, Connection
 from todod.paths import ensure_private_dir
 from todod.protocol import (
     MAX_LINE,
@@ -295,7 +295,7 @@ class SocketServer:
             async with send_lock:
                 await stream.send_all(data)
 
-        # The hook of todod/_watch.py: requests (in tasks started below, which
+        # The hook of todod/_subscription.py: requests (in tasks started below, which
         # copy this context) find their peer, and a watch streams its events;
         # when reading ends, so do the connection's subscriptions.
         connection = Connection(origin, stream_line)

@@ -20,7 +20,7 @@ import trio.testing
 from tests.daemon import TODO, Daemon, LineReader, connect, short_tempdir
 from todod._core import open_core
 from todod._model import NOBODY
-from todod._watch import Connection
+from todod._subscription import Connection
 from todod.protocol import encode_request
 
 DAY = datetime.date(2026, 2, 3)
