@@ -4,58 +4,48 @@ Every command takes the connection options (``--json``, ``--socket``,
 ``--data-dir``, ``--timeout``, ``--no-start``) itself, so they go after the
 command name: ``todo add --json home "buy milk"``.
 
-Exit codes (names from sysexits.h):
-
-- 0: success.
-- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
-- 2: usage error (reported by Typer).
-- 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
-- 69 (EX_UNAVAILABLE): no daemon answers and none could be started, or it hung up.
-- 75 (EX_TEMPFAIL): no answer in time (``--timeout``, or the daemon's ``timeout``).
-
-Start time is the point of this module's shape: Typer without completion or
-pretty exceptions, and nothing imported that only some commands need.
+This module is the definition of the command line: its names, arguments,
+options, help, usage errors and shell completion.  The command bodies live in
+``cli._commands`` (exit codes there), shared with the fast path of
+``cli._main``, which runs everyday command lines without importing Typer
+after parsing them by the table that ``cli._gen`` derives from this app.
+After changing a command or option here, run ``python -m cli._gen``.
 """
 
-import sys
-import time
 from collections.abc import Callable
-from typing import Annotated, Any, Final, NoReturn
+from typing import Annotated, Any
 
-from cli import _client, _lazy, _render
-from todod import paths, protocol
+from cli import _commands, _lazy
+from cli._commands import DEFAULT_TIMEOUT, EX_DATAERR, EX_ERROR, EX_TEMPFAIL, EX_UNAVAILABLE, exit_code
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
 # until used, 7-14 ms of a ~145 ms `todo add` here: see cli/_lazy.py.
 with _lazy.deferred_imports():
     import typer
 
-EX_ERROR: Final = 1
-EX_DATAERR: Final = 65
-EX_UNAVAILABLE: Final = 69
-EX_TEMPFAIL: Final = 75
-
-_EXIT_BY_CODE: Final = {
-    protocol.ErrorCode.INVALID: EX_DATAERR,
-    protocol.ErrorCode.BAD_REQUEST: EX_DATAERR,
-    protocol.ErrorCode.TOO_LARGE: EX_DATAERR,
-    protocol.ErrorCode.TIMEOUT: EX_TEMPFAIL,
-}
-
-#: Seconds for one whole exchange with the daemon.  Requests take
-#: milliseconds; the daemon's own deadlines are shorter than this, so a
-#: timeout here means the daemon is stuck, not slow.
-DEFAULT_TIMEOUT: Final = 10.0
+__all__ = ["DEFAULT_TIMEOUT", "EX_DATAERR", "EX_ERROR", "EX_TEMPFAIL", "EX_UNAVAILABLE", "app", "exit_code", "main"]
 
 app = typer.Typer(
     name="todo",
     help="Keep to-do lists in the todod daemon (started on first use).",
-    add_completion=False,
+    # `todo --install-completion` / `--show-completion`; the completion
+    # requests themselves (_TODO_COMPLETE set) are run by Typer, never by the fast path.
+    add_completion=True,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
 )
 
-ListName = Annotated[str, typer.Argument(metavar="LIST", help="The list's name.", show_default=False)]
+
+def _complete_list(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The daemon's list names for shell completion (on ``--socket`` if given so far)."""
+    socket = ctx.params.get("socket")
+    return _commands.list_names(socket if isinstance(socket, str) else None, incomplete)
+
+
+ListName = Annotated[
+    str,
+    typer.Argument(metavar="LIST", help="The list's name.", show_default=False, autocompletion=_complete_list),
+]
 EntryId = Annotated[int, typer.Argument(metavar="ID", min=0, help="The entry's id.", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Socket = Annotated[
@@ -103,10 +93,7 @@ def add(
     no_start: NoStart = False,
 ) -> None:
     """Add an entry to LIST and print its id."""
-    # time.strftime gives the local date without importing datetime.
-    fields = {"list": list_name, "title": title, "date": date or time.strftime("%Y-%m-%d")}
-    entry = _call("add", fields, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else f"{entry['id']}\n")
+    _run(_commands.add, locals())
 
 
 @app.command()
@@ -125,8 +112,7 @@ def entries(
     no_start: NoStart = False,
 ) -> None:
     """Show the entries of LIST."""
-    result = _call("entries", {"list": list_name, "date": date}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.entries(result))
+    _run(_commands.entries, locals())
 
 
 @app.command("list")
@@ -138,8 +124,7 @@ def list_(
     no_start: NoStart = False,
 ) -> None:
     """Show every list and how many entries it has."""
-    result = _call("lists", {}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.lists(result))
+    _run(_commands.list_, locals())
 
 
 @app.command()
@@ -161,11 +146,7 @@ def update(
     no_start: NoStart = False,
 ) -> None:
     """Change the title, date or done mark of entry ID in LIST."""
-    if title is None and date is None and done is None:
-        raise typer.BadParameter("nothing to change: give --title, --date, --done or --undone")
-    fields = {"list": list_name, "entry": entry_id, "title": title, "date": date, "done": done}
-    entry = _call("update", fields, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
+    _run(_commands.update, locals())
 
 
 @app.command()
@@ -179,8 +160,7 @@ def delete(
     no_start: NoStart = False,
 ) -> None:
     """Delete entry ID from LIST and show what it was."""
-    entry = _call("delete", {"list": list_name, "entry": entry_id}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
+    _run(_commands.delete, locals())
 
 
 @app.command()
@@ -192,64 +172,28 @@ def status(
     no_start: NoStart = False,
 ) -> None:
     """Show the daemon's version, uptime and statistics."""
-    result = _call("status", {}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.status(result))
+    _run(_commands.status, locals())
 
 
-def _call(
-    op: str, fields: dict[str, Any], socket: str | None, data_dir: str | None, timeout: float, no_start: bool
-) -> Any:
-    """Make the request; on an error, print one line to stderr and exit with its code."""
+def _run(body: Callable[..., int], params: dict[str, Any]) -> None:
+    """Run a command's body from ``cli._commands`` with the parameters Typer parsed.
+
+    The callbacks pass their ``locals()``: their parameter names are the
+    body's, as the fast path relies on (``cli/_table.py`` records them).
+    """
     try:
-        return _client.request(
-            op,
-            fields,
-            socket_path=paths.resolve_socket(socket),
-            timeout=timeout,
-            data_dir=None if no_start else paths.resolve_data_dir(data_dir),
-        )
-    except protocol.TodoError as exc:
-        _fail(exc)
-
-
-def _fail(exc: protocol.TodoError) -> NoReturn:
-    sys.stderr.write(f"todo: {exc.code.replace('_', ' ')}: {_render.clean(exc.message)}\n")
-    raise typer.Exit(exit_code(exc)) from None
-
-
-def exit_code(exc: protocol.TodoError) -> int:
-    """The exit code for an error: see the module docstring."""
-    if isinstance(exc, _client.Unreachable):
-        return EX_UNAVAILABLE
-    return _EXIT_BY_CODE.get(exc.code, EX_ERROR)
+        code = body(**params)
+    except _commands.UsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The ``todo`` console script.
+    """Run the Typer app on ``argv`` (default: ``sys.argv[1:]``): the slow path of ``todo``.
 
-    Typer turns every command's signature into a click command on each run
-    (about 2 ms a command here).  When the first argument names a command,
-    only that one is built, as a one-command app that Typer runs as its root;
-    anything else (``todo``, ``todo --help``, a misspelt command) gets the
-    whole app, so help and usage errors are unchanged.
+    The ``todo`` console script is ``cli._main:main``, which runs everyday
+    command lines itself and hands the rest here.
     """
-    args = sys.argv[1:] if argv is None else argv
-    callback = _COMMANDS.get(args[0]) if args else None
-    if callback is None:
-        app(args=args, prog_name="todo")
-        return
-    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    single.command(args[0])(callback)
-    single(args=args[1:], prog_name=f"todo {args[0]}")
+    app(args=argv, prog_name="todo")
 
-
-#: The commands by name, for :func:`main`'s fast path (a test checks that it
-#: matches the app's commands).
-_COMMANDS: Final[dict[str, Callable[..., None]]] = {
-    "add": add,
-    "entries": entries,
-    "list": list_,
-    "update": update,
-    "delete": delete,
-    "status": status,
-}
