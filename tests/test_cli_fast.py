@@ -1,0 +1,321 @@
+"""The fast path: its table matches the Typer app, and whatever it accepts, Typer does the same with.
+
+The property test generates command lines for every command, valid and
+invalid, and runs each through both paths for real: the Typer app through
+``CliRunner``, and ``cli._fast.parse`` followed by the shared command body.
+The daemon is replaced at the ``cli._client.request`` boundary, which records
+each call and answers from the example's script.  Whenever the fast path
+accepts, the calls (op, fields, socket, timeout, auto-start), the output, the
+error line and the exit code must be the same as Typer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from cli import _client, _commands, _fast, _gen, _table
+from cli.app import app
+from tests.fake_daemon import FakeDaemon
+from todod import protocol
+
+runner = CliRunner()
+
+ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False}
+RESULTS: dict[str, Any] = {
+    "add": ENTRY,
+    "update": {**ENTRY, "done": True},
+    "delete": ENTRY,
+    "entries": [ENTRY, {"id": 12, "date": "2024-05-02", "title": "call 日本\x1b", "done": True}],
+    "lists": [{"name": "home", "entries": 2}, {"name": "仕事", "entries": 12}],
+    "status": {"version": "0.1.0", "protocol": 1, "pid": 1, "uptime": 61.5, "stats": {"requests": 3}},
+}
+ERRORS = [
+    protocol.NotFound("no entry 7 in list 'home'"),
+    protocol.Invalid("not a date: '2024-13-01'"),
+    protocol.Timeout("no response from the daemon within 0.5 s"),
+    _client.Unreachable("no daemon at /x (No such file or directory) and auto-start is off"),
+]
+
+# Words that click and a careless parser might read differently.
+WORDS = [
+    "home", "buy milk", "", "-", "--", "7", "0", "007", "-3", "+3", "３", "٣", "1_0", " 3", "3 ",
+    "1.5", "0.0005", "0.001", ".5", "5.", "1e3", "1E-2", "inf", "nan", "-inf", "1e999", "x=y", "=",
+    "2024-05-01", "Café", "\udcff", "--json", "--date", "-x", "9" * 30,
+]  # fmt: skip
+UNKNOWN = ["--help", "--version", "--nope", "-x", "-h", "--jso", "--json=1", "--no-start=0", "--done=yes", "---"]
+ENVS = [None, None, None, "1", "1", "", "0", "yes", " TRUE ", "off", "garbage", "2"]
+
+
+# Values that click reads as the type says (and the fast path should accept).
+VALID = {
+    "str": st.sampled_from(["home", "buy milk", "", "-", "2024-05-01", "Café", "x=y", "日本"]),
+    "int": st.integers(0, 10**20).map(str),
+    "float": st.sampled_from(["0.001", "0.5", "2", "10", "1e3", "2.5E1", ".25", "7."]),
+}
+
+
+def _value(draw: st.DrawFn, kind: tuple[Any, ...]) -> str:
+    """A word for a parameter of this type: mostly a valid one, sometimes any of WORDS or some text."""
+    choice = draw(st.integers(0, 19))
+    if choice < 17 and kind[0] in VALID:
+        return draw(VALID[kind[0]])
+    if choice < 19:
+        return draw(st.sampled_from(WORDS))
+    return draw(st.text(max_size=6))
+
+
+@st.composite
+def command_lines(draw: st.DrawFn) -> tuple[list[str], dict[str, str | None]]:
+    """A command line for some command (now and then an unknown one), and an environment."""
+    names = sorted(_table.COMMANDS)
+    name = draw(st.sampled_from([*names, *names, *names, "nope", "--help", "--install-completion"]))
+    spec = _table.COMMANDS.get(name)
+    tokens: list[list[str]] = []
+    if spec is not None:
+        params = spec["params"]
+        # The right number of arguments, sometimes too few or too many.
+        arguments = list(spec["arguments"])
+        arguments += [arguments[-1] if arguments else "extra"] * draw(st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2]))
+        if arguments and draw(st.integers(0, 7)) == 0:
+            arguments.pop()
+        tokens += [[_value(draw, params.get(arg, {"type": ("str",)})["type"])] for arg in arguments]
+        for option in draw(st.lists(st.sampled_from(sorted(spec["options"])), max_size=5)):
+            param, flag = spec["options"][option]
+            if flag is not None:
+                tokens.append([option])
+            elif draw(st.booleans()):
+                tokens.append([f"{option}={_value(draw, params[param]['type'])}"])
+            else:
+                tokens.append([option, _value(draw, params[param]["type"])])
+        if draw(st.integers(0, 7)) == 0:
+            tokens.append([draw(st.sampled_from(UNKNOWN))])
+    order = draw(st.permutations(tokens))
+    argv = [name, *(word for group in order for word in group)]
+    if draw(st.integers(0, 7)) == 0:
+        argv.insert(draw(st.integers(1, len(argv))), "--")
+    env: dict[str, str | None] = {
+        "TODOD_NO_START": draw(st.sampled_from(ENVS)),
+        "TODOD_SOCKET": draw(st.sampled_from([None, "/nonexistent/todod.sock"])),
+        "TODOD_DATA_DIR": "/nonexistent/data",
+        "XDG_RUNTIME_DIR": "/nonexistent/run",
+        "_TODO_COMPLETE": None,
+    }
+    return argv, env
+
+
+class Daemon:
+    """A stand-in for ``_client.request``: records each call and answers or raises as scripted."""
+
+    def __init__(self, error: protocol.TodoError | None) -> None:
+        self.error = error
+        self.calls: list[tuple[Any, ...]] = []
+
+    def request(self, op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None) -> Any:
+        self.calls.append((op, dict(fields), socket_path, timeout, data_dir))
+        if self.error is not None:
+            raise self.error
+        return RESULTS[op]
+
+
+@contextlib.contextmanager
+def environment(env: Mapping[str, str | None]) -> Iterator[None]:
+    """``os.environ`` with ``env`` applied (``None`` unsets), restored after."""
+    saved = dict(os.environ)
+    try:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_client, "request", daemon.request)
+        result = runner.invoke(app, argv, env=dict(env))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str] | None:
+    """The fast path's result, or ``None`` if it declines (also on a usage error it leaves to Typer)."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        environment(env),
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        patch.setattr(_client, "request", daemon.request)
+        invocation = _fast.parse(argv, os.environ)
+        if invocation is None:
+            return None
+        try:
+            code = getattr(_commands, invocation.body)(**invocation.params)
+        except _commands.UsageError:
+            assert daemon.calls == [] and out.getvalue() == "" and err.getvalue() == ""
+            return None
+    return code, out.getvalue(), err.getvalue()
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(line=command_lines(), error=st.sampled_from([None, None, *ERRORS]))
+def test_fast_path_declines_or_matches_typer(
+    line: tuple[list[str], dict[str, str | None]], error: protocol.TodoError | None
+) -> None:
+    """For any command line, the fast path declines or makes the same calls, output and exit code as Typer."""
+    argv, env = line
+    fast_daemon, typer_daemon = Daemon(error), Daemon(error)
+    fast = run_fast(argv, env, fast_daemon)
+    typer = run_typer(argv, env, typer_daemon)
+    event("declined" if fast is None else "accepted")
+    if fast is None:
+        return
+    assert fast_daemon.calls == typer_daemon.calls, argv
+    assert fast == typer, argv
+
+
+EVERYDAY = [
+    ["add", "home", "buy milk"],
+    ["add", "--json", "home", "buy milk", "--date", "2024-05-01"],
+    ["add", "home", "--", "--not-an-option"],
+    ["entries", "home"],
+    ["entries", "home", "--json"],
+    ["entries", "--date=2024-05-01", "home"],
+    ["list"],
+    ["list", "--json", "--timeout", "2.5"],
+    ["status"],
+    ["status", "--json", "--no-start", "--socket", "/x/todod.sock"],
+    ["update", "home", "7", "--done"],
+    ["update", "home", "7", "--title", "x", "--undone", "--done"],
+    ["delete", "home", "7", "--json"],
+]
+
+
+@pytest.mark.parametrize("argv", EVERYDAY, ids=" ".join)
+def test_everyday_command_lines_take_the_fast_path(argv: list[str]) -> None:
+    """Each everyday command line is accepted by the fast path and matches Typer's run of it."""
+    env = {"TODOD_NO_START": "1", "TODOD_SOCKET": "/nonexistent/todod.sock", "_TODO_COMPLETE": None}
+    fast_daemon, typer_daemon = Daemon(None), Daemon(None)
+    fast = run_fast(argv, env, fast_daemon)
+    assert fast is not None
+    assert fast == run_typer(argv, env, typer_daemon)
+    assert fast_daemon.calls == typer_daemon.calls
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--help"], ["add", "--help"], ["--install-completion"], ["add", "home"], ["update", "home", "7"]],
+    ids=repr,
+)
+def test_help_completion_and_usage_errors_are_left_to_typer(argv: list[str]) -> None:
+    """Help, the completion options and usage errors (also one found by the body) are declined."""
+    assert run_fast(argv, {"_TODO_COMPLETE": None}, Daemon(None)) is None
+
+
+def test_a_completion_request_is_left_to_typer() -> None:
+    """With the completion variable set, even an everyday command line goes to Typer."""
+    assert _table.COMPLETE_VAR == "_TODO_COMPLETE"
+    assert _fast.parse(["list"], {"_TODO_COMPLETE": "complete_bash"}) is None
+    assert _fast.parse(["list"], {}) is not None
+
+
+def test_the_parser_handles_what_later_commands_need() -> None:
+    """A variadic trailing argument, a repeatable option and an option with a callback parse as Typer's would."""
+    table = {
+        "add": {
+            "body": "add",
+            "no_args_is_help": False,
+            "interspersed": True,
+            "arguments": ("list_name", "title"),
+            "options": {"--tag": ("tag", None), "--version": ("version", True)},
+            "params": {
+                "list_name": _param(),
+                "title": {**_param(), "nargs": -1},
+                "tag": {**_param(), "required": False, "multiple": True, "default": ()},
+                "version": {**_param(), "required": False, "flag": True, "default": False, "decline": True},
+            },
+        }
+    }
+    parsed = _fast.parse(["add", "home", "Buy", "--tag", "a", "oat", "milk", "--tag=b"], {}, table)
+    assert parsed is not None
+    assert parsed.params == {"list_name": "home", "title": ["Buy", "oat", "milk"], "tag": ["a", "b"], "version": False}
+    assert _fast.parse(["add", "home"], {}, table) is None  # the variadic title is required
+    assert _fast.parse(["add", "home", "x", "--version"], {}, table) is None
+
+
+def _param() -> dict[str, Any]:
+    return {
+        "type": ("str",),
+        "nargs": 1,
+        "multiple": False,
+        "required": True,
+        "default": None,
+        "envvar": (),
+        "flag": False,
+        "decline": False,
+    }
+
+
+def test_table_is_up_to_date() -> None:
+    """cli/_table.py is what `python -m cli._gen` makes of the Typer app today."""
+    assert _gen.TABLE.read_text() == _gen.render(), "cli/_table.py is out of date: run python -m cli._gen"
+    assert _gen.main(["--check"]) == 0
+
+
+def test_every_body_is_a_shared_function() -> None:
+    """Each command's body named in the table is a function of cli._commands."""
+    for name, spec in _table.COMMANDS.items():
+        assert callable(getattr(_commands, spec["body"], None)), name
+
+
+def test_console_script_is_the_light_entry_point() -> None:
+    """The installed `todo` script runs cli._main:main, not the Typer app."""
+    [script] = [ep for ep in metadata.entry_points(group="console_scripts") if ep.name == "todo"]
+    assert script.value == "cli._main:main"
+
+
+# Run the way pip's console-script wrapper runs it, and report what got imported.
+NO_TYPER = """
+import re, sys
+from cli._main import main
+code = main(sys.argv[1:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"typer", "click", "rich", "trio", "attrs", "inspect"})
+print("IMPORTED", ",".join(heavy), code)
+"""
+
+
+@pytest.mark.parametrize("argv", [["add", "home", "buy milk"], ["entries", "home"], ["list", "--json"], ["status"]])
+def test_a_fast_run_imports_no_typer(argv: list[str]) -> None:
+    """A whole everyday `todo` run, against a daemon, never imports Typer, click, rich or inspect."""
+    root = tempfile.mkdtemp(prefix="todo-fast-", dir="/tmp")
+    try:
+        with FakeDaemon(os.path.join(root, "todod.sock")) as fake:
+            env = {**os.environ, "TODOD_SOCKET": fake.path, "TODOD_NO_START": "1"}
+            done = subprocess.run(
+                [sys.executable, "-c", NO_TYPER, *argv], capture_output=True, text=True, env=env, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines()[-1] == "IMPORTED  0"
+            assert len(fake.requests) == 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
