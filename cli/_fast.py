@@ -24,7 +24,7 @@ parser where it accepts:
 It declines everything else: an unknown option or any word starting with
 ``-`` (``--help`` among them), a flag given a value, a missing value or
 argument, extra arguments, a value out of range or in a form Typer might read
-differently (``+3``, ``３``, ``1_0``, ``inf``), an environment variable
+differently (``+3``, a full-width digit, ``1_0``, ``inf``), an environment variable
 that is not a boolean word, an option whose use runs a callback, and any
 command line while shell completion is asked for (``_TODO_COMPLETE``).
 ``tests/test_cli_fast.py`` checks that whatever it accepts, Typer parses to
@@ -54,7 +54,7 @@ _BOOL_WORDS = {
 }  # fmt: skip
 
 # Plain decimal notation only: float() also reads "inf", "nan", "1_0", " 1",
-# "١" and "+1", which click's FloatParamType accepts too, but which we leave to
+# "+1" and digits of other scripts, which click's FloatParamType accepts too, but which we leave to
 # Typer rather than prove each the same.
 _FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
@@ -95,7 +95,7 @@ def parse(
     commands = _table.COMMANDS if table is None else table
     if not argv or argv[0] not in commands:
         return None
-    spec = commands[argv[0]]
+    spec: Mapping[str, Any] = commands[argv[0]]
     try:
         params = _parse_command(spec, argv[1:], environ)
     except _Decline:
@@ -239,10 +239,6 @@ def _convert(kind: Sequence[Any], value: str) -> Any:
         number = float(value)
         if not math.isfinite(number):
             raise _Decline  # 1e999: leave the overflow to Typer
-    elif name == "choice":
-        if value not in kind[1]:
-            raise _Decline
-        return value
     else:
         raise _Decline  # "bool" as a value option: not needed yet
     low, high, low_open, high_open = kind[1:5]

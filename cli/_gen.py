@@ -98,7 +98,7 @@ def _command(name: str, command: Any, body: str) -> dict[str, Any]:
                 raise Unsupported(f"{where}: nargs={param.nargs}")
             if spec["decline"] or spec["envvar"]:
                 raise Unsupported(f"{where}: an argument with a callback or envvar")
-            arguments.append(param.name)
+            arguments.append(str(param.name))
         else:
             if param.nargs != 1:
                 raise Unsupported(f"{where}: nargs={param.nargs}")
@@ -132,7 +132,7 @@ def _command(name: str, command: Any, body: str) -> dict[str, Any]:
 
 def _type(where: str, kind: Any) -> tuple[Any, ...]:
     """The parameter type as a tuple: ``("str",)``, ``("bool",)``, ``("int", min, max)``, ``("float", ...)``."""
-    click = typer.main._click
+    click = typer._click  # the click that Typer vendors and builds its commands from
     if isinstance(kind, click.types.StringParamType):
         return ("str",)
     if isinstance(kind, click.types.BoolParamType):
@@ -146,10 +146,6 @@ def _type(where: str, kind: Any) -> tuple[Any, ...]:
         return ("int", None, None, False, False)
     if isinstance(kind, click.types.FloatParamType):
         return ("float", None, None, False, False)
-    if isinstance(kind, click.types.Choice):
-        if not kind.case_sensitive or not all(isinstance(c, str) for c in kind.choices):
-            raise Unsupported(f"{where}: a case-insensitive or non-string choice")
-        return ("choice", tuple(kind.choices))
     raise Unsupported(f"{where}: parameter type {kind!r}; teach cli/_fast.py to parse it first")
 
 

@@ -52,7 +52,7 @@ ERRORS = [
 
 # Words that click and a careless parser might read differently.
 WORDS = [
-    "home", "buy milk", "", "-", "--", "7", "0", "007", "-3", "+3", "３", "٣", "1_0", " 3", "3 ",
+    "home", "buy milk", "", "-", "--", "7", "0", "007", "-3", "+3", "\uff13", "\u0663", "1_0", " 3", "3 ",
     "1.5", "0.0005", "0.001", ".5", "5.", "1e3", "1E-2", "inf", "nan", "-inf", "1e999", "x=y", "=",
     "2024-05-01", "Café", "\udcff", "--json", "--date", "-x", "9" * 30,
 ]  # fmt: skip
@@ -124,7 +124,9 @@ class Daemon:
         self.error = error
         self.calls: list[tuple[Any, ...]] = []
 
-    def request(self, op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None) -> Any:
+    def request(
+        self, op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
+    ) -> Any:
         self.calls.append((op, dict(fields), socket_path, timeout, data_dir))
         if self.error is not None:
             raise self.error
