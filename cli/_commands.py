@@ -27,10 +27,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypedDict, Unpack
 
 from cli import _client, _render
 from todod import paths, protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from typing import Any, Final, TypedDict, Unpack
 
 EX_OK: Final = 0
 EX_ERROR: Final = 1
@@ -59,14 +62,16 @@ class UsageError(Exception):
     """A command line that parses but makes no sense; raised before anything is sent."""
 
 
-class Options(TypedDict):
-    """The connection options every command takes."""
+if TYPE_CHECKING:
 
-    json: bool
-    socket: str | None
-    data_dir: str | None
-    timeout: float
-    no_start: bool
+    class Options(TypedDict):
+        """The connection options every command takes."""
+
+        json: bool
+        socket: str | None
+        data_dir: str | None
+        timeout: float
+        no_start: bool
 
 
 def add(*, list_name: str, title: str, date: str | None, **options: Unpack[Options]) -> int:

@@ -39,12 +39,16 @@ parameter's ``type``, ``nargs``, ``multiple``, ``required``, ``default``,
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
 
 from cli import _table
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
 
 # click's BoolParamType words; an empty value counts as unset (as click's
 # resolve_envvar_value has it).
@@ -62,18 +66,23 @@ _FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _MAX_DIGITS = 4300
 
 
-class Invocation(NamedTuple):
-    """A command line the fast path accepted.
+if TYPE_CHECKING:
 
-    Attributes:
-        command: the command's name (``"add"``).
-        body: the name of its function in ``cli._commands``.
-        params: its parameters by Python name, as Typer would pass them.
-    """
+    class Invocation(NamedTuple):
+        """A command line the fast path accepted.
 
-    command: str
-    body: str
-    params: dict[str, Any]
+        Attributes:
+            command: the command's name (``"add"``).
+            body: the name of its function in ``cli._commands``.
+            params: its parameters by Python name, as Typer would pass them.
+        """
+
+        command: str
+        body: str
+        params: dict[str, Any]
+
+else:
+    Invocation = collections.namedtuple("Invocation", ["command", "body", "params"])
 
 
 class _Decline(Exception):
