@@ -34,9 +34,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = body(**invocation.params)
         except _commands.UsageError:
             pass  # raised before anything was sent: let Typer say it, in its words
+        except BrokenPipeError:
+            return _reader_gone()
         else:
             return code
     from cli import app  # the slow path: help, usage errors, completion
 
     app.main(args)
     return 0
+
+
+def _reader_gone() -> int:
+    """Exit 1 quietly when stdout's reader has gone (``todo entries big | head -1``), as Typer does.
+
+    Typer (its click) catches EPIPE around every command and exits 1; here,
+    as there, the later flush at exit must not complain, so stdout is pointed
+    at /dev/null first.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return 1

@@ -301,14 +301,15 @@ NO_TYPER = """
 import re, sys
 from cli._main import main
 code = main(sys.argv[1:])
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"typer", "click", "rich", "trio", "attrs", "inspect"})
+HEAVY = {"typer", "click", "rich", "trio", "attrs", "inspect", "typing"}
+heavy = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
 print("IMPORTED", ",".join(heavy), code)
 """
 
 
 @pytest.mark.parametrize("argv", [["add", "home", "buy milk"], ["entries", "home"], ["list", "--json"], ["status"]])
 def test_a_fast_run_imports_no_typer(argv: list[str]) -> None:
-    """A whole everyday `todo` run, against a daemon, never imports Typer, click, rich or inspect."""
+    """A whole everyday `todo` run, against a daemon, never imports Typer, click, rich, inspect or typing."""
     root = tempfile.mkdtemp(prefix="todo-fast-", dir="/tmp")
     try:
         with FakeDaemon(os.path.join(root, "todod.sock")) as fake:
@@ -319,5 +320,37 @@ def test_a_fast_run_imports_no_typer(argv: list[str]) -> None:
             assert done.returncode == 0, done.stderr
             assert done.stdout.splitlines()[-1] == "IMPORTED  0"
             assert len(fake.requests) == 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+TYPER_PATH = "import sys\nfrom cli.app import main\nmain(sys.argv[1:])\n"
+FAST_PATH = "import sys\nfrom cli._main import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def test_a_reader_gone_exits_the_same_on_both_paths() -> None:
+    """When stdout's reader has gone (`todo entries home | head -0`), both paths exit 1 with nothing on stderr."""
+    root = tempfile.mkdtemp(prefix="todo-pipe-", dir="/tmp")
+    try:
+        with FakeDaemon(os.path.join(root, "todod.sock")) as fake:
+            env = {**os.environ, "TODOD_SOCKET": fake.path, "TODOD_NO_START": "1"}
+            outcomes = []
+            for code in (FAST_PATH, TYPER_PATH):
+                fake.answer([ENTRY])
+                read_end, write_end = os.pipe()
+                os.close(read_end)  # no reader at all: the first write fails with EPIPE
+                try:
+                    done = subprocess.run(
+                        [sys.executable, "-c", code, "entries", "home"],
+                        stdout=write_end,
+                        stderr=subprocess.PIPE,
+                        env=env,
+                        timeout=60,
+                    )
+                finally:
+                    os.close(write_end)
+                outcomes.append((done.returncode, done.stderr))
+            assert outcomes[0] == outcomes[1] == (1, b""), outcomes
+            assert [r["op"] for r in fake.requests] == ["entries", "entries"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
