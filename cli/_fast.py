@@ -30,7 +30,8 @@ command line while shell completion is asked for (``_TODO_COMPLETE``).
 ``tests/test_cli_fast.py`` checks that whatever it accepts, Typer parses to
 the same values, request, output and exit code.
 
-Table format, per command: ``body`` (the function of ``cli._commands``),
+Table format, per command: ``body`` (the function of ``cli._commands``, or
+``None`` for a command left to Typer),
 ``arguments`` (parameter names in order), ``options`` (each option string
 with its parameter and, for a flag, the value it sets), and ``params`` (each
 parameter's ``type``, ``nargs``, ``multiple``, ``required``, ``default``,
@@ -105,6 +106,8 @@ def parse(
     if not argv or argv[0] not in commands:
         return None
     spec: Mapping[str, Any] = commands[argv[0]]
+    if spec["body"] is None:
+        return None  # a command without a shared body runs in the Typer app only
     try:
         params = _parse_command(spec, argv[1:], environ)
     except _Decline:

@@ -13,7 +13,9 @@ Whatever the fast path cannot reproduce exactly is refused here with
 new kind of parameter needs ``cli._fast`` taught first.  Parameters that only
 ever act when given (eager options such as ``--help`` or ``--version``,
 options with a callback, deprecated ones) are recorded as "decline": the fast
-path hands a command line that uses them to Typer.  The root group's own
+path hands a command line that uses them to Typer.  A command whose
+callback does not run a function of ``cli._commands`` of the same name is
+recorded without a body, and the fast path leaves it to Typer.  The root group's own
 options (``--install-completion``, ``--show-completion``) come before the
 command name, so the fast path never sees them; a group callback, if one is
 added, is not run by the fast path and must do nothing unless one of its
@@ -30,6 +32,7 @@ from typing import Any
 
 import typer.main
 
+from cli import _commands
 from cli.app import app
 
 TABLE = Path(__file__).with_name("_table.py")
@@ -68,11 +71,14 @@ def table() -> dict[str, Any]:
                 raise Unsupported(f"{name}: {setting}")
         if command.context_settings:
             raise Unsupported(f"{name}: context_settings {command.context_settings}")
-        commands[name] = _command(name, command, bodies[name])
+        # A command whose body is not (yet) a function of cli._commands is
+        # left to Typer: recorded without a body, the fast path declines it.
+        body = bodies[name] if callable(getattr(_commands, bodies[name], None)) else None
+        commands[name] = _command(name, command, body)
     return {"complete_var": "_{}_COMPLETE".format("todo".replace("-", "_").upper()), "commands": commands}
 
 
-def _command(name: str, command: Any, body: str) -> dict[str, Any]:
+def _command(name: str, command: Any, body: str | None) -> dict[str, Any]:
     arguments: list[str] = []
     options: dict[str, tuple[str, bool | None]] = {}
     params: dict[str, dict[str, Any]] = {}
