@@ -19,7 +19,8 @@ from cli import _commands, _lazy
 from cli._commands import DEFAULT_TIMEOUT, EX_DATAERR, EX_ERROR, EX_TEMPFAIL, EX_UNAVAILABLE, exit_code
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
-# until used, 7-14 ms of a ~145 ms `todo add` here: see cli/_lazy.py.
+# until used, 7-14 ms of every Typer run (help, usage errors, each completion
+# request of the shell): see cli/_lazy.py.
 with _lazy.deferred_imports():
     import typer
 
