@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass  # raised before anything was sent: let Typer say it, in its words
         except BrokenPipeError:
             return _reader_gone()
+        except KeyboardInterrupt:
+            return 130  # Ctrl-C: Typer exits 130 without a word, and so do we
         else:
             return code
     from cli import app  # the slow path: help, usage errors, completion

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli import _client, _commands, _fast, _gen, _table
+from cli import _client, _commands, _fast, _gen, _main, _table
 from cli.app import app
 from tests.fake_daemon import FakeDaemon
 from todod import protocol
@@ -361,3 +361,18 @@ def test_a_reader_gone_exits_the_same_on_both_paths() -> None:
             assert [r["op"] for r in fake.requests] == ["entries", "entries"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ctrl_c_exits_130_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C while waiting for the daemon exits 130 without a traceback, on either path."""
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_client, "request", interrupted)
+    typer = runner.invoke(app, ["list"])
+    assert (typer.exit_code, typer.stdout, typer.stderr) == (130, "", "")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _main.main(["list"]) == 130
+    assert err.getvalue() == ""
