@@ -18,15 +18,16 @@ parser where it accepts:
   leave; ``-`` is an argument;
 - environment variables of flags with click's boolean words (``1``, ``yes``,
   ``true``, ...), an empty one counting as unset;
-- ``int`` values of ASCII digits, ``float`` values in plain decimal notation,
-  each within its bounds, and strings as they are.
+- values converted as click converts them: ``int()`` and ``float()`` (then
+  checked against the type's bounds), a ``parser=`` function of a light
+  module called as it is, and strings as they are.
 
 It declines everything else: an unknown option or any word starting with
 ``-`` (``--help`` among them), a flag given a value, a missing value or
-argument, extra arguments, a value out of range or in a form Typer might read
-differently (``+3``, a full-width digit, ``1_0``, ``inf``), an environment variable
-that is not a boolean word, an option whose use runs a callback, and any
-command line while shell completion is asked for (``_TODO_COMPLETE``).
+argument, extra arguments, a value that does not convert or is out of range,
+an infinite or NaN float (Typer's to report), an environment variable that is
+not a boolean word, an option whose use runs a callback, and any command line
+while shell completion is asked for (``_TODO_COMPLETE``).
 ``tests/test_cli_fast.py`` checks that whatever it accepts, Typer parses to
 the same values, request, output and exit code.
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 from cli import _table
@@ -57,15 +57,6 @@ _BOOL_WORDS = {
     "1": True, "0": False, "yes": True, "no": False, "true": True, "false": False,
     "on": True, "off": False, "t": True, "f": False, "y": True, "n": False,
 }  # fmt: skip
-
-# Plain decimal notation only: float() also reads "inf", "nan", "1_0", " 1",
-# "+1" and digits of other scripts, which click's FloatParamType accepts too, but which we leave to
-# Typer rather than prove each the same.
-_FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-
-# Python's int() refuses longer digit strings (sys.int_info.default_max_str_digits).
-_MAX_DIGITS = 4300
-
 
 if TYPE_CHECKING:
 
@@ -237,22 +228,26 @@ def _from_environ(pspec: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
 
 
 def _convert(kind: Sequence[Any], value: str) -> Any:
-    """``value`` converted as click would, or :class:`_Decline` where it might differ or fail."""
+    """``value`` converted as click's type would (the same call), or :class:`_Decline` if that fails."""
     name = kind[0]
     if name == "str":
         return value
-    if name == "int":
-        if not (value.isascii() and value.isdigit()) or len(value) > _MAX_DIGITS:
-            raise _Decline
-        number: int | float = int(value)
-    elif name == "float":
-        if _FLOAT.fullmatch(value) is None:
-            raise _Decline
-        number = float(value)
-        if not math.isfinite(number):
-            raise _Decline  # 1e999: leave the overflow to Typer
-    else:
+    if name == "func":
+        # click's FuncParamType calls the function on the word as it is.
+        module, qualname = kind[1], kind[2]
+        try:
+            return getattr(__import__(module, fromlist=["_"]), qualname)(value)
+        except Exception:
+            raise _Decline from None  # click reports a ValueError as a usage error; Typer's to say
+    if name not in ("int", "float"):
         raise _Decline  # "bool" as a value option: not needed yet
+    try:
+        # IntParamType and FloatParamType call int() and float() on the word.
+        number: int | float = int(value) if name == "int" else float(value)
+    except ValueError:
+        raise _Decline from None  # also an int of more digits than int() reads
+    if not math.isfinite(number):
+        raise _Decline  # inf, nan, 1e999: Typer's to accept or refuse
     low, high, low_open, high_open = kind[1:5]
     if low is not None and (number <= low if low_open else number < low):
         raise _Decline

@@ -137,7 +137,11 @@ def _command(name: str, command: Any, body: str | None) -> dict[str, Any]:
 
 
 def _type(where: str, kind: Any) -> tuple[Any, ...]:
-    """The parameter type as a tuple: ``("str",)``, ``("bool",)``, ``("int", min, max)``, ``("float", ...)``."""
+    """The parameter type as a tuple.
+
+    ``("str",)``, ``("bool",)``, ``("int" or "float", min, max, min_open,
+    max_open)``, or ``("func", module, name)`` for a ``parser=`` function.
+    """
     click = typer._click  # the click that Typer vendors and builds its commands from
     if isinstance(kind, click.types.StringParamType):
         return ("str",)
@@ -152,6 +156,14 @@ def _type(where: str, kind: Any) -> tuple[Any, ...]:
         return ("int", None, None, False, False)
     if isinstance(kind, click.types.FloatParamType):
         return ("float", None, None, False, False)
+    if isinstance(kind, click.types.FuncParamType):
+        # A parser= function: the fast path calls it too, so it must live in
+        # a module that imports no Typer, and be reachable by its name.
+        func = kind.func
+        module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+        if module is None or module == "cli.app" or not module.startswith("cli.") or "." in qualname:
+            raise Unsupported(f"{where}: parser {func!r} must be a top-level function of a light cli module")
+        return ("func", module, qualname)
     raise Unsupported(f"{where}: parameter type {kind!r}; teach cli/_fast.py to parse it first")
 
 

@@ -376,3 +376,16 @@ def test_ctrl_c_exits_130_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None
     with contextlib.redirect_stderr(err):
         assert _main.main(["list"]) == 130
     assert err.getvalue() == ""
+
+
+def test_a_parser_function_is_called_as_click_calls_it() -> None:
+    """A `parser=` type is called on the word; a failure declines; the generator takes only light modules."""
+    import typer
+
+    assert _fast._convert(("func", "os.path", "basename"), "/a/b") == "b"
+    with pytest.raises(_fast._Decline):
+        _fast._convert(("func", "builtins", "int"), "x")
+    func_type = typer._click.types.FuncParamType
+    assert _gen._type("w", func_type(_commands.exit_code)) == ("func", "cli._commands", "exit_code")
+    with pytest.raises(_gen.Unsupported):
+        _gen._type("w", func_type(lambda word: word))
