@@ -226,10 +226,15 @@ def _wait_ready(path: str, daemon: subprocess.Popen[bytes], log_path: str) -> No
 
 
 def _measure(commands: dict[str, list[str]], n: int, env: dict[str, str]) -> dict[str, list[float]]:
-    """Wall milliseconds of each command, ``n`` rounds after warm-up, interleaved."""
+    """Wall milliseconds of each command, ``n`` rounds after warm-up, interleaved.
+
+    Every other round runs the commands in the reverse order, so that neither
+    ``todo X`` nor ``raw X`` always runs right after the other.
+    """
     times: dict[str, list[float]] = {name: [] for name in commands}
     for round_ in range(WARMUP + n):
-        for name, argv in commands.items():
+        order = list(commands.items())
+        for name, argv in order if round_ % 2 == 0 else reversed(order):
             start = time.perf_counter()
             done = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
