@@ -75,7 +75,9 @@ def table() -> dict[str, Any]:
         # left to Typer: recorded without a body, the fast path declines it.
         body = bodies[name] if callable(getattr(_commands, bodies[name], None)) else None
         commands[name] = _command(name, command, body)
-    return {"complete_var": "_{}_COMPLETE".format("todo".replace("-", "_").upper()), "commands": commands}
+    # Typer's rule for the variable its completion scripts set (typer/completion.py).
+    prog = str(app.info.name)
+    return {"complete_var": "_{}_COMPLETE".format(prog.replace("-", "_").upper()), "commands": commands}
 
 
 def _command(name: str, command: Any, body: str | None) -> dict[str, Any]:
