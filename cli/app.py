@@ -2,16 +2,23 @@
 
 Every command takes the connection options (``--json``, ``--socket``,
 ``--data-dir``, ``--timeout``, ``--no-start``) itself, so they go after the
-command name: ``todo add --json home "buy milk"``.
+command name: ``todo add --json home buy milk``.
 
 Exit codes (names from sysexits.h):
 
 - 0: success.
 - 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
-- 2: usage error (reported by Typer).
+- 2: usage error (from Typer, or an empty ``--date``, a bad ``--timeout`` or id).
 - 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
-- 69 (EX_UNAVAILABLE): no daemon answers and none could be started, or it hung up.
-- 75 (EX_TEMPFAIL): no answer in time (``--timeout``, or the daemon's ``timeout``).
+- 69 (EX_UNAVAILABLE): no daemon answers and none could be started, it hung up,
+  or it cannot be trusted (another user's socket directory or process).
+- 74 (EX_IOERR): the command was done but its output could not be written.
+- 75 (EX_TEMPFAIL): no answer in time (``--timeout``, the daemon's ``timeout``,
+  a full listen backlog).
+
+Every error is one line on stderr, ``todo: <code>: <message>``, or with
+``--json`` one JSON object ``{"error": {"code": ..., "message": ...}}``; the
+codes are the protocol's plus ``usage`` and ``io_error``.
 
 Start time is the point of this module's shape: Typer without completion or
 pretty exceptions, and nothing imported that only some commands need.
@@ -23,16 +30,26 @@ from collections.abc import Callable
 from typing import Annotated, Any, Final, NoReturn
 
 from cli import _client, _lazy, _render
-from todod import paths, protocol
+from todod import __version__, paths, protocol
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
 # until used, 7-14 ms of a ~145 ms `todo add` here: see cli/_lazy.py.
 with _lazy.deferred_imports():
     import typer
+    import typer.core
+
+try:  # Typer 0.2x vendors click; older ones depend on it
+    from typer._click.exceptions import ClickException as _ClickException
+    from typer._click.exceptions import UsageError as _UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException as _ClickException  # type: ignore[import-not-found, no-redef]
+    from click.exceptions import UsageError as _UsageError  # type: ignore[import-not-found, no-redef]
 
 EX_ERROR: Final = 1
+EX_USAGE: Final = 2
 EX_DATAERR: Final = 65
 EX_UNAVAILABLE: Final = 69
+EX_IOERR: Final = 74
 EX_TEMPFAIL: Final = 75
 
 _EXIT_BY_CODE: Final = {
@@ -47,6 +64,11 @@ _EXIT_BY_CODE: Final = {
 #: timeout here means the daemon is stuck, not slow.
 DEFAULT_TIMEOUT: Final = 10.0
 
+#: The longest ``--timeout``: an hour.  Requests take milliseconds and the
+#: daemon's own deadlines are seconds, so a longer wait is a typo (``1e12``),
+#: and a socket timeout must fit the kernel's timeval.
+MAX_TIMEOUT: Final = 3600.0
+
 app = typer.Typer(
     name="todo",
     help="Keep to-do lists in the todod daemon (started on first use).",
@@ -55,8 +77,40 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
+
+def _entry_id(value: str | int) -> int:
+    """An entry id: ASCII digits only (no ``+3``, `` 3``, ``1_0``, no other script's digits), at most 2^63-1."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit()):
+        raise typer.BadParameter(f"an entry id is a number written with the digits 0-9 (got {text!r})")
+    if len(text.lstrip("0")) > len(str(protocol.MAX_INT)) or int(text) > protocol.MAX_INT:
+        raise typer.BadParameter(f"an entry id is at most {protocol.MAX_INT} (got {text[:40]})")
+    return int(text)
+
+
+def _timeout(value: str | float) -> float:
+    """A ``--timeout``: a number of seconds above 0 and at most :data:`MAX_TIMEOUT` (not nan or inf)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds <= MAX_TIMEOUT:  # also false for nan
+        raise typer.BadParameter(f"a timeout is above 0 and at most {MAX_TIMEOUT:g} seconds (got {value})")
+    return seconds
+
+
+def _date(value: str) -> str:
+    """A ``--date`` as given, but never empty: a script's empty variable must not mean "today"."""
+    if not value.strip():
+        raise typer.BadParameter("a date is YYYY-MM-DD and must not be empty; leave --date out for none")
+    return value
+
+
 ListName = Annotated[str, typer.Argument(metavar="LIST", help="The list's name.", show_default=False)]
-EntryId = Annotated[int, typer.Argument(metavar="ID", min=0, help="The entry's id.", show_default=False)]
+EntryId = Annotated[
+    int, typer.Argument(metavar="ID", parser=_entry_id, help="The entry's id.", show_default=False)
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Socket = Annotated[
     str | None,
@@ -78,7 +132,13 @@ DataDir = Annotated[
     ),
 ]
 Timeout = Annotated[
-    float, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Give up after this long.")
+    float,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        parser=_timeout,
+        help=f"Give up after this long (at most {MAX_TIMEOUT:g}).",
+    ),
 ]
 NoStart = Annotated[
     bool,
@@ -86,14 +146,39 @@ NoStart = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        _write(f"todo {__version__}\n", False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Keep to-do lists in the todod daemon (started on first use)."""
+
+
 @app.command()
 def add(
     list_name: ListName,
-    title: Annotated[str, typer.Argument(metavar="TITLE", help="What to do.", show_default=False)],
+    title: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TITLE...", help="What to do: the remaining words, joined by spaces.", show_default=False
+        ),
+    ],
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="The entry's date (default: today).", show_default=False
+            "--date",
+            metavar="YYYY-MM-DD",
+            parser=_date,
+            help="The entry's date (default: today).",
+            show_default=False,
         ),
     ] = None,
     json: Json = False,
@@ -104,9 +189,9 @@ def add(
 ) -> None:
     """Add an entry to LIST and print its id."""
     # time.strftime gives the local date without importing datetime.
-    fields = {"list": list_name, "title": title, "date": date or time.strftime("%Y-%m-%d")}
-    entry = _call("add", fields, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else f"{entry['id']}\n")
+    fields = {"list": list_name, "title": " ".join(title), "date": date or time.strftime("%Y-%m-%d")}
+    entry = _call("add", fields, socket, data_dir, timeout, no_start, json)
+    _write(_render.dump_json(entry) if json else f"{entry['id']}\n", json)
 
 
 @app.command()
@@ -115,7 +200,11 @@ def entries(
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="Only the entries of this date.", show_default=False
+            "--date",
+            metavar="YYYY-MM-DD",
+            parser=_date,
+            help="Only the entries of this date.",
+            show_default=False,
         ),
     ] = None,
     json: Json = False,
@@ -125,8 +214,10 @@ def entries(
     no_start: NoStart = False,
 ) -> None:
     """Show the entries of LIST."""
-    result = _call("entries", {"list": list_name, "date": date}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.entries(result))
+    result = _call("entries", {"list": list_name, "date": date}, socket, data_dir, timeout, no_start, json)
+    if not result and not json:
+        _note_missing_list(list_name, socket, timeout)
+    _write(_render.dump_json(result) if json else _render.entries(result), json)
 
 
 @app.command("list")
@@ -138,8 +229,8 @@ def list_(
     no_start: NoStart = False,
 ) -> None:
     """Show every list and how many entries it has."""
-    result = _call("lists", {}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.lists(result))
+    result = _call("lists", {}, socket, data_dir, timeout, no_start, json)
+    _write(_render.dump_json(result) if json else _render.lists(result), json)
 
 
 @app.command()
@@ -148,7 +239,8 @@ def update(
     entry_id: EntryId,
     title: Annotated[str | None, typer.Option("--title", help="A new title.", show_default=False)] = None,
     date: Annotated[
-        str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="A new date.", show_default=False)
+        str | None,
+        typer.Option("--date", metavar="YYYY-MM-DD", parser=_date, help="A new date.", show_default=False),
     ] = None,
     done: Annotated[
         bool | None,
@@ -164,8 +256,8 @@ def update(
     if title is None and date is None and done is None:
         raise typer.BadParameter("nothing to change: give --title, --date, --done or --undone")
     fields = {"list": list_name, "entry": entry_id, "title": title, "date": date, "done": done}
-    entry = _call("update", fields, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
+    entry = _call("update", fields, socket, data_dir, timeout, no_start, json)
+    _write(_render.dump_json(entry) if json else _render.entries([entry]), json)
 
 
 @app.command()
@@ -179,8 +271,8 @@ def delete(
     no_start: NoStart = False,
 ) -> None:
     """Delete entry ID from LIST and show what it was."""
-    entry = _call("delete", {"list": list_name, "entry": entry_id}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
+    entry = _call("delete", {"list": list_name, "entry": entry_id}, socket, data_dir, timeout, no_start, json)
+    _write(_render.dump_json(entry) if json else _render.entries([entry]), json)
 
 
 @app.command()
@@ -191,15 +283,45 @@ def status(
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Show the daemon's version, uptime and statistics."""
-    result = _call("status", {}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.status(result))
+    """Show the daemon's version, uptime, socket, data and statistics."""
+    result = _call("status", {}, socket, data_dir, timeout, no_start, json)
+    _write(_render.dump_json(result) if json else _render.status(result), json)
+
+
+@app.command()
+def stop(
+    json: Json = False,
+    socket: Socket = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+) -> None:
+    """Stop the daemon cleanly and wait until it has exited (never starts one)."""
+    deadline = time.monotonic() + timeout
+    socket_path = paths.resolve_socket(socket)
+    try:
+        result = _client.request("stop", {}, socket_path=socket_path, timeout=timeout, data_dir=None)
+    except _client.NotRunning:
+        if not json:
+            _note(f"no daemon at {socket_path}; nothing to stop")
+        _write(_render.dump_json({"pid": None}) if json else "", json)
+        return
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    pid = result.get("pid") if isinstance(result, dict) else None
+    if isinstance(pid, int) and not _client.wait_exited(pid, deadline):
+        _fail(protocol.Timeout(f"todod (pid {pid}) is stopping but has not exited within {timeout:g} s"), json)
+    _write(_render.dump_json({"pid": pid}) if json else f"stopped todod (pid {pid})\n", json)
 
 
 def _call(
-    op: str, fields: dict[str, Any], socket: str | None, data_dir: str | None, timeout: float, no_start: bool
+    op: str,
+    fields: dict[str, Any],
+    socket: str | None,
+    data_dir: str | None,
+    timeout: float,
+    no_start: bool,
+    json: bool = False,
 ) -> Any:
-    """Make the request; on an error, print one line to stderr and exit with its code."""
+    """Make the request; on an error, print it to stderr and exit with its code."""
     try:
         return _client.request(
             op,
@@ -209,12 +331,63 @@ def _call(
             data_dir=None if no_start else paths.resolve_data_dir(data_dir),
         )
     except protocol.TodoError as exc:
-        _fail(exc)
+        _fail(exc, json)
 
 
-def _fail(exc: protocol.TodoError) -> NoReturn:
-    sys.stderr.write(f"todo: {exc.code.replace('_', ' ')}: {_render.clean(exc.message)}\n")
-    raise typer.Exit(exit_code(exc)) from None
+def _note_missing_list(list_name: str, socket: str | None, timeout: float) -> None:
+    """Tell a person on stderr that ``list_name`` does not exist, with near names if any.
+
+    Best effort: the ``lists`` request it needs is only made for an empty
+    result, and if it fails the note is left out.
+    """
+    try:
+        lists = _client.request("lists", {}, socket_path=paths.resolve_socket(socket), timeout=timeout, data_dir=None)
+    except protocol.TodoError:
+        return
+    names = [item["name"] for item in lists if isinstance(item, dict) and isinstance(item.get("name"), str)]
+    if list_name in names:
+        return
+    import difflib  # only for this note
+
+    near = difflib.get_close_matches(list_name, names, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(repr(_render.clean(n)) for n in near)}?)" if near else ""
+    _note(f"no list {_render.clean(list_name)!r}{hint}")
+
+
+def _note(message: str) -> None:
+    """One ``todo: ...`` line on stderr that is not an error (the exit code stays 0)."""
+    try:
+        sys.stderr.write(f"todo: {message}\n")
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _write(text: str, json: bool) -> None:
+    """Print a command's output; if stdout fails, report it and exit 74 (the command was done)."""
+    try:
+        _render.write(text)
+    except _render.OutputError as exc:
+        if exc.quiet:
+            raise typer.Exit(EX_IOERR) from None
+        _error("io_error", str(exc), EX_IOERR, json)
+
+
+def _fail(exc: protocol.TodoError, json: bool = False) -> NoReturn:
+    _error(exc.code, exc.message, exit_code(exc), json)
+
+
+def _error(code: str, message: str, status: int, json: bool) -> NoReturn:
+    """Print one error (a line, or with ``--json`` a JSON object) on stderr and exit with ``status``."""
+    if json:
+        line = _render.json_line({"error": {"code": code, "message": message}})
+    else:
+        line = f"todo: {code.replace('_', ' ')}: {_render.clean(message)}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr is gone too: the exit code is all that is left
+    raise typer.Exit(status) from None
 
 
 def exit_code(exc: protocol.TodoError) -> int:
@@ -236,11 +409,63 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     callback = _COMMANDS.get(args[0]) if args else None
     if callback is None:
-        app(args=args, prog_name="todo")
+        _run(app, args, "todo")
         return
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     single.command(args[0])(callback)
-    single(args=args[1:], prog_name=f"todo {args[0]}")
+    _run(single, args[1:], f"todo {args[0]}")
+
+
+def _run(typer_app: typer.Typer, args: list[str], prog_name: str) -> None:
+    """Run a Typer app on ``args``; a usage error becomes one ``todo: usage: ...`` line and exit 2.
+
+    Typer would print a usage line and a box of box-drawing characters.  With
+    ``--json`` among the arguments the error is a JSON object instead (the
+    parse failed, so the arguments are only scanned for the flag).
+
+    Raises:
+        SystemExit: always, with the command's exit code.
+    """
+    try:
+        status = typer_app(args=args, prog_name=prog_name, standalone_mode=False)
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `todo`: the help, as before
+            sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx is not None else "")
+            raise SystemExit(EX_USAGE) from None
+        _exit_usage(exc, prog_name, "--json" in args)
+    except _ClickException as exc:
+        _exit_error("usage" if exc.exit_code == EX_USAGE else "error", exc.format_message(), exc.exit_code, args)
+    raise SystemExit(status if isinstance(status, int) else 0)
+
+
+def _exit_usage(exc: _UsageError, prog_name: str, json: bool) -> NoReturn:
+    command = exc.ctx.command_path if exc.ctx is not None else prog_name
+    message = exc.format_message().rstrip(".")
+    message = message[:1].lower() + message[1:] if message[1:2].islower() else message
+    _exit_error("usage", f"{message} (see '{command} --help')", EX_USAGE, ["--json"] if json else [])
+
+
+def _exit_error(code: str, message: str, status: int, args: list[str]) -> NoReturn:
+    try:
+        _error(code, message, status, "--json" in args)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+
+
+def _make_metavar(self: Any, ctx: Any, *, usage: bool = False) -> str:
+    """Typer's ``TyperArgument.make_metavar`` without the braces around required arguments.
+
+    Typer writes ``todo add [OPTIONS] {LIST} {TITLE...}``; the usage lines of
+    man pages and of click itself are ``todo add [OPTIONS] LIST TITLE...``.
+    Every argument here has a metavar, the only case this handles itself.
+    """
+    if self.metavar is None:
+        return str(_typer_make_metavar(self, ctx, usage=usage))
+    return f"[{self.metavar}]" if usage and not self.required else str(self.metavar)
+
+
+_typer_make_metavar = typer.core.TyperArgument.make_metavar
+typer.core.TyperArgument.make_metavar = _make_metavar  # type: ignore[method-assign]
 
 
 #: The commands by name, for :func:`main`'s fast path (a test checks that it
@@ -252,4 +477,5 @@ _COMMANDS: Final[dict[str, Callable[..., None]]] = {
     "update": update,
     "delete": delete,
     "status": status,
+    "stop": stop,
 }
