@@ -152,18 +152,21 @@ def _connect(sock: socket.socket, socket_path: str, deadline: float) -> None:
         OSError: any other failure to connect; ``TimeoutError`` when the time is up.
     """
     delay = _FIRST_POLL
+    sock.settimeout(_remaining(deadline))
     while True:
-        sock.settimeout(_remaining(deadline))
         try:
             sock.connect(socket_path)
             return
         except BlockingIOError:
             pass
         left = deadline - time.monotonic()
+        if left > 0:
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, _LAST_POLL)
+            left = deadline - time.monotonic()
         if left <= 0:
             raise Busy(f"the daemon at {socket_path} accepts no connections (its listen backlog is full)")
-        time.sleep(min(delay, left))
-        delay = min(delay * 2, _LAST_POLL)
+        sock.settimeout(left)
 
 
 def check_directory(socket_path: str) -> None:
