@@ -192,9 +192,11 @@ def check_directory(socket_path: str) -> None:
             f"(uid {uid}) or root; remove {directory} or use another --socket"
         )
     if st.st_mode & 0o022:
+        shared = st.st_mode & 0o1000 or st.st_uid != uid  # sticky: a shared directory such as /tmp
+        fix = "use a socket in a private directory" if shared else f"run: chmod 700 {directory}"
         raise Untrusted(
             f"refusing the socket {socket_path}: its directory is writable by other users "
-            f"(mode {st.st_mode & 0o7777:o}); run: chmod 700 {directory}"
+            f"(mode {st.st_mode & 0o7777:o}); {fix}"
         )
 
 

@@ -339,3 +339,66 @@ def test_lock_holder_ignores_a_dead_pid(short_dir: str) -> None:
     with open(path + ".lock", "w") as file:
         file.write(f"{_exited_pid()}\n")
     assert _client.lock_holder(path) is None
+
+
+# --- auto-start ---------------------------------------------------------------------
+
+
+def test_auto_start_that_lost_a_race_waits_for_the_winner(short_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A started daemon that exits while a socket is in place lost a start-up race: the CLI uses the winner."""
+    sock = os.path.join(short_dir, "todod.sock")
+    winners: list[FakeDaemon] = []
+
+    class LostTheRace:
+        """Stands in for subprocess.Popen: another CLI's daemon takes the socket, and ours exits 1."""
+
+        pid = 4242
+
+        def __init__(self, argv: list[str], **_kwargs: object) -> None:
+            winners.append(FakeDaemon(sock).start())
+
+        def poll(self) -> int | None:
+            return 1
+
+    monkeypatch.setattr(subprocess, "Popen", LostTheRace)
+    try:
+        result = runner.invoke(
+            app, ["list", "--socket", sock, "--data-dir", os.path.join(short_dir, "data")], env={"TODOD_NO_START": None}
+        )
+    finally:
+        for winner in winners:
+            winner.close()
+    assert result.exit_code == 0, result.output
+    assert [r["op"] for r in winners[0].requests] == ["hello", "lists"]
+
+
+def test_auto_start_quotes_the_exited_daemons_error_line(short_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A started daemon that exits with no socket in place is reported at once with its last error line."""
+    data = os.path.join(short_dir, "data")
+
+    class Fails:
+        """Stands in for subprocess.Popen: a daemon that logs an error and exits 1."""
+
+        pid = 4242
+
+        def __init__(self, argv: list[str], **kwargs: object) -> None:
+            log = kwargs["stderr"]
+            assert isinstance(log, int)
+            os.write(log, b"2026-01-01 00:00:00,000 INFO todod: listening\n")
+            os.write(log, b"2026-01-01 00:00:00,001 ERROR todod: cannot start: it went wrong\n")
+
+        def poll(self) -> int | None:
+            return 1
+
+    with open(os.path.join(short_dir, "old.log"), "w"):
+        pass
+    os.makedirs(data, mode=0o700)
+    with open(os.path.join(data, "todod.log"), "w") as old:
+        old.write("2025-01-01 00:00:00,000 ERROR todod: an older daemon's error\n")
+    monkeypatch.setattr(subprocess, "Popen", Fails)
+    result = runner.invoke(
+        app, ["list", "--socket", os.path.join(short_dir, "todod.sock"), "--data-dir", data], env={"TODOD_NO_START": None}
+    )
+    assert result.exit_code == 69
+    assert "but it exited with status 1: 'todod: cannot start: it went wrong'" in result.stderr
+    assert "older" not in result.stderr
