@@ -214,9 +214,10 @@ def entries(
     no_start: NoStart = False,
 ) -> None:
     """Show the entries of LIST."""
+    deadline = time.monotonic() + timeout
     result = _call("entries", {"list": list_name, "date": date}, socket, data_dir, timeout, no_start, json)
     if not result and not json:
-        _note_missing_list(list_name, socket, timeout)
+        _note_missing_list(list_name, socket, deadline)
     _write(_render.dump_json(result) if json else _render.entries(result), json)
 
 
@@ -334,14 +335,18 @@ def _call(
         _fail(exc, json)
 
 
-def _note_missing_list(list_name: str, socket: str | None, timeout: float) -> None:
+def _note_missing_list(list_name: str, socket: str | None, deadline: float) -> None:
     """Tell a person on stderr that ``list_name`` does not exist, with near names if any.
 
-    Best effort: the ``lists`` request it needs is only made for an empty
+    Best effort, within what is left of the command's ``--timeout``
+    (``deadline``): the ``lists`` request it needs is only made for an empty
     result, and if it fails the note is left out.
     """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return
     try:
-        lists = _client.request("lists", {}, socket_path=paths.resolve_socket(socket), timeout=timeout, data_dir=None)
+        lists = _client.request("lists", {}, socket_path=paths.resolve_socket(socket), timeout=left, data_dir=None)
     except protocol.TodoError:
         return
     names = [item["name"] for item in lists if isinstance(item, dict) and isinstance(item.get("name"), str)]

@@ -390,15 +390,12 @@ def test_auto_start_quotes_the_exited_daemons_error_line(short_dir: str, monkeyp
         def poll(self) -> int | None:
             return 1
 
-    with open(os.path.join(short_dir, "old.log"), "w"):
-        pass
     os.makedirs(data, mode=0o700)
     with open(os.path.join(data, "todod.log"), "w") as old:
         old.write("2025-01-01 00:00:00,000 ERROR todod: an older daemon's error\n")
     monkeypatch.setattr(subprocess, "Popen", Fails)
-    result = runner.invoke(
-        app, ["list", "--socket", os.path.join(short_dir, "todod.sock"), "--data-dir", data], env={"TODOD_NO_START": None}
-    )
+    sock = os.path.join(short_dir, "todod.sock")
+    result = runner.invoke(app, ["list", "--socket", sock, "--data-dir", data], env={"TODOD_NO_START": None})
     assert result.exit_code == 69
     assert "but it exited with status 1: 'todod: cannot start: it went wrong'" in result.stderr
     assert "older" not in result.stderr
