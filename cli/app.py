@@ -89,6 +89,9 @@ def _entry_id(value: str | int) -> int:
     return int(text)
 
 
+_entry_id.__name__ = "integer"  # what --help shows as its type
+
+
 def _timeout(value: str | float) -> float:
     """A ``--timeout``: a number of seconds above 0 and at most :data:`MAX_TIMEOUT` (not nan or inf)."""
     try:
