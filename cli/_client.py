@@ -221,7 +221,10 @@ def lock_holder(socket_path: str) -> int | None:
     """The pid of the live todod that holds the socket's lock file, if it wrote one there.
 
     todod writes its pid into ``SOCKET.lock`` once it holds the lock; a pid
-    that no longer runs (a killed daemon) does not count.
+    that no longer runs (a killed daemon), or that now runs something other
+    than todod (the pid was reused), does not count.  The lock itself is not
+    probed: taking it even for a moment could make a daemon starting at that
+    moment give up.
     """
     try:
         with open(socket_path + ".lock", "rb") as file:
@@ -229,7 +232,15 @@ def lock_holder(socket_path: str) -> int | None:
         pid = int(text.strip() or b"0")
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and process_alive(pid) else None
+    if pid <= 0 or not process_alive(pid):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            if b"todod" not in file.read(4096):
+                return None
+    except OSError:
+        pass  # no /proc to ask: the live pid is the best we know
+    return pid
 
 
 def _holder_hint(socket_path: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -321,16 +320,26 @@ def test_full_listen_backlog_is_retried_then_times_out_75(short_dir: str) -> Non
 def test_a_missing_socket_names_the_lock_holder(short_dir: str) -> None:
     """With the socket file gone but a live todod holding the lock, the refusal names its pid and what to do."""
     path = os.path.join(short_dir, "todod.sock")
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    # The holder: a process whose command line names todod, with its pid in the lock file as todod writes it.
+    holder = subprocess.Popen(["sleep", "60"])
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, f"{os.getpid()}\n".encode())  # as todod does: this process plays the holder
+        with open(path + ".lock", "w") as file:
+            file.write(f"{holder.pid}\n")
+        assert _client.lock_holder(path) is None  # `sleep 60` is no todod: a reused pid is no holder
+    finally:
+        holder.kill()
+        holder.wait()
+    holder = subprocess.Popen(["todod-holder", "60"], executable="sleep")  # argv[0] names todod
+    try:
+        with open(path + ".lock", "w") as file:
+            file.write(f"{holder.pid}\n")
         result = runner.invoke(app, ["list", "--socket", path])
     finally:
-        os.close(fd)
+        holder.kill()
+        holder.wait()
     assert result.exit_code == 69
-    assert f"todod pid {os.getpid()} holds {path}.lock but its socket file is gone" in result.stderr
-    assert f"kill {os.getpid()}" in result.stderr
+    assert f"todod pid {holder.pid} holds {path}.lock but its socket file is gone" in result.stderr
+    assert f"kill {holder.pid}" in result.stderr
 
 
 def test_lock_holder_ignores_a_dead_pid(short_dir: str) -> None:
