@@ -20,7 +20,7 @@ def _bind(path: Path) -> socket.socket:
     return sock
 
 
-async def _watch_until(path: Path, change: Callable[[], None], autojump_clock: trio.testing.MockClock) -> list[str]:
+async def _watch_until(path: Path, change: Callable[[], None]) -> list[str]:
     """Run the watch on ``path``, apply ``change`` after three quiet intervals, and return what it reported."""
     reasons: list[str] = []
     lost = trio.Event()
@@ -46,7 +46,7 @@ async def test_a_deleted_socket_file_is_reported_once(tmp_path: Path, autojump_c
     """Deleting the socket file makes the watch report it, once, and return."""
     path = tmp_path / "todod.sock"
     with _bind(path):
-        reasons = await _watch_until(path, path.unlink, autojump_clock)
+        reasons = await _watch_until(path, path.unlink)
     assert reasons == [f"its socket file {path} is gone"]
 
 
@@ -59,7 +59,7 @@ async def test_a_replaced_socket_file_is_reported(tmp_path: Path, autojump_clock
         _bind(path).close()
 
     with _bind(path):
-        reasons = await _watch_until(path, replace, autojump_clock)
+        reasons = await _watch_until(path, replace)
     assert reasons == [f"its socket file {path} was replaced"]
 
 
