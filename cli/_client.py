@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any, Final
 
+from cli import _procs
 from todod import paths, protocol
 
 #: How long an auto-started daemon may take to answer ``hello``.  It opens
@@ -89,9 +90,8 @@ def request(
             response = _exchange(socket_path, line, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             if data_dir is None:
-                raise NotRunning(
-                    f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{_holder_hint(socket_path)}"
-                ) from None
+                hint = _procs.holder_hint(socket_path)
+                raise NotRunning(f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}") from None
             # --timeout bounds the whole command, a daemon's start included.
             _start_daemon(socket_path, data_dir, deadline)
             response = _exchange(socket_path, line, _remaining(deadline))
@@ -217,78 +217,6 @@ def check_peer(sock: socket.socket, socket_path: str) -> None:
         )
 
 
-def lock_holder(socket_path: str) -> int | None:
-    """The pid of the live todod that holds the socket's lock file, if it wrote one there.
-
-    todod writes its pid into ``SOCKET.lock`` once it holds the lock; a pid
-    that no longer runs (a killed daemon), or that now runs something other
-    than todod (the pid was reused), does not count.  The lock itself is not
-    probed: taking it even for a moment could make a daemon starting at that
-    moment give up.
-    """
-    try:
-        with open(socket_path + ".lock", "rb") as file:
-            text = file.read(32)
-        pid = int(text.strip() or b"0")
-    except (OSError, ValueError):
-        return None
-    if pid <= 0 or not process_alive(pid):
-        return None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            if b"todod" not in file.read(4096):
-                return None
-    except OSError:
-        pass  # no /proc to ask: the live pid is the best we know
-    return pid
-
-
-def _holder_hint(socket_path: str) -> str:
-    pid = lock_holder(socket_path)
-    if pid is None:
-        return ""
-    return (
-        f"; todod pid {pid} holds {socket_path}.lock but its socket file is gone: it stops by itself "
-        f"within a few seconds, or stop it now with: kill {pid}"
-    )
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited (a zombie has exited)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat_line = file.read(4096)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    # The state follows the command name, which is in parentheses and may hold any byte.
-    state = stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3]
-    return state not in (b"Z", b"X", b"x")
-
-
-def wait_exited(pid: int, deadline: float) -> bool:
-    """Poll until process ``pid`` has exited or ``deadline`` (``time.monotonic()``) passes.
-
-    Returns:
-        Whether it exited in time.
-    """
-    delay = _FIRST_POLL
-    while process_alive(pid):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(delay, left))
-        delay = min(delay * 2, _LAST_POLL)
-    return True
-
-
 def _remaining(deadline: float) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -355,7 +283,7 @@ def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
             line = _last_error_line(log_path, log_start)
             raise Unreachable(
                 f"started the daemon (pid {child.pid}) but it exited with status {exited}"
-                f"{': ' + repr(line) if line else ''}{_holder_hint(socket_path)}; see {log_path}"
+                f"{': ' + repr(line) if line else ''}{_procs.holder_hint(socket_path)}; see {log_path}"
             )
         if time.monotonic() >= wait_until:
             if exited is None and wait_until < start_deadline:

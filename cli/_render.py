@@ -202,6 +202,22 @@ def write(text: str) -> None:
         raise OutputError(f"cannot write the output: {reason}") from None
 
 
+def write_error(code: str, message: str, as_json: bool) -> None:
+    """Write one error to stderr: ``todo: <code>: <message>``, or with ``as_json`` a JSON error object.
+
+    A stderr that fails too is ignored: the exit code is all that is left.
+    """
+    if as_json:
+        line = json_line({"error": {"code": code, "message": message}})
+    else:
+        line = f"todo: {code.replace('_', ' ')}: {clean(message)}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _silence(stream: object) -> None:
     import os
 

@@ -29,21 +29,16 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Final, NoReturn
 
-from cli import _client, _lazy, _render
+from cli import _client, _lazy, _procs, _render
 from todod import __version__, paths, protocol
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
 # until used, 7-14 ms of a ~145 ms `todo add` here: see cli/_lazy.py.
 with _lazy.deferred_imports():
     import typer
-    import typer.core
 
-try:  # Typer 0.2x vendors click; older ones depend on it
-    from typer._click.exceptions import ClickException as _ClickException
-    from typer._click.exceptions import UsageError as _UsageError
-except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException as _ClickException  # type: ignore[import-not-found, no-redef]
-    from click.exceptions import UsageError as _UsageError  # type: ignore[import-not-found, no-redef]
+    from cli import _usage  # imports Typer too: inside the block
+
 
 EX_ERROR: Final = 1
 EX_USAGE: Final = 2
@@ -311,7 +306,7 @@ def stop(
     except protocol.TodoError as exc:
         _fail(exc, json)
     pid = result.get("pid") if isinstance(result, dict) else None
-    if isinstance(pid, int) and not _client.wait_exited(pid, deadline):
+    if isinstance(pid, int) and not _procs.wait_exited(pid, deadline):
         _fail(protocol.Timeout(f"todod (pid {pid}) is stopping but has not exited within {timeout:g} s"), json)
     _write(_render.dump_json({"pid": pid}) if json else f"stopped todod (pid {pid})\n", json)
 
@@ -386,15 +381,7 @@ def _fail(exc: protocol.TodoError, json: bool = False) -> NoReturn:
 
 def _error(code: str, message: str, status: int, json: bool) -> NoReturn:
     """Print one error (a line, or with ``--json`` a JSON object) on stderr and exit with ``status``."""
-    if json:
-        line = _render.json_line({"error": {"code": code, "message": message}})
-    else:
-        line = f"todo: {code.replace('_', ' ')}: {_render.clean(message)}\n"
-    try:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass  # stderr is gone too: the exit code is all that is left
+    _render.write_error(code, message, json)
     raise typer.Exit(status) from None
 
 
@@ -417,63 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     callback = _COMMANDS.get(args[0]) if args else None
     if callback is None:
-        _run(app, args, "todo")
+        _usage.run(app, args, "todo")
         return
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     single.command(args[0])(callback)
-    _run(single, args[1:], f"todo {args[0]}")
-
-
-def _run(typer_app: typer.Typer, args: list[str], prog_name: str) -> None:
-    """Run a Typer app on ``args``; a usage error becomes one ``todo: usage: ...`` line and exit 2.
-
-    Typer would print a usage line and a box of box-drawing characters.  With
-    ``--json`` among the arguments the error is a JSON object instead (the
-    parse failed, so the arguments are only scanned for the flag).
-
-    Raises:
-        SystemExit: always, with the command's exit code.
-    """
-    try:
-        status = typer_app(args=args, prog_name=prog_name, standalone_mode=False)
-    except _UsageError as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `todo`: the help, as before
-            sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx is not None else "")
-            raise SystemExit(EX_USAGE) from None
-        _exit_usage(exc, prog_name, "--json" in args)
-    except _ClickException as exc:
-        _exit_error("usage" if exc.exit_code == EX_USAGE else "error", exc.format_message(), exc.exit_code, args)
-    raise SystemExit(status if isinstance(status, int) else 0)
-
-
-def _exit_usage(exc: _UsageError, prog_name: str, json: bool) -> NoReturn:
-    command = exc.ctx.command_path if exc.ctx is not None else prog_name
-    message = exc.format_message().rstrip(".")
-    message = message[:1].lower() + message[1:] if message[1:2].islower() else message
-    _exit_error("usage", f"{message} (see '{command} --help')", EX_USAGE, ["--json"] if json else [])
-
-
-def _exit_error(code: str, message: str, status: int, args: list[str]) -> NoReturn:
-    try:
-        _error(code, message, status, "--json" in args)
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-
-
-def _make_metavar(self: Any, ctx: Any, *, usage: bool = False) -> str:
-    """Typer's ``TyperArgument.make_metavar`` without the braces around required arguments.
-
-    Typer writes ``todo add [OPTIONS] {LIST} {TITLE...}``; the usage lines of
-    man pages and of click itself are ``todo add [OPTIONS] LIST TITLE...``.
-    Every argument here has a metavar, the only case this handles itself.
-    """
-    if self.metavar is None:
-        return str(_typer_make_metavar(self, ctx, usage=usage))
-    return f"[{self.metavar}]" if usage and not self.required else str(self.metavar)
-
-
-_typer_make_metavar = typer.core.TyperArgument.make_metavar
-typer.core.TyperArgument.make_metavar = _make_metavar  # type: ignore[method-assign]
+    _usage.run(single, args[1:], f"todo {args[0]}")
 
 
 #: The commands by name, for :func:`main`'s fast path (a test checks that it

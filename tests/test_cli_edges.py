@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli import _client
+from cli import _procs
 from cli.app import MAX_TIMEOUT, app, main
 from tests.fake_daemon import FakeDaemon
 
@@ -325,7 +325,7 @@ def test_a_missing_socket_names_the_lock_holder(short_dir: str) -> None:
     try:
         with open(path + ".lock", "w") as file:
             file.write(f"{holder.pid}\n")
-        assert _client.lock_holder(path) is None  # `sleep 60` is no todod: a reused pid is no holder
+        assert _procs.lock_holder(path) is None  # `sleep 60` is no todod: a reused pid is no holder
     finally:
         holder.kill()
         holder.wait()
@@ -347,7 +347,7 @@ def test_lock_holder_ignores_a_dead_pid(short_dir: str) -> None:
     path = os.path.join(short_dir, "todod.sock")
     with open(path + ".lock", "w") as file:
         file.write(f"{_exited_pid()}\n")
-    assert _client.lock_holder(path) is None
+    assert _procs.lock_holder(path) is None
 
 
 # --- auto-start ---------------------------------------------------------------------
