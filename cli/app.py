@@ -73,7 +73,6 @@ app = typer.Typer(
 )
 
 
-
 def _entry_id(value: str | int) -> int:
     """An entry id: ASCII digits only (no ``+3``, `` 3``, ``1_0``, no other script's digits), at most 2^63-1."""
     text = str(value)

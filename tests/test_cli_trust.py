@@ -65,9 +65,7 @@ def impostor() -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     """Another user (nobody) listening on todod.sock in a 0777 directory of its own under /tmp."""
     directory = Path(tempfile.gettempdir()) / f"todod-impostor-{os.getpid()}"
     shutil.rmtree(directory, ignore_errors=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-c", IMPOSTOR, str(directory)], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-I", "-c", IMPOSTOR, str(directory)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
