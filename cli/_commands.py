@@ -1,11 +1,11 @@
 """The bodies of the ``todo`` commands, shared by the Typer app and the fast path.
 
-Each function here takes a command's parameters by their Python names (the
-names of the Typer callback's parameters, which ``cli/_table.py`` records),
-builds one request, calls :func:`cli._client.request`, renders the result and
-returns the exit code.  ``cli.app``'s callbacks call them with what Typer
-parsed; ``cli._main`` calls them with what ``cli._fast`` parsed.  So a
-command's request, output, error line and exit code are written once.
+Each command function here takes the command's parameters by their Python
+names (the names of the Typer callback's parameters, which ``cli/_table.py``
+records), makes its request through :func:`cli._client.request`, prints the
+result and returns the exit code.  ``cli.app``'s callbacks call them with
+what Typer parsed; ``cli._main`` calls them with what ``cli._fast`` parsed.
+So a command's request, output, error line and exit code are written once.
 
 No Typer here: this module is on the fast path.  A command line that parses
 but makes no sense raises :class:`UsageError` before anything is sent or
@@ -16,29 +16,50 @@ Exit codes (names from sysexits.h):
 
 - 0: success.
 - 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
-- 2: usage error (reported by Typer).
+- 2: usage error (from Typer, or an empty ``--date``, a bad ``--timeout`` or id).
 - 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
-- 69 (EX_UNAVAILABLE): no daemon answers and none could be started, or it hung up.
-- 75 (EX_TEMPFAIL): no answer in time (``--timeout``, or the daemon's ``timeout``).
+- 69 (EX_UNAVAILABLE): no daemon answers and none could be started, it hung up,
+  or it cannot be trusted (another user's socket directory or process).
+- 74 (EX_IOERR): the command was done but its output could not be written.
+- 75 (EX_TEMPFAIL): no answer in time (``--timeout``, the daemon's ``timeout``,
+  a full listen backlog).
+
+Every error is one line on stderr, ``todo: <code>: <message>``, or with
+``--json`` one JSON object ``{"error": {"code": ..., "message": ...}}``; the
+codes are the protocol's plus ``usage`` and ``io_error``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 
-from cli import _client, _render
+from cli import _client, _procs, _render
 from todod import paths, protocol
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
 if TYPE_CHECKING:
-    from typing import Any, Final, TypedDict, Unpack
+    from collections.abc import Callable
+    from typing import Any, Final, NoReturn, ParamSpec, TypedDict, Unpack
+
+    P = ParamSpec("P")
+
+    class Options(TypedDict):
+        """The connection options every command but ``stop`` takes."""
+
+        json: bool
+        socket: str | None
+        data_dir: str | None
+        timeout: float
+        no_start: bool
+
 
 EX_OK: Final = 0
 EX_ERROR: Final = 1
+EX_USAGE: Final = 2
 EX_DATAERR: Final = 65
 EX_UNAVAILABLE: Final = 69
+EX_IOERR: Final = 74
 EX_TEMPFAIL: Final = 75
 
 _EXIT_BY_CODE: Final = {
@@ -62,35 +83,55 @@ class UsageError(Exception):
     """A command line that parses but makes no sense; raised before anything is sent."""
 
 
-if TYPE_CHECKING:
+class _Exit(Exception):
+    """Ends a command body early with an exit code (the error has been printed)."""
 
-    class Options(TypedDict):
-        """The connection options every command takes."""
-
-        json: bool
-        socket: str | None
-        data_dir: str | None
-        timeout: float
-        no_start: bool
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
-def add(*, list_name: str, title: str, date: str | None, **options: Unpack[Options]) -> int:
+def _command(body: Callable[P, None]) -> Callable[P, int]:
+    """A command body that prints and may end in :class:`_Exit`, as a function returning the exit code."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            body(*args, **kwargs)
+        except _Exit as done:
+            return done.code
+        return EX_OK
+
+    run.__name__, run.__doc__ = body.__name__, body.__doc__
+    return run
+
+
+@_command
+def add(*, list_name: str, title: list[str], date: str | None, **options: Unpack[Options]) -> None:
     """Add an entry to LIST and print its id."""
     # time.strftime gives the local date without importing datetime.
-    fields = {"list": list_name, "title": title, "date": date or time.strftime("%Y-%m-%d")}
-    return _call("add", fields, _entry_id, options)
+    fields = {"list": list_name, "title": " ".join(title), "date": date or time.strftime("%Y-%m-%d")}
+    entry = _call("add", fields, options)
+    _write(_render.dump_json(entry) if options["json"] else f"{entry['id']}\n", options["json"])
 
 
-def entries(*, list_name: str, date: str | None, **options: Unpack[Options]) -> int:
+@_command
+def entries(*, list_name: str, date: str | None, **options: Unpack[Options]) -> None:
     """Show the entries of LIST."""
-    return _call("entries", {"list": list_name, "date": date}, _render.entries, options)
+    deadline = time.monotonic() + options["timeout"]
+    result = _call("entries", {"list": list_name, "date": date}, options)
+    if not result and not options["json"]:
+        _note_missing_list(list_name, options["socket"], deadline)
+    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
 
 
-def list_(**options: Unpack[Options]) -> int:
+@_command
+def list_(**options: Unpack[Options]) -> None:
     """Show every list and how many entries it has."""
-    return _call("lists", {}, _render.lists, options)
+    result = _call("lists", {}, options)
+    _write(_render.dump_json(result) if options["json"] else _render.lists(result), options["json"])
 
 
+@_command
 def update(
     *,
     list_name: str,
@@ -99,22 +140,47 @@ def update(
     date: str | None,
     done: bool | None,
     **options: Unpack[Options],
-) -> int:
+) -> None:
     """Change the title, date or done mark of entry ID in LIST."""
     if title is None and date is None and done is None:
         raise UsageError("nothing to change: give --title, --date, --done or --undone")
     fields = {"list": list_name, "entry": entry_id, "title": title, "date": date, "done": done}
-    return _call("update", fields, _one_entry, options)
+    entry = _call("update", fields, options)
+    _write(_render.dump_json(entry) if options["json"] else _render.entries([entry]), options["json"])
 
 
-def delete(*, list_name: str, entry_id: int, **options: Unpack[Options]) -> int:
+@_command
+def delete(*, list_name: str, entry_id: int, **options: Unpack[Options]) -> None:
     """Delete entry ID from LIST and show what it was."""
-    return _call("delete", {"list": list_name, "entry": entry_id}, _one_entry, options)
+    entry = _call("delete", {"list": list_name, "entry": entry_id}, options)
+    _write(_render.dump_json(entry) if options["json"] else _render.entries([entry]), options["json"])
 
 
-def status(**options: Unpack[Options]) -> int:
-    """Show the daemon's version, uptime and statistics."""
-    return _call("status", {}, _render.status, options)
+@_command
+def status(**options: Unpack[Options]) -> None:
+    """Show the daemon's version, uptime, socket, data and statistics."""
+    result = _call("status", {}, options)
+    _write(_render.dump_json(result) if options["json"] else _render.status(result), options["json"])
+
+
+@_command
+def stop(*, json: bool, socket: str | None, timeout: float) -> None:
+    """Stop the daemon cleanly and wait until it has exited (never starts one)."""
+    deadline = time.monotonic() + timeout
+    socket_path = paths.resolve_socket(socket)
+    try:
+        result = _client.request("stop", {}, socket_path=socket_path, timeout=timeout, data_dir=None)
+    except _client.NotRunning:
+        if not json:
+            _note(f"no daemon at {socket_path}; nothing to stop")
+        _write(_render.dump_json({"pid": None}) if json else "", json)
+        return
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    pid = result.get("pid") if isinstance(result, dict) else None
+    if isinstance(pid, int) and not _procs.wait_exited(pid, deadline):
+        _fail(protocol.Timeout(f"todod (pid {pid}) is stopping but has not exited within {timeout:g} s"), json)
+    _write(_render.dump_json({"pid": pid}) if json else f"stopped todod (pid {pid})\n", json)
 
 
 def list_names(socket: str | None, incomplete: str) -> list[str]:
@@ -141,14 +207,10 @@ def exit_code(exc: protocol.TodoError) -> int:
     return _EXIT_BY_CODE.get(exc.code, EX_ERROR)
 
 
-def _call(op: str, fields: dict[str, Any], render: Callable[[Any], str], options: Options) -> int:
-    """Make the request and print its result; on an error, print one line to stderr.
-
-    Returns:
-        The exit code.
-    """
+def _call(op: str, fields: dict[str, Any], options: Options) -> Any:
+    """Make the request; on an error, print it to stderr and end the command with its code."""
     try:
-        result = _client.request(
+        return _client.request(
             op,
             fields,
             socket_path=paths.resolve_socket(options["socket"]),
@@ -156,15 +218,67 @@ def _call(op: str, fields: dict[str, Any], render: Callable[[Any], str], options
             data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
         )
     except protocol.TodoError as exc:
-        sys.stderr.write(f"todo: {exc.code.replace('_', ' ')}: {_render.clean(exc.message)}\n")
-        return exit_code(exc)
-    _render.write(_render.dump_json(result) if options["json"] else render(result))
+        _fail(exc, options["json"])
+
+
+def _note_missing_list(list_name: str, socket: str | None, deadline: float) -> None:
+    """Tell a person on stderr that ``list_name`` does not exist, with near names if any.
+
+    Best effort, within what is left of the command's ``--timeout``
+    (``deadline``): the ``lists`` request it needs is only made for an empty
+    result, and if it fails the note is left out.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return
+    try:
+        lists = _client.request("lists", {}, socket_path=paths.resolve_socket(socket), timeout=left, data_dir=None)
+    except protocol.TodoError:
+        return
+    names = [item["name"] for item in lists if isinstance(item, dict) and isinstance(item.get("name"), str)]
+    if list_name in names:
+        return
+    import difflib  # only for this note
+
+    near = difflib.get_close_matches(list_name, names, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(repr(_render.clean(n)) for n in near)}?)" if near else ""
+    _note(f"no list {_render.clean(list_name)!r}{hint}")
+
+
+def _note(message: str) -> None:
+    """One ``todo: ...`` line on stderr that is not an error (the exit code stays 0)."""
+    try:
+        sys.stderr.write(f"todo: {message}\n")
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def output(text: str, json: bool) -> int:
+    """Print a command's output and return 0; if stdout fails, report it and return 74 (the command was done).
+
+    A reader that went away (``| head``) is not reported, only exited for.
+    """
+    try:
+        _render.write(text)
+    except _render.OutputError as exc:
+        if not exc.quiet:
+            _render.write_error("io_error", str(exc), json)
+        return EX_IOERR
     return EX_OK
 
 
-def _entry_id(entry: Any) -> str:
-    return f"{entry['id']}\n"
+def _write(text: str, json: bool) -> None:
+    """:func:`output`, ending the command if stdout failed."""
+    code = output(text, json)
+    if code:
+        raise _Exit(code)
 
 
-def _one_entry(entry: Any) -> str:
-    return _render.entries([entry])
+def _fail(exc: protocol.TodoError, json: bool = False) -> NoReturn:
+    _error(exc.code, exc.message, exit_code(exc), json)
+
+
+def _error(code: str, message: str, status: int, json: bool) -> NoReturn:
+    """Print one error (a line, or with ``--json`` a JSON object) on stderr and end with ``status``."""
+    _render.write_error(code, message, json)
+    raise _Exit(status) from None

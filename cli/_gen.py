@@ -161,7 +161,7 @@ def _type(where: str, kind: Any) -> tuple[Any, ...]:
     if isinstance(kind, click.types.FuncParamType):
         # A parser= function: the fast path calls it too, so it must live in
         # a module that imports no Typer, and be reachable by its name.
-        func = kind.func
+        func = getattr(kind.func, "__wrapped__", kind.func)  # cli.app's _parser wraps a cli._params function
         module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
         if module is None or module == "cli.app" or not module.startswith("cli.") or "." in qualname:
             raise Unsupported(f"{where}: parser {func!r} must be a top-level function of a light cli module")

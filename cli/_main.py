@@ -34,8 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = body(**invocation.params)
         except _commands.UsageError:
             pass  # raised before anything was sent: let Typer say it, in its words
-        except BrokenPipeError:
-            return _reader_gone()
         except KeyboardInterrupt:
             return 130  # Ctrl-C: Typer exits 130 without a word, and so do we
         else:
@@ -45,17 +43,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.main(args)
     return 0
 
-
-def _reader_gone() -> int:
-    """Exit 1 quietly when stdout's reader has gone (``todo entries big | head -1``), as Typer does.
-
-    Typer (its click) catches EPIPE around every command and exits 1; here,
-    as there, the later flush at exit must not complain, so stdout is pointed
-    at /dev/null first.
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    finally:
-        os.close(devnull)
-    return 1

@@ -2,21 +2,35 @@
 
 Every command takes the connection options (``--json``, ``--socket``,
 ``--data-dir``, ``--timeout``, ``--no-start``) itself, so they go after the
-command name: ``todo add --json home "buy milk"``.
+command name: ``todo add --json home buy milk``.
 
 This module is the definition of the command line: its names, arguments,
 options, help, usage errors and shell completion.  The command bodies live in
-``cli._commands`` (exit codes there), shared with the fast path of
-``cli._main``, which runs everyday command lines without importing Typer
-after parsing them by the table that ``cli._gen`` derives from this app.
-After changing a command or option here, run ``python -m cli._gen``.
+``cli._commands`` (exit codes and error lines there), and the parameter types
+in ``cli._params``, shared with the fast path of ``cli._main``, which runs
+everyday command lines without importing Typer after parsing them by the
+table that ``cli._gen`` derives from this app.  After changing a command or
+option here, run ``python -m cli._gen``.
 """
 
+import functools
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from cli import _commands, _lazy
-from cli._commands import DEFAULT_TIMEOUT, EX_DATAERR, EX_ERROR, EX_TEMPFAIL, EX_UNAVAILABLE, exit_code
+from cli import _commands, _lazy, _params
+from cli._commands import (
+    DEFAULT_TIMEOUT,
+    EX_DATAERR,
+    EX_ERROR,
+    EX_IOERR,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    exit_code,
+)
+from cli._params import MAX_TIMEOUT
+from todod import __version__
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
 # until used, 7-14 ms of every Typer run (help, usage errors, each completion
@@ -24,7 +38,22 @@ from cli._commands import DEFAULT_TIMEOUT, EX_DATAERR, EX_ERROR, EX_TEMPFAIL, EX
 with _lazy.deferred_imports():
     import typer
 
-__all__ = ["DEFAULT_TIMEOUT", "EX_DATAERR", "EX_ERROR", "EX_TEMPFAIL", "EX_UNAVAILABLE", "app", "exit_code", "main"]
+    from cli import _usage  # imports Typer too: inside the block
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EX_DATAERR",
+    "EX_ERROR",
+    "EX_IOERR",
+    "EX_TEMPFAIL",
+    "EX_UNAVAILABLE",
+    "EX_USAGE",
+    "MAX_TIMEOUT",
+    "app",
+    "exit_code",
+    "main",
+]
 
 app = typer.Typer(
     name="todo",
@@ -37,6 +66,25 @@ app = typer.Typer(
 )
 
 
+def _parser(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
+    """A ``cli._params`` function as a Typer ``parser=``: its ValueError becomes Typer's usage error.
+
+    The wrapper keeps the function as ``__wrapped__``, which ``cli._gen``
+    records so that the fast path calls the function itself.
+    """
+
+    @functools.wraps(parse)
+    def typer_parse(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    if name is not None:
+        typer_parse.__name__ = name  # what --help shows as its type
+    return typer_parse
+
+
 def _complete_list(ctx: typer.Context, incomplete: str) -> list[str]:
     """The daemon's list names for shell completion (on ``--socket`` if given so far)."""
     socket = ctx.params.get("socket")
@@ -47,7 +95,12 @@ ListName = Annotated[
     str,
     typer.Argument(metavar="LIST", help="The list's name.", show_default=False, autocompletion=_complete_list),
 ]
-EntryId = Annotated[int, typer.Argument(metavar="ID", min=0, help="The entry's id.", show_default=False)]
+EntryId = Annotated[
+    int,
+    typer.Argument(
+        metavar="ID", parser=_parser(_params.entry_id, "integer"), help="The entry's id.", show_default=False
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Socket = Annotated[
     str | None,
@@ -69,7 +122,13 @@ DataDir = Annotated[
     ),
 ]
 Timeout = Annotated[
-    float, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Give up after this long.")
+    float,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        parser=_parser(_params.timeout),
+        help=f"Give up after this long (at most {MAX_TIMEOUT:g}).",
+    ),
 ]
 NoStart = Annotated[
     bool,
@@ -77,14 +136,38 @@ NoStart = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        raise typer.Exit(_commands.output(f"todo {__version__}\n", False))
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Keep to-do lists in the todod daemon (started on first use)."""
+
+
 @app.command()
 def add(
     list_name: ListName,
-    title: Annotated[str, typer.Argument(metavar="TITLE", help="What to do.", show_default=False)],
+    title: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TITLE...", help="What to do: the remaining words, joined by spaces.", show_default=False
+        ),
+    ],
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="The entry's date (default: today).", show_default=False
+            "--date",
+            metavar="YYYY-MM-DD",
+            parser=_parser(_params.date),
+            help="The entry's date (default: today).",
+            show_default=False,
         ),
     ] = None,
     json: Json = False,
@@ -103,7 +186,11 @@ def entries(
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="Only the entries of this date.", show_default=False
+            "--date",
+            metavar="YYYY-MM-DD",
+            parser=_parser(_params.date),
+            help="Only the entries of this date.",
+            show_default=False,
         ),
     ] = None,
     json: Json = False,
@@ -134,7 +221,10 @@ def update(
     entry_id: EntryId,
     title: Annotated[str | None, typer.Option("--title", help="A new title.", show_default=False)] = None,
     date: Annotated[
-        str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="A new date.", show_default=False)
+        str | None,
+        typer.Option(
+            "--date", metavar="YYYY-MM-DD", parser=_parser(_params.date), help="A new date.", show_default=False
+        ),
     ] = None,
     done: Annotated[
         bool | None,
@@ -172,8 +262,18 @@ def status(
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Show the daemon's version, uptime and statistics."""
+    """Show the daemon's version, uptime, socket, data and statistics."""
     _run(_commands.status, locals())
+
+
+@app.command()
+def stop(
+    json: Json = False,
+    socket: Socket = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+) -> None:
+    """Stop the daemon cleanly and wait until it has exited (never starts one)."""
+    _run(_commands.stop, locals())
 
 
 def _run(body: Callable[..., int], params: dict[str, Any]) -> None:
@@ -193,8 +293,8 @@ def _run(body: Callable[..., int], params: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the Typer app on ``argv`` (default: ``sys.argv[1:]``): the slow path of ``todo``.
 
-    The ``todo`` console script is ``cli._main:main``, which runs everyday
-    command lines itself and hands the rest here.
+    A usage error is one ``todo: usage: ...`` line (``cli._usage``).  The
+    ``todo`` console script is ``cli._main:main``, which runs everyday command
+    lines itself and hands the rest here.
     """
-    app(args=argv, prog_name="todo")
-
+    _usage.run(app, sys.argv[1:] if argv is None else argv, "todo")

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import trio
 
-from todod._model import Entry, validate_title
+from todod._model import Entry, validate_list_name, validate_title
 from todod._registry import Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, ServerConfig, ServerFaults, UpdateEntry
 from todod._store import Store, StoreFaults, open_store
@@ -81,12 +81,16 @@ class Core:
     registry: Registry
     supervisor: Supervisor
 
+    # List names are stripped here, where titles are: the registry then sees
+    # the one name a list is stored under (it validates names again itself).
+
     async def add(self, list_name: str, title: str, date: datetime.date) -> Entry:
+        list_name = validate_list_name(list_name)
         result: Entry = await self.registry.call(list_name, AddEntry(date, validate_title(title)))
         return result
 
     async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
-        result: tuple[Entry, ...] = await self.registry.call(list_name, GetEntries(date))
+        result: tuple[Entry, ...] = await self.registry.call(validate_list_name(list_name), GetEntries(date))
         return result
 
     async def update(
@@ -98,13 +102,14 @@ class Core:
         date: datetime.date | None = None,
         done: bool | None = None,
     ) -> Entry:
+        list_name = validate_list_name(list_name)
         if title is not None:
             title = validate_title(title)
         result: Entry = await self.registry.call(list_name, UpdateEntry(entry_id, title, date, done))
         return result
 
     async def delete(self, list_name: str, entry_id: int) -> Entry:
-        result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id))
+        result: Entry = await self.registry.call(validate_list_name(list_name), DeleteEntry(entry_id))
         return result
 
     async def lists(self) -> list[tuple[str, int]]:

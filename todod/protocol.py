@@ -146,6 +146,7 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     },
     "delete": {"list": (str, True), "entry": (int, True)},
     "status": {},
+    "stop": {},
 }
 
 
