@@ -13,13 +13,15 @@ Whatever the fast path cannot reproduce exactly is refused here with
 new kind of parameter needs ``cli._fast`` taught first.  Parameters that only
 ever act when given (eager options such as ``--help`` or ``--version``,
 options with a callback, deprecated ones) are recorded as "decline": the fast
-path hands a command line that uses them to Typer.  A command whose
-callback does not run a function of ``cli._commands`` of the same name is
-recorded without a body, and the fast path leaves it to Typer.  The root group's own
-options (``--install-completion``, ``--show-completion``) come before the
-command name, so the fast path never sees them; a group callback, if one is
-added, is not run by the fast path and must do nothing unless one of its
-(eager) options is given.
+path hands a command line that uses them to Typer.  A ``parser=`` type is
+recorded by the module and name of its function (unwrapping ``cli.app``'s
+``_parser``), which must be a light module's (``cli._params``), for the fast
+path calls it too.  A command whose callback has no function of the same
+name in ``cli._commands`` is recorded without a body, and the fast path
+leaves it to Typer.  The root group's own options (``--version``,
+``--install-completion``, ``--show-completion``) come before the command
+name, so the fast path never sees them; the group's callback is not run by
+the fast path, so it must do nothing unless one of its eager options is given.
 """
 
 from __future__ import annotations
