@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 
 from cli import _client, _commands, _fast, _gen, _main, _table
 from cli.app import app
+from cli.app import main as typer_main
 from tests.fake_daemon import FakeDaemon
 from todod import protocol
 
@@ -89,7 +90,8 @@ def _value(draw: st.DrawFn, kind: tuple[Any, ...]) -> str:
 def command_lines(draw: st.DrawFn) -> tuple[list[str], dict[str, str | None]]:
     """A command line for some command (now and then an unknown one), and an environment."""
     names = sorted(_table.COMMANDS)
-    name = draw(st.sampled_from([*names, *names, *names, "nope", "--help", "--version", "--install-completion"]))
+    # Not --install-completion: run for real, Typer's path would write to the shell's files in $HOME.
+    name = draw(st.sampled_from([*names, *names, *names, "nope", "--help", "--version", "--show-completion"]))
     spec = _table.COMMANDS.get(name)
     tokens: list[list[str]] = []
     if spec is not None:
@@ -119,6 +121,7 @@ def command_lines(draw: st.DrawFn) -> tuple[list[str], dict[str, str | None]]:
         "TODOD_SOCKET": draw(st.sampled_from([None, "/nonexistent/todod.sock"])),
         "TODOD_DATA_DIR": "/nonexistent/data",
         "XDG_RUNTIME_DIR": "/nonexistent/run",
+        "HOME": "/nonexistent/home",  # whatever runs, it never writes to the real home
         "_TODO_COMPLETE": None,
     }
     return argv, env
@@ -172,12 +175,22 @@ def environment(env: Mapping[str, str | None]) -> Iterator[None]:
 
 
 def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str]:
-    with pytest.MonkeyPatch.context() as patch:
+    """What the Typer path gives: ``cli.app.main``, the app run as ``todo`` runs it when the fast path declines."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        environment(env),
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         patch.setattr(_client, "request", daemon.request)
-        result = runner.invoke(app, argv, env=dict(env))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+        try:
+            typer_main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:
+            code = 0
+    return code, out.getvalue(), err.getvalue()
 
 
 def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str] | None:
@@ -201,6 +214,23 @@ def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> 
     return code, out.getvalue(), err.getvalue()
 
 
+def run_console(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str]:
+    """What the ``todo`` console script gives: ``cli._main.main``, fast path or not."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        environment(env),
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        patch.setattr(_client, "request", daemon.request)
+        try:
+            code = _main.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(line=command_lines(), error=st.sampled_from([None, None, *ERRORS]), empty=st.booleans())
 def test_fast_path_declines_or_matches_typer(
@@ -216,6 +246,18 @@ def test_fast_path_declines_or_matches_typer(
         return
     assert fast_daemon.normalized() == typer_daemon.normalized(), argv
     assert fast == typer, argv
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(line=command_lines(), error=st.sampled_from([None, *ERRORS]))
+def test_the_console_script_is_the_typer_app(
+    line: tuple[list[str], dict[str, str | None]], error: protocol.TodoError | None
+) -> None:
+    """For any command line, `todo` (fast path or not) makes the same calls, output and exit code as the Typer app."""
+    argv, env = line
+    console_daemon, typer_daemon = Daemon(error), Daemon(error)
+    assert run_console(argv, env, console_daemon) == run_typer(argv, env, typer_daemon), argv
+    assert console_daemon.normalized() == typer_daemon.normalized(), argv
 
 
 EVERYDAY = [
