@@ -293,3 +293,25 @@ def test_control_check_matches_the_unicode_categories(text: str) -> None:
 def test_validate_list_name_accepts(name: str) -> None:
     """Names of 1 to 200 characters without '/' or control characters are returned unchanged."""
     assert validate_list_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["  home", "home  ", "\thome\u3000"])
+def test_validate_list_name_strips(name: str) -> None:
+    """List names are stripped of surrounding white space, like titles."""
+    assert validate_list_name(name) == "home"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\u200b", "\u200b\u200d", "\u3164", "\u2800", "\u0301", "\ufeff "])
+def test_blank_names_and_titles_are_refused(blank: str) -> None:
+    """A list name or title of only white space or invisible characters is refused."""
+    with pytest.raises(Invalid):
+        validate_list_name(blank)
+    with pytest.raises(Invalid):
+        validate_title(blank)
+
+
+@pytest.mark.parametrize("text", ["a\u200b", "\u200bé", "日本", "\u0301e"])
+def test_text_with_a_visible_character_is_accepted(text: str) -> None:
+    """One visible character is enough, invisible ones around it are kept."""
+    assert validate_list_name(text) == text
+    assert validate_title(text) == text

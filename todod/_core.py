@@ -108,12 +108,16 @@ class Core:
     supervisor: Supervisor
     hub: Hub
 
+    # List names are stripped here, where titles are: the registry then sees
+    # the one name a list is stored under (it validates names again itself).
+
     async def add(self, list_name: str, title: str, date: datetime.date, origin: Origin = NOBODY) -> Entry:
+        list_name = validate_list_name(list_name)
         result: Entry = await self.registry.call(list_name, AddEntry(date, validate_title(title), origin))
         return result
 
     async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
-        result: tuple[Entry, ...] = await self.registry.call(list_name, GetEntries(date))
+        result: tuple[Entry, ...] = await self.registry.call(validate_list_name(list_name), GetEntries(date))
         return result
 
     async def update(
@@ -127,6 +131,7 @@ class Core:
         if_version: int | None = None,
         origin: Origin = NOBODY,
     ) -> Entry:
+        list_name = validate_list_name(list_name)
         if title is not None:
             title = validate_title(title)
         op = UpdateEntry(entry_id, title, date, done, if_version, origin)
@@ -136,6 +141,7 @@ class Core:
     async def delete(
         self, list_name: str, entry_id: int, if_version: int | None = None, origin: Origin = NOBODY
     ) -> Entry:
+        list_name = validate_list_name(list_name)
         result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id, if_version, origin))
         return result
 
