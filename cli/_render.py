@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from typing import Any
 
 # Every C0 and C1 control character (Unicode category Cc), plus the bidi
 # embedding, override and isolate characters, which can make a line display in
@@ -26,7 +29,16 @@ _GAP = "  "
 
 def clean(text: str) -> str:
     """``text`` with control characters replaced by visible escapes such as ``\\x1b``."""
-    return text.translate(_ESCAPES)
+    # Every character escaped is of category Cc or Cf, which isprintable()
+    # refuses: a printable text (the usual one) needs no translate().
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
+def clean_all(texts: list[str]) -> list[str]:
+    """:func:`clean` of each text, with one check over them all when none needs it (the usual case)."""
+    if " ".join(texts).isprintable():
+        return texts
+    return [clean(text) for text in texts]
 
 
 def width(text: str) -> int:
@@ -58,39 +70,97 @@ def table(
         The lines, each ending in a newline (an empty string for no rows); the
         last column is not padded, so no line ends in spaces.
     """
-    lines = [list(row) for row in rows]
+    lines = [tuple(row) for row in rows]
     if header is not None:
-        lines.insert(0, list(header))
+        lines.insert(0, tuple(header))
     if not lines:
         return ""
-    columns = len(lines[0])
-    widths = [max(width(line[i]) for line in lines) for i in range(columns)]
+    # Column by column, so that a table of thousands of rows costs a few
+    # C-level passes per column rather than Python work per cell.
+    columns = list(zip(*lines, strict=True))
     right_set = frozenset(right)
-    last = columns - 1
-    out = []
-    for line in lines:
-        parts = []
-        for i, cell in enumerate(line):
-            pad = " " * (widths[i] - width(cell))
+    last = len(columns) - 1
+    laid: list[Sequence[str]] = []
+    for i, column in enumerate(columns):
+        if i == last and i not in right_set:
+            laid.append(column)
+        elif "".join(column).isascii():
+            size = max(map(len, column))
             if i in right_set:
-                parts.append(pad + cell)
-            elif i == last:
-                parts.append(cell)
+                laid.append([cell.rjust(size) for cell in column])
             else:
-                parts.append(cell + pad)
-        out.append(_GAP.join(parts))
-    return "\n".join(out) + "\n"
+                laid.append([cell.ljust(size) for cell in column])
+        else:
+            widths = [width(cell) for cell in column]
+            size = max(widths)
+            pads = [" " * (size - w) for w in widths]
+            if i in right_set:
+                laid.append([pad + cell for pad, cell in zip(pads, column, strict=True)])
+            else:
+                laid.append([cell + pad for pad, cell in zip(pads, column, strict=True)])
+    return "\n".join(map(_GAP.join, zip(*laid, strict=True))) + "\n"
 
 
 def entries(items: Sequence[Mapping[str, Any]]) -> str:
     """A table of entries (ID, DATE, DONE, TITLE); nothing at all for no entries."""
     if not items:
         return ""
+    ids = [str(e["id"]) for e in items]
+    dates = clean_all([str(e["date"]) for e in items])
+    done = ["yes" if e["done"] else "no" for e in items]
+    titles = clean_all([str(e["title"]) for e in items])
+    return table(zip(ids, dates, done, titles, strict=True), header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+
+
+def _what(event: Mapping[str, Any]) -> str:
+    """The entry's title after an event (before it, for a removal), and what an undo or redo reverted."""
+    entry = event.get("after") or event.get("before") or {}
+    text = clean(str(entry.get("title", "")))
+    if event.get("after") is None:
+        text += " (removed)"
+    if event.get("target") is not None:
+        text += f" [{clean(str(event['op']))} of {event['target']}]"
+    return text
+
+
+def history(result: Mapping[str, Any], *, limited: bool = False) -> str:
+    """A table of a list's events (SEQ, POSITION, TIME, OP, ID, VERSION, ENTRY), with a note at the horizon."""
+    items: Sequence[Mapping[str, Any]] = result.get("events", [])
+    note = ""
+    reached_start = not limited or not items or items[0].get("seq") == result.get("horizon", 0) + 1
+    if reached_start and (result.get("horizon") or result.get("base_entries")):
+        note = (
+            f"(the log starts after seq {result.get('horizon', 0)}: older changes were compacted or predate the log; "
+            f"{result.get('base_entries', 0)} entries come from before it)\n"
+        )
+    if not items:
+        return note
     rows = (
-        (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"])))
+        (
+            str(e["seq"]),
+            str(e["position"]),
+            clean(str(e["time"])),
+            clean(str(e["op"])),
+            str(e["entry"]),
+            str((e.get("after") or {}).get("version", "-")),
+            _what(e),
+        )
         for e in items
     )
-    return table(rows, header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+    return note + table(rows, header=("SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY"), right=(0, 1, 4, 5))
+
+
+def event(item: Mapping[str, Any]) -> str:
+    """One line for one watched event: position, list, seq, op, entry id and title."""
+    return (
+        f"{item['position']}  {clean(str(item['list']))}  #{item['seq']}  {clean(str(item['op']))}  "
+        f"{item['entry']}  {_what(item)}\n"
+    )
+
+
+def dump_line(result: object) -> str:
+    """The result as one line of JSON, ASCII only (for streams: one object per line)."""
+    return json.dumps(result, separators=(",", ":")) + "\n"
 
 
 def lists(items: Sequence[Mapping[str, Any]]) -> str:
@@ -140,12 +210,91 @@ def _scalar(value: object) -> str:
 
 
 def dump_json(result: object) -> str:
-    """The result as indented JSON, ASCII only (non-ASCII and controls as ``\\uXXXX``)."""
-    return json.dumps(result, indent=2) + "\n"
+    """The result as indented UTF-8 JSON (``grep Café`` finds it), terminal-safe.
+
+    Characters that :func:`clean` escapes in tables (C1 controls, bidi
+    overrides), line separators and lone surrogates are written as ``\\uXXXX``
+    escapes, which mean the same to a JSON reader; C0 controls json escapes itself.
+    """
+    return _json_safe(json.dumps(result, indent=2, ensure_ascii=False)) + "\n"
+
+
+def json_line(result: object) -> str:
+    """Like :func:`dump_json` but on one line: an error object on stderr."""
+    return _json_safe(json.dumps(result, ensure_ascii=False)) + "\n"
+
+
+_JSON_ESCAPES: dict[int, str] = {}
+
+
+def _json_safe(text: str) -> str:
+    if text.isascii():
+        return text
+    if not _JSON_ESCAPES:  # built on the first non-ASCII output only
+        unsafe = (*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+        _JSON_ESCAPES.update({c: f"\\u{c:04x}" for c in (*unsafe, *range(0xD800, 0xE000))})
+    return text.translate(_JSON_ESCAPES)
+
+
+class OutputError(Exception):
+    """The output could not be written (a full disk, a closed stdout).
+
+    ``quiet`` is set for a reader that went away (``| head``): nothing to report.
+    """
+
+    def __init__(self, message: str, *, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.quiet = quiet
 
 
 def write(text: str) -> None:
-    """Write ``text`` to stdout in one call."""
-    if text:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    """Write ``text`` to stdout in one call and flush it.
+
+    Raises:
+        OutputError: stdout is closed or the write failed.  stdout is then
+            pointed at /dev/null, so that the interpreter's own flush at exit
+            fails no second time.
+    """
+    if not text:
+        return
+    stream = sys.stdout
+    if stream is None:  # started with fd 1 closed
+        raise OutputError("cannot write the output: stdout is closed")
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _silence(stream)
+        raise OutputError("cannot write the output: the reader closed the pipe", quiet=True) from None
+    except (OSError, ValueError) as exc:
+        _silence(stream)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OutputError(f"cannot write the output: {reason}") from None
+
+
+def write_error(code: str, message: str, as_json: bool) -> None:
+    """Write one error to stderr: ``todo: <code>: <message>``, or with ``as_json`` a JSON error object.
+
+    A stderr that fails too is ignored: the exit code is all that is left.
+    """
+    if as_json:
+        line = json_line({"error": {"code": code, "message": message}})
+    else:
+        line = f"todo: {code.replace('_', ' ')}: {clean(message)}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _silence(stream: object) -> None:
+    import os
+
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass

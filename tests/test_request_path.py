@@ -15,7 +15,7 @@ import trio.testing
 
 from tests.conftest import CommitGate, OpenRegistry
 from todod import _socket
-from todod._model import Entry
+from todod._model import NOBODY, Entry, Origin
 from todod._server import AddEntry, GetEntries, Op, ServerFaults
 from todod._socket import SocketConfig, SocketServer, _Connection
 from todod._store import StoreFaults
@@ -183,7 +183,7 @@ class _HeldHandler:
     async def __call__(self, request: Request) -> Any:
         return {"op": request.op}
 
-    async def submit(self, request: Request, reply: Any) -> bool:
+    async def submit(self, request: Request, reply: Any, origin: Origin) -> bool:
         if request.op == "hello":
             return False
         self.replies.append((request, reply))
@@ -193,7 +193,7 @@ class _HeldHandler:
 async def _serve(server: SocketServer, stream: trio.SocketStream) -> None:
     """One connection as the listener serves it, without the peer check: closed at the end."""
     try:
-        await server._converse(stream)
+        await server._converse(stream, NOBODY)
     except* trio.BrokenResourceError:
         pass
     finally:

@@ -15,8 +15,9 @@ import pytest
 import trio
 import trio.testing
 
+from tests.changes import PutEntry, RemoveEntry
 from tests.conftest import CommitGate
-from todod._model import Entry, PutEntry, RemoveEntry, TodoList
+from todod._model import Entry, TodoList
 from todod._store import (
     APPLICATION_ID,
     DB_NAME,
@@ -108,7 +109,7 @@ async def test_reopen_keeps_lists_entries_flags_dates_and_next_id(data_dir: str)
         assert await store.load("never written") == TodoList()
     assert loaded == todo
     assert loaded.list_entries() == (
-        Entry(1, datetime.date(2030, 12, 31), "one", done=True),
+        Entry(1, datetime.date(2030, 12, 31), "one", done=True, version=2),
         Entry(2, DAY, "two", done=False),
     )
     assert loaded.next_id == 4, "the id of the deleted entry would be handed out again"

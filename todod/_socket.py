@@ -25,7 +25,9 @@ import attrs
 import outcome
 import trio
 
+from todod._model import Origin
 from todod._reply import Wakeup
+from todod._subscription import CONNECTION, NO_REPLY, Connection
 from todod.paths import ensure_private_dir
 from todod.protocol import (
     MAX_LINE,
@@ -53,8 +55,11 @@ class Handler(Protocol):
     def __call__(self, request: Request) -> Awaitable[Any]:
         """Answer one request (its wire result), in a task of its own."""
 
-    async def submit(self, request: Request, reply: Reply) -> bool:
-        """Queue a request with no task of its own, if it can be (``reply`` gets its outcome); else False."""
+    async def submit(self, request: Request, reply: Reply, origin: Origin) -> bool:
+        """Queue a request with no task of its own, if it can be (``reply`` gets its outcome); else False.
+
+        ``origin`` is the peer that sent it.
+        """
 
 
 class AlreadyRunning(Exception):
@@ -139,6 +144,9 @@ def bind_unix(path: str, backlog: int = 4096) -> BoundSocket:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyRunning(f"another todod holds {path}.lock") from None
+        # Who holds the lock, for a `todo` that finds the socket file gone.
+        os.ftruncate(lock_fd, 0)
+        os.write(lock_fd, f"{os.getpid()}\n".encode())
         _remove_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -193,11 +201,16 @@ def adopt_socket(fd: int) -> BoundSocket:
     return BoundSocket(sock, None)
 
 
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the peer of a connected Unix socket (``SO_PEERCRED``)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return int(pid), int(uid)
+
+
 def peer_uid(sock: socket.socket) -> int:
     """The uid of the peer of a connected Unix socket (``SO_PEERCRED``)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return peer_credentials(sock)[1]
 
 
 # --- serving ---------------------------------------------------------------------
@@ -272,13 +285,13 @@ class SocketServer:
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         """Serve one accepted connection (already counted in ``stats.connections``)."""
         try:
-            uid = peer_uid(stream.socket)  # type: ignore[arg-type]
+            pid, uid = peer_credentials(stream.socket)  # type: ignore[arg-type]
             if uid not in (self.uid, 0):
                 self.stats.refused_peer += 1
                 log.warning("refused a connection from uid %d", uid)
                 await self._refuse(stream, Forbidden(f"uid {uid} may not use this daemon"))
                 return
-            await self._converse(stream)
+            await self._converse(stream, Origin(uid, pid))
         except* (trio.BrokenResourceError, trio.ClosedResourceError, _Disconnect):
             pass
         except* Exception as group:
@@ -291,17 +304,24 @@ class SocketServer:
             if self._closing and not self.stats.connections:
                 self._all_closed.set()
 
-    async def _converse(self, stream: trio.SocketStream) -> None:
+    async def _converse(self, stream: trio.SocketStream, origin: Origin) -> None:
         """Read requests and write responses until EOF, a broken bound, or shutdown.
 
         Two tasks: this one reads, parses and queues each request (a list op
         goes straight into its list's mailbox, with no task of its own), and
         the connection's writer sends every response that is ready in one
         ``send_all``.  Only the other ops (hello, lists, status, ...) get a
-        task each.  After reading stops, the responses still owed are
-        written, then the connection closes.
+        task each.  After reading stops, the connection's subscriptions end,
+        the responses still owed are written, then the connection closes.
+
+        ``origin`` (the peer's uid and pid) goes with every list op to the
+        change log; the other ops find it, and a watch the way to stream its
+        events, in the :data:`CONNECTION` context variable, which their tasks
+        inherit from this one.
         """
         conn = _Connection(stream, self.config.write_timeout)
+        connection = Connection(origin, conn.stream)
+        CONNECTION.set(connection)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.run_writer)
@@ -310,15 +330,18 @@ class SocketServer:
                     if self._closing:
                         reader.cancel()
                     try:
-                        await self._read_requests(stream, conn, nursery)
+                        await self._read_requests(stream, conn, nursery, origin)
                     finally:
                         self._readers.discard(reader)
+                        connection.close()
                 await conn.wait_drained()
                 nursery.cancel_scope.cancel()
         finally:
             conn.closed = True
 
-    async def _read_requests(self, stream: trio.SocketStream, conn: _Connection, nursery: trio.Nursery) -> None:
+    async def _read_requests(
+        self, stream: trio.SocketStream, conn: _Connection, nursery: trio.Nursery, origin: Origin
+    ) -> None:
         buffer = bytearray()
         max_in_flight = self.config.max_in_flight
         submit = self.handler.submit
@@ -339,7 +362,7 @@ class SocketServer:
                 conn.push(_encode_result(getattr(exc, "request_id", None), outcome.Error(exc), stats))
                 continue
             try:
-                if await submit(request, functools.partial(_answer_to, conn, request.id, stats)):
+                if await submit(request, functools.partial(_answer_to, conn, request.id, stats), origin):
                     continue  # queued: the answer comes through the callback
             except TodoError as exc:
                 conn.push(_encode_result(request.id, outcome.Error(exc), stats))
@@ -392,6 +415,9 @@ class SocketServer:
             result: outcome.Outcome[Any] = outcome.Value(await self.handler(request))
         except Exception as exc:
             result = outcome.Error(exc)
+        if type(result) is outcome.Value and result.value is NO_REPLY:
+            conn.answered()  # it answered on its own (a watch): nothing to send
+            return
         conn.push(_encode_result(request.id, result, self.stats))
 
 
@@ -433,6 +459,12 @@ class _Connection:
     the connection's writer task sends all that are queued in one write
     each time the socket has room, under the write timeout.
 
+    A watch's events are lines that answer no request (:meth:`stream`): their
+    task waits until they are written, with no time limit while nothing but
+    such lines is owed, since a subscriber may pause as long as it likes (its
+    hub buffer bounds what waits for it).  A response queued behind them, or
+    the end of the connection, puts the write back under the write timeout.
+
     ``in_flight`` counts requests read and not yet written; the reader keeps
     it within ``max_in_flight``.  ``outbox_bytes`` is what a per-connection
     byte budget would bound.  The socket is used non-blocking through its
@@ -442,10 +474,14 @@ class _Connection:
 
     __slots__ = (
         "_broken",
+        "_draining",
         "_fd",
+        "_flushed",
         "_outbox",
         "_outbox_requests",
+        "_outbox_streamed",
         "_ready",
+        "_write_scope",
         "_write_timeout",
         "_writing",
         "_written",
@@ -464,16 +500,29 @@ class _Connection:
         self._written = Wakeup()
         self._writing = False
         self._broken: OSError | None = None
+        #: Lines in the outbox that answer no request (a watch's events).
+        self._outbox_streamed = 0
+        #: The scope of the write in progress (its deadline is inf for a write of streamed lines only).
+        self._write_scope: trio.CancelScope | None = None
+        #: Set after each write to the socket, for the tasks that stream lines.
+        self._flushed: trio.Event | None = None
+        self._draining = False
         self.closed = False
         self.in_flight = 0
         self.outbox_bytes = 0
         #: Writes to the socket so far (a test checks that queued responses share them).
         self.writes = 0
 
-    def push(self, data: bytes, requests: int = 1) -> None:
-        """Send one response line, or queue it for the writer (``requests``: how many requests it answers)."""
+    def push(self, data: bytes, requests: int = 1, *, streamed: bool = False) -> None:
+        """Send one response line, or queue it for the writer (``requests``: how many requests it answers).
+
+        ``streamed``: the line answers no request and may wait for the
+        client without a time limit (see :meth:`stream`).
+        """
         if self.closed or self._broken is not None:
             return
+        if not streamed:
+            self._limit_write()
         if not self._outbox and not self._writing:
             try:
                 sent = os.write(self._fd, data)
@@ -491,6 +540,7 @@ class _Connection:
             data = data[sent:]
         self._outbox.append(data)
         self._outbox_requests += requests
+        self._outbox_streamed += streamed
         self.outbox_bytes += len(data)
         if len(self._outbox) == 1:
             self._ready.set()
@@ -510,17 +560,56 @@ class _Connection:
                 raise trio.BrokenResourceError("the peer is gone") from self._broken
             out, self._outbox = self._outbox, []
             answered, self._outbox_requests = self._outbox_requests, 0
+            streamed, self._outbox_streamed = self._outbox_streamed, 0
             self.outbox_bytes = 0
             data = out[0] if len(out) == 1 else b"".join(out)
             self._writing = True
-            with trio.move_on_after(self._write_timeout) as slow:
+            with trio.CancelScope() as slow:
+                if streamed < len(out) or self._draining:
+                    slow.deadline = trio.current_time() + self._write_timeout
+                self._write_scope = slow
                 await self._write_all(data)
+            self._write_scope = None
             self._writing = False
             if slow.cancelled_caught:
                 log.info("disconnecting a client that stopped reading")
                 raise _Disconnect
             self.in_flight -= answered
             self._written.set()
+            if self._flushed is not None:
+                self._flushed.set()
+                self._flushed = None
+
+    def _limit_write(self) -> None:
+        """Put a write of streamed lines only back under the write timeout (something else is owed now)."""
+        scope = self._write_scope
+        if scope is not None and scope.deadline == math.inf:
+            scope.deadline = trio.current_time() + self._write_timeout
+
+    async def stream(self, data: bytes) -> None:
+        """Send a line that answers no request (a watch's event) and return once it is written.
+
+        Lines are written in the order they are pushed, responses included.
+        No time limit of its own: the caller's wait is the backpressure that
+        a subscription's bounded buffer turns into reading from the log.
+
+        Raises:
+            trio.BrokenResourceError: the peer is gone.
+        """
+        if self.closed or self._broken is not None:
+            raise trio.BrokenResourceError("the connection is closed")
+        self.push(data, 0, streamed=True)
+        while self._outbox or self._writing:
+            if self._flushed is None:
+                self._flushed = trio.Event()
+            await self._flushed.wait()
+        if self._broken is not None:
+            raise trio.BrokenResourceError("the peer is gone") from self._broken
+
+    def answered(self) -> None:
+        """Count a request as answered that sends no response line of its own (a watch)."""
+        self.in_flight -= 1
+        self._written.set()
 
     async def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -557,7 +646,12 @@ class _Connection:
         await self._written.wait()
 
     async def wait_drained(self) -> None:
-        """Wait until every request read has been answered and written."""
+        """Wait until every request read has been answered and written.
+
+        Everything still to write is under the write timeout from here on.
+        """
+        self._draining = True
+        self._limit_write()
         while self.in_flight or self._outbox:
             await self._written.wait()
 
