@@ -410,11 +410,15 @@ class Store:
             now = time.time()
             position = start = self._position
             with_log = self.change_log
+            # The heads as this group moves them: with pipelined list servers a
+            # list can have several batches in one group, and each one's first
+            # event must chain to the one before it, not to the head before the group.
+            moved: dict[int, int] = {}
             for item in group:
                 if not item.changes:
                     continue
                 list_id = self._list_id(conn, item.name)
-                head = self._heads[list_id]
+                head = moved.get(list_id, self._heads[list_id])
                 seq = item.changes[-1].events[-1].seq if item.changes and item.changes[-1].events else 0
                 for change in item.changes:
                     for event in change.events:
@@ -437,6 +441,7 @@ class Store:
                         redone.append((list_id, change.target or 0))
                     position = head = _log.append_rows(rows, list_id, change, position, head, now)
                 heads.append((item.next_id, seq, head, list_id))
+                moved[list_id] = head
             if puts:
                 conn.executemany(_PUT, puts)
             if removes:
@@ -449,8 +454,7 @@ class Store:
             conn.execute("COMMIT")
             self._position = position
             self._committed = (start, now)
-            for _next_id, _seq, head, list_id in heads:
-                self._heads[list_id] = head
+            self._heads.update(moved)
         except Exception as exc:
             self._list_ids.clear()  # ids of lists created in the failed transaction are void
             self._heads.clear()
