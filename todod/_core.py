@@ -35,6 +35,7 @@ from todod._registry import Registry
 from todod._server import (
     AddEntry,
     DeleteEntry,
+    Flush,
     GetEntries,
     RevertChanges,
     ServerConfig,
@@ -201,6 +202,7 @@ class Core:
         list_name = validate_list_name(list_name)
         if not 1 <= steps <= MAX_STEPS:
             raise Invalid(f"steps is 1 to {MAX_STEPS} (got {steps})")
+        await self._flush(list_name)
         read = self.store.undo_plan if op == "undo" else self.store.redo_plan
         plan = await read(list_name, steps)
         if if_seq is not None and plan.head != if_seq:
@@ -231,7 +233,22 @@ class Core:
         list_name = validate_list_name(list_name)
         if limit is not None and limit < 1:
             raise Invalid(f"limit is at least 1 (got {limit})")
+        await self._flush(list_name)
         return await self.store.history(list_name, limit)
+
+    async def _flush(self, list_name: str) -> None:
+        """Wait until every call queued to the list so far is durable (or failed).
+
+        A read of the log goes past the list server: without this, a change
+        pipelined just before it on the same connection (queued, or with the
+        store's writer) would not be in the log yet, and an undo would then
+        miss it or be refused as stale.  A list with no server running has
+        nothing queued (its batches still with the writer are waited for by
+        the store's log reads), so it is not started for this: a history of
+        a cold list loads nothing, and a quarantined list's history is readable.
+        """
+        if self.registry.lookup(list_name) is not None:
+            await self.registry.call(list_name, Flush())
 
     async def compact(self, keep_days: int) -> Compaction:
         """Drop the changes older than ``keep_days`` days from the log; the lists keep their state."""

@@ -66,6 +66,15 @@ class GetEntries:
 
 
 @attrs.frozen
+class Flush:
+    """Nothing to apply: answered once every earlier call of the list is durable.
+
+    What a read outside the list server (the log, for history or an undo)
+    sends first, so it sees every change queued before it, pipelined ones too.
+    """
+
+
+@attrs.frozen
 class RevertChanges:
     """An undo or a redo: the plan read from the log for the list at ``head``."""
 
@@ -75,7 +84,7 @@ class RevertChanges:
     origin: Origin = NOBODY
 
 
-Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | RevertChanges
+Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | Flush | RevertChanges
 
 
 def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
@@ -92,6 +101,8 @@ def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
             return entry, (change,)
         case GetEntries(date=date):
             return draft.list_entries(date), ()
+        case Flush():
+            return None, ()
         case RevertChanges(op=name, head=head, steps=steps, origin=origin):
             return draft.revert(name, head, steps, origin)
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
@@ -599,6 +610,7 @@ __all__ = [
     "Call",
     "DeleteEntry",
     "Entry",
+    "Flush",
     "GetEntries",
     "Gone",
     "ListServer",
