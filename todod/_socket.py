@@ -335,6 +335,11 @@ class SocketServer:
                         self._readers.discard(reader)
                         connection.close()
                 await conn.wait_drained()
+                if conn.farewell is not None:
+                    # The error that ended reading goes last, after every
+                    # answer owed to the lines before it, as a client expects.
+                    conn.push(conn.farewell, 0)
+                    await conn.wait_drained()
                 nursery.cancel_scope.cancel()
         finally:
             conn.closed = True
@@ -376,7 +381,8 @@ class SocketServer:
         """The next line without its newline, or None when reading must stop.
 
         Reading stops at end of stream, and after a line that breaks a bound
-        (its error is then queued for the writer).
+        (its error is then kept in ``conn.farewell``, to be sent after the
+        answers still owed).
         """
         cap = self.config.max_line
         scanned = 0
@@ -398,7 +404,7 @@ class SocketServer:
             # idle connection between requests may wait as long as it likes.
             data = await conn.receive(deadline)
             if data is None:
-                conn.push(encode_error(None, BadRequest("incomplete line timed out")), requests=0)
+                conn.farewell = encode_error(None, BadRequest("incomplete line timed out"))
                 return None
             if not data:
                 return None  # a partial line at EOF is a client that gave up
@@ -406,7 +412,7 @@ class SocketServer:
                 deadline = trio.current_time() + self.config.line_timeout
             buffer += data
         self.stats.errors += 1
-        conn.push(encode_error(None, TooLarge(f"a request line is at most {cap} bytes")), requests=0)
+        conn.farewell = encode_error(None, TooLarge(f"a request line is at most {cap} bytes"))
         return None
 
     async def _respond(self, conn: _Connection, request: Request) -> None:
@@ -486,6 +492,7 @@ class _Connection:
         "_writing",
         "_written",
         "closed",
+        "farewell",
         "in_flight",
         "outbox_bytes",
         "writes",
@@ -508,6 +515,8 @@ class _Connection:
         self._flushed: trio.Event | None = None
         self._draining = False
         self.closed = False
+        #: The error line that ended reading (a bound broken), sent after every answer still owed.
+        self.farewell: bytes | None = None
         self.in_flight = 0
         self.outbox_bytes = 0
         #: Writes to the socket so far (a test checks that queued responses share them).
@@ -652,7 +661,7 @@ class _Connection:
         """
         self._draining = True
         self._limit_write()
-        while self.in_flight or self._outbox:
+        while self.in_flight or self._outbox or self._writing:
             await self._written.wait()
 
 
