@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,3 +214,26 @@ def test_readme_states_how_todo_gets_on_path() -> None:
     session = readme.index("## A session")
     assert "pipx install ." in readme[:session]
     assert "source .venv/bin/activate" in readme[:session]
+
+
+def test_stop_of_a_daemon_whose_socket_file_is_gone_stops_the_lock_holder(tmp_path: Path) -> None:
+    """`todo stop` with no socket file but a live todod holding its lock stops that process and waits for it."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    socket_path = run / "todod.sock"
+    # A stand-in for a daemon that has not yet noticed its socket file is gone:
+    # a process named todod that holds the lock's pid and runs until SIGTERM.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "todod"], stdin=subprocess.PIPE
+    )
+    try:
+        (run / "todod.sock.lock").write_text(f"{holder.pid}\n")
+        env = {**os.environ, "TODOD_SOCKET": str(socket_path)}
+        result = run_cli(["stop"], env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"stopped todod (pid {holder.pid})\n"
+        assert holder.poll() is not None, "todo stop returned with the lock holder still running"
+        assert holder.returncode == -signal.SIGTERM
+    finally:
+        holder.kill()
+        holder.wait()
