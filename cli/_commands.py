@@ -246,7 +246,7 @@ def _note_missing_list(list_name: str, socket: str | None, deadline: float) -> N
     except protocol.TodoError:
         return
     names = [item["name"] for item in lists if isinstance(item, dict) and isinstance(item.get("name"), str)]
-    if list_name in names:
+    if list_name.strip() in names:  # the daemon strips names as todod._model does
         return
     import difflib  # only for this note
 

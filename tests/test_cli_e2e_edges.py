@@ -208,6 +208,14 @@ def test_entries_of_a_missing_list_suggests_near_names(daemon: Daemon) -> None:
     assert result.stderr == "todo: no list 'hmoe' (did you mean 'home'?)\n"
 
 
+def test_entries_of_an_empty_list_named_with_spaces_is_not_called_missing(daemon: Daemon) -> None:
+    """`todo entries ' home '` of the existing, empty list `home` prints no "no list" note."""
+    assert todo(daemon, "add", "home", "x").returncode == 0
+    assert todo(daemon, "delete", "home", "1").returncode == 0
+    result = todo(daemon, "entries", " home ")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_readme_states_how_todo_gets_on_path() -> None:
     """The README says how `todo` gets on PATH before its session uses it."""
     readme = (Path(__file__).parent.parent / "README.md").read_text()
