@@ -245,3 +245,24 @@ def test_stop_of_a_daemon_whose_socket_file_is_gone_stops_the_lock_holder(tmp_pa
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_auto_start_runs_the_installed_todod_not_one_in_the_current_directory() -> None:
+    """`todo` run in a directory holding a `todod` package starts the installed daemon, not that package."""
+    root = short_tempdir()
+    env = {**os.environ, "TODOD_SOCKET": str(root / "run" / "todod.sock"), "TODOD_DATA_DIR": str(root / "data")}
+    env.pop("TODOD_NO_START", None)
+    try:
+        (root / "run").mkdir(mode=0o700)
+        checkout = root / "checkout"  # another version's source tree, or a planted file
+        (checkout / "todod").mkdir(parents=True)
+        (checkout / "todod" / "__init__.py").write_text("")
+        (checkout / "todod" / "__main__.py").write_text(
+            "import pathlib\npathlib.Path(__file__).with_name('ran').write_text('')\nraise SystemExit(1)\n"
+        )
+        result = subprocess.run([TODO, "list"], env=env, cwd=checkout, capture_output=True, text=True, timeout=30)
+        assert not (checkout / "todod" / "ran").exists(), "the todod of the current directory was run"
+        assert result.returncode == 0, result.stderr
+    finally:
+        run_cli(["stop"], env)
+        shutil.rmtree(root, ignore_errors=True)
