@@ -15,7 +15,8 @@ hands such a command line to the Typer app, which reports it the same way.
 Exit codes (names from sysexits.h):
 
 - 0: success.
-- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
+- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``,
+  ``conflict``, ``compacted``).
 - 2: usage error (from Typer, or an empty ``--date``, a bad ``--timeout`` or id).
 - 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
 - 69 (EX_UNAVAILABLE): no daemon answers and none could be started, it hung up,
@@ -61,6 +62,8 @@ EX_DATAERR: Final = 65
 EX_UNAVAILABLE: Final = 69
 EX_IOERR: Final = 74
 EX_TEMPFAIL: Final = 75
+#: ``todo watch`` ended by Ctrl-C, as a shell reports a command killed by SIGINT.
+EX_INTERRUPTED: Final = 130
 
 _EXIT_BY_CODE: Final = {
     protocol.ErrorCode.INVALID: EX_DATAERR,
@@ -139,21 +142,82 @@ def update(
     title: str | None,
     date: str | None,
     done: bool | None,
+    if_version: int | None = None,
     **options: Unpack[Options],
 ) -> None:
     """Change the title, date or done mark of entry ID in LIST."""
     if title is None and date is None and done is None:
         raise UsageError("nothing to change: give --title, --date, --done or --undone")
-    fields = {"list": list_name, "entry": entry_id, "title": title, "date": date, "done": done}
+    fields = {
+        "list": list_name,
+        "entry": entry_id,
+        "title": title,
+        "date": date,
+        "done": done,
+        "if_version": if_version,
+    }
     entry = _call("update", fields, options)
     _write(_render.dump_json(entry) if options["json"] else _render.entries([entry]), options["json"])
 
 
 @_command
-def delete(*, list_name: str, entry_id: int, **options: Unpack[Options]) -> None:
+def delete(*, list_name: str, entry_id: int, if_version: int | None = None, **options: Unpack[Options]) -> None:
     """Delete entry ID from LIST and show what it was."""
-    entry = _call("delete", {"list": list_name, "entry": entry_id}, options)
+    entry = _call("delete", {"list": list_name, "entry": entry_id, "if_version": if_version}, options)
     _write(_render.dump_json(entry) if options["json"] else _render.entries([entry]), options["json"])
+
+
+@_command
+def history(*, list_name: str, limit: int | None, **options: Unpack[Options]) -> None:
+    """Show the changes made to LIST, oldest first."""
+    result = _call("history", {"list": list_name, "limit": limit}, options)
+    text = _render.dump_json(result) if options["json"] else _render.history(result, limited=limit is not None)
+    _write(text, options["json"])
+
+
+@_command
+def undo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
+    """Revert the last changes of LIST, newest first, and show the entries they touched."""
+    result = _call("undo", {"list": list_name, "steps": steps, "if_seq": if_seq}, options)
+    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
+
+
+@_command
+def redo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
+    """Re-apply what undo reverted in LIST (until a new change is made)."""
+    result = _call("redo", {"list": list_name, "steps": steps, "if_seq": if_seq}, options)
+    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
+
+
+@_command
+def watch(*, list_name: str | None, since: int | None, **options: Unpack[Options]) -> None:
+    """Print changes as they happen, one per line, until interrupted (exit 130 on Ctrl-C)."""
+    json = options["json"]
+    try:
+        for event in _client.subscribe(
+            "watch",
+            {"list": list_name, "since": since},
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+        ):
+            _write(_render.dump_line(event) if json else _render.event(event), json)
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    except KeyboardInterrupt:
+        raise _Exit(EX_INTERRUPTED) from None
+
+
+@_command
+def compact(*, keep_days: int, **options: Unpack[Options]) -> None:
+    """Drop older changes from the log; every list keeps its current entries."""
+    result = _call("compact", {"keep_days": keep_days}, options)
+    text = (
+        _render.dump_json(result)
+        if options["json"]
+        else f"dropped {result['dropped']} event(s); the log now starts after position {result['horizon']}\n"
+    )
+    _write(text, options["json"])
 
 
 @_command

@@ -32,6 +32,16 @@ def entry_id(value: str | int) -> int:
     return int(text)
 
 
+def number(value: str | int) -> int:
+    """A count, version, seq or position: ASCII digits only, at most 2^63-1."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"a number here is written with the digits 0-9 (got {text!r})")
+    if len(text.lstrip("0")) > len(str(protocol.MAX_INT)) or int(text) > protocol.MAX_INT:
+        raise ValueError(f"a number here is at most {protocol.MAX_INT} (got {text[:40]})")
+    return int(text)
+
+
 def timeout(value: str | float) -> float:
     """A ``--timeout``: a number of seconds above 0 and at most :data:`MAX_TIMEOUT` (not nan or inf)."""
     try:

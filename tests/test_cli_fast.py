@@ -44,7 +44,32 @@ RESULTS: dict[str, Any] = {
     "lists": [{"name": "home", "entries": 2}, {"name": "仕事", "entries": 12}],
     "status": {"version": "0.1.0", "protocol": 1, "pid": 1, "uptime": 61.5, "stats": {"requests": 3}},
     "stop": {"pid": None},  # no pid: `todo stop` does not wait for a process
+    "history": {
+        "list": "home",
+        "horizon": 2,
+        "base_entries": 1,
+        "events": [
+            {
+                "position": 9,
+                "list": "home",
+                "seq": 3,
+                "change": 3,
+                "op": "undo",
+                "entry": 7,
+                "before": ENTRY,
+                "after": None,
+                "time": "2024-05-01T10:00:00.000Z",
+                "uid": 1000,
+                "pid": 42,
+                "target": 2,
+            }
+        ],
+    },
+    "undo": [ENTRY],
+    "redo": [ENTRY],
+    "compact": {"dropped": 3, "horizon": 9},
 }
+EVENTS = [RESULTS["history"]["events"][0], {**RESULTS["history"]["events"][0], "position": 10, "after": ENTRY}]
 ERRORS = [
     protocol.NotFound("no entry 7 in list 'home'"),
     protocol.Invalid("not a date: '2024-13-01'"),
@@ -150,6 +175,15 @@ class Daemon:
             return []
         return RESULTS[op]
 
+    def subscribe(
+        self, op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
+    ) -> Iterator[Any]:
+        """A subscription that streams two events and ends (as if the daemon went away quietly)."""
+        self.calls.append((op, dict(fields), socket_path, timeout, data_dir))
+        if self.error is not None and len(self.calls) == 1:
+            raise self.error
+        yield from EVENTS
+
     def normalized(self) -> list[tuple[Any, ...]]:
         """The calls, a follow-up call's timeout (what is left of the command's) checked and left out."""
         calls = list(self.calls)
@@ -185,6 +219,7 @@ def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) ->
         contextlib.redirect_stderr(err),
     ):
         patch.setattr(_client, "request", daemon.request)
+        patch.setattr(_client, "subscribe", daemon.subscribe)
         try:
             typer_main(argv)
         except SystemExit as exc:
@@ -204,6 +239,7 @@ def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> 
         contextlib.redirect_stderr(err),
     ):
         patch.setattr(_client, "request", daemon.request)
+        patch.setattr(_client, "subscribe", daemon.subscribe)
         invocation = _fast.parse(argv, os.environ)
         if invocation is None:
             return None
@@ -225,6 +261,7 @@ def run_console(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) 
         contextlib.redirect_stderr(err),
     ):
         patch.setattr(_client, "request", daemon.request)
+        patch.setattr(_client, "subscribe", daemon.subscribe)
         try:
             code = _main.main(argv)
         except SystemExit as exc:

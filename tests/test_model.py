@@ -21,12 +21,13 @@ from hypothesis.stateful import (
 from todod._model import (
     MAX_LIST_NAME,
     MAX_TITLE,
+    Change,
     Draft,
     Entry,
-    PutEntry,
-    RemoveEntry,
+    Event,
     TodoList,
     parse_date,
+    replay,
     validate_list_name,
     validate_title,
 )
@@ -51,13 +52,20 @@ class TodoListMachine(RuleBasedStateMachine):
         self.todo = TodoList()
         self.model: dict[int, tuple[datetime.date, str, bool]] = {}
         self.issued: set[int] = set()
+        self.log: list[Event] = []
+
+    def _logged(self, change: Change, before: Entry | None, after: Entry | None) -> None:
+        (event,) = change.events
+        assert (event.seq, event.before, event.after) == (self.todo.seq, before, after)
+        assert change.seq == event.seq == len(self.log) + 1
+        self.log.append(event)
 
     @rule(target=ids, date=dates, title=titles)
     def add(self, date: datetime.date, title: str) -> int:
         self.todo, entry, change = self.todo.add(date, title)
         assert entry.id not in self.issued, "an id was handed out twice"
-        assert entry == Entry(entry.id, date, title, False)
-        assert change == PutEntry(entry)
+        assert entry == Entry(entry.id, date, title, False, version=1)
+        self._logged(change, None, entry)
         self.issued.add(entry.id)
         self.model[entry.id] = (date, title, False)
         return entry.id
@@ -74,9 +82,11 @@ class TodoListMachine(RuleBasedStateMachine):
             old_title if title is None else title,
             old_done if done is None else done,
         )
+        old = self.todo.get(entry_id)
         self.todo, entry, change = self.todo.update(entry_id, title=title, date=date, done=done)
         assert (entry.date, entry.title, entry.done) == expected
-        assert change == PutEntry(entry)
+        assert entry.version == old.version + 1
+        self._logged(change, old, entry)
         self.model[entry_id] = expected
 
     @rule(entry_id=consumes(ids))
@@ -87,7 +97,7 @@ class TodoListMachine(RuleBasedStateMachine):
             return
         self.todo, entry, change = self.todo.delete(entry_id)
         assert entry.id == entry_id
-        assert change == RemoveEntry(entry_id)
+        self._logged(change, entry, None)
         del self.model[entry_id]
 
     @rule(entry_id=st.integers(min_value=0, max_value=10_000))
@@ -114,6 +124,8 @@ class TodoListMachine(RuleBasedStateMachine):
         assert got == [(i, *v) for i, v in sorted(self.model.items())]
         # ids are never reused: the next one is above every id ever issued.
         assert self.todo.next_id == max(self.issued, default=0) + 1
+        # The entries are what the log of their changes replays to.
+        assert replay((), self.log) == dict(self.todo.entries)
 
 
 def test_todo_list_matches_a_dict_model() -> None:

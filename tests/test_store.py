@@ -15,8 +15,9 @@ import pytest
 import trio
 import trio.testing
 
+from tests.changes import PutEntry, RemoveEntry
 from tests.conftest import CommitGate
-from todod._model import Entry, PutEntry, RemoveEntry, TodoList
+from todod._model import Entry, TodoList
 from todod._store import (
     APPLICATION_ID,
     DB_NAME,
@@ -108,7 +109,7 @@ async def test_reopen_keeps_lists_entries_flags_dates_and_next_id(data_dir: str)
         assert await store.load("never written") == TodoList()
     assert loaded == todo
     assert loaded.list_entries() == (
-        Entry(1, datetime.date(2030, 12, 31), "one", done=True),
+        Entry(1, datetime.date(2030, 12, 31), "one", done=True, version=2),
         Entry(2, DAY, "two", done=False),
     )
     assert loaded.next_id == 4, "the id of the deleted entry would be handed out again"
@@ -359,14 +360,14 @@ async def test_an_sqlite_too_old_for_the_schema_is_refused_with_a_clear_error(
 
 
 async def test_migration_renames_lists_whose_names_are_not_stripped_or_visible(data_dir: str) -> None:
-    """A version-1 store's lists named ' home', 'work ', blank or invisible become reachable names, entries kept."""
+    """A version-2 store's lists named ' home', 'work ', blank or invisible become reachable names, entries kept."""
     names = {" home": "milk", "home": "bread", "work ": "report", "\u3164": "hidden", "  ": "blank", " x\t": "x"}
     async with running_store(data_dir) as store:
         for name, title in names.items():  # the store writes any name, as todod before issue 9 did
             todo, _, change = TodoList().add(DAY, title)
             await store.commit(name, todo.next_id, [change])
     conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
-    conn.execute("PRAGMA user_version = 1")
+    conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
 
@@ -382,5 +383,5 @@ async def test_migration_renames_lists_whose_names_are_not_stripped_or_visible(d
         "x": ["x"],
     }
     conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()

@@ -20,7 +20,7 @@ import attrs
 import outcome
 import trio
 
-from todod._model import Change, Draft, Entry, TodoList
+from todod._model import NOBODY, Change, Draft, Entry, Origin, Step, TodoList
 from todod._reply import ReplySlot
 from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
@@ -36,6 +36,7 @@ log = logging.getLogger("todod.server")
 class AddEntry:
     date: datetime.date
     title: str
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
@@ -44,11 +45,15 @@ class UpdateEntry:
     title: str | None = None
     date: datetime.date | None = None
     done: bool | None = None
+    if_version: int | None = None
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
 class DeleteEntry:
     entry_id: int
+    if_version: int | None = None
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
@@ -56,20 +61,35 @@ class GetEntries:
     date: datetime.date | None = None
 
 
-Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries
+@attrs.frozen
+class RevertChanges:
+    """An undo or a redo: the plan read from the log for the list at ``head``."""
+
+    op: str
+    head: int
+    steps: tuple[Step, ...]
+    origin: Origin = NOBODY
 
 
-def apply(draft: Draft, op: Op) -> tuple[Any, Change | None]:
-    """Apply one op to the batch's draft: its result and the change to persist."""
+Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | RevertChanges
+
+
+def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
+    """Apply one op to the batch's draft: its result and the changes to persist."""
     match op:
-        case AddEntry(date=date, title=title):
-            return draft.add(date, title)
-        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done):
-            return draft.update(entry_id, title=title, date=date, done=done)
-        case DeleteEntry(entry_id=entry_id):
-            return draft.delete(entry_id)
+        case AddEntry(date=date, title=title, origin=origin):
+            entry, change = draft.add(date, title, origin)
+            return entry, (change,)
+        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done, if_version=v, origin=origin):
+            entry, change = draft.update(entry_id, title=title, date=date, done=done, if_version=v, origin=origin)
+            return entry, (change,)
+        case DeleteEntry(entry_id=entry_id, if_version=v, origin=origin):
+            entry, change = draft.delete(entry_id, v, origin)
+            return entry, (change,)
         case GetEntries(date=date):
-            return draft.list_entries(date), None
+            return draft.list_entries(date), ()
+        case RevertChanges(op=name, head=head, steps=steps, origin=origin):
+            return draft.revert(name, head, steps, origin)
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
@@ -333,8 +353,7 @@ class ListServer:
                 results.append(outcome.Error(_in_list(exc, self.name)))
                 continue
             results.append(outcome.Value(result))
-            if change is not None:
-                changes.append(change)
+            changes.extend(change)
         self._current = None
         if changes:
             # Left set if the commit is cancelled: _stop must then know the
@@ -459,6 +478,7 @@ __all__ = [
     "Gone",
     "ListServer",
     "Op",
+    "RevertChanges",
     "ServerConfig",
     "ServerEvents",
     "ServerFaults",
