@@ -322,7 +322,9 @@ def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
     import subprocess  # only on the rare start-up path
 
     log_path = os.path.join(data_dir, "todod.log")
-    argv = [sys.executable, "-m", "todod", "--socket", socket_path, "--data-dir", data_dir]
+    # -P: the current directory is not put on sys.path, or a `todod` package
+    # there (another version's checkout, a planted file) would run instead.
+    argv = [sys.executable, "-P", "-m", "todod", "--socket", socket_path, "--data-dir", data_dir]
     try:
         paths.ensure_private_dir(data_dir)
         log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

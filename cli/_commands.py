@@ -235,10 +235,20 @@ def stop(*, json: bool, socket: str | None, timeout: float) -> None:
     try:
         result = _client.request("stop", {}, socket_path=socket_path, timeout=timeout, data_dir=None)
     except _client.NotRunning:
-        if not json:
-            _note(f"no daemon at {socket_path}; nothing to stop")
-        _write(_render.dump_json({"pid": None}) if json else "", json)
-        return
+        # A daemon whose socket file is gone cannot hear the op, but it still
+        # runs (for up to a second, until it notices) and still holds the
+        # lock: stop it with SIGTERM, the same clean stop, and wait for it.
+        holder = _procs.lock_holder(socket_path)
+        if holder is None:
+            if not json:
+                _note(f"no daemon at {socket_path}; nothing to stop")
+            _write(_render.dump_json({"pid": None}) if json else "", json)
+            return
+        try:
+            _procs.terminate(holder)
+        except PermissionError:
+            _fail(_client.Unreachable(f"cannot stop todod pid {holder}: it is not yours"), json)
+        result = {"pid": holder}
     except protocol.TodoError as exc:
         _fail(exc, json)
     pid = result.get("pid") if isinstance(result, dict) else None
@@ -300,7 +310,7 @@ def _note_missing_list(list_name: str, socket: str | None, deadline: float) -> N
     except protocol.TodoError:
         return
     names = [item["name"] for item in lists if isinstance(item, dict) and isinstance(item.get("name"), str)]
-    if list_name in names:
+    if list_name.strip() in names:  # the daemon strips names as todod._model does
         return
     import difflib  # only for this note
 

@@ -1,4 +1,4 @@
-"""The parameter types of ``todo`` that Typer's own do not give: entry ids, ``--timeout``, ``--date``.
+"""The parameter types of ``todo`` that Typer's own do not give: entry ids, ``--timeout``, ``--date``, paths.
 
 Each is a function of the word as typed that returns the value or raises
 :class:`ValueError` with a message for a person.  ``cli.app`` hands them to
@@ -57,4 +57,16 @@ def date(value: str) -> str:
     """A ``--date`` as given, but never empty: a script's empty variable must not mean "today"."""
     if not value.strip():
         raise ValueError("a date is YYYY-MM-DD and must not be empty; leave --date out for none")
+    return value
+
+
+def path(value: str) -> str:
+    """A ``--socket`` or ``--data-dir`` as given, but never empty.
+
+    An empty one used to mean the default (``$TODOD_SOCKET``, the XDG
+    default), so a script's empty variable silently reached another daemon
+    or data directory than the one it named.
+    """
+    if not value.strip():
+        raise ValueError("a path must not be empty; leave the option out for the default")
     return value

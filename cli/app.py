@@ -107,6 +107,7 @@ Socket = Annotated[
     typer.Option(
         "--socket",
         metavar="PATH",
+        parser=_parser(_params.path, "path"),
         help="The daemon's socket (default: $TODOD_SOCKET, else $XDG_RUNTIME_DIR/todod.sock).",
         show_default=False,
     ),
@@ -116,6 +117,7 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         metavar="DIR",
+        parser=_parser(_params.path, "path"),
         help="Where an auto-started daemon keeps its data "
         "(default: $TODOD_DATA_DIR, else $XDG_DATA_HOME/todod).",
         show_default=False,

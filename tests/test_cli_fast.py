@@ -97,6 +97,7 @@ VALID = {
     "entry_id": st.integers(0, 2**63).map(str),
     "timeout": st.sampled_from(["0.001", "0.5", "2", "10", "1e3", "3600", "3600.5", "2.5E1", ".25", "7."]),
     "date": st.sampled_from(["2024-05-01", "2024-13-01", "tomorrow", "x"]),
+    "path": st.sampled_from(["/nonexistent/todod.sock", "rel/todod.sock", "Café/x", "-", "", " "]),
 }
 
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Entry, Origin, Stale
 from todod._server import RevertChanges
+from todod._store import SCHEMA_VERSION
 from todod.protocol import Compacted, Conflict, NotFound
 
 DAY = datetime.date(2026, 2, 3)
@@ -194,7 +195,7 @@ def make_v1_database(data_dir: str) -> None:
 
 
 async def test_a_database_made_before_the_log_migrates_with_no_loss(data_dir: str) -> None:
-    """A schema-1 database opens with every list, entry and next id kept, at version 1, and its log in step."""
+    """A schema-1 database opens with every list, entry and next id kept, migrated through, and its log in step."""
     make_v1_database(data_dir)
     async with open_core(data_dir) as core:
         assert await core.lists() == [("empty", 0), ("home", 2)]
@@ -211,7 +212,7 @@ async def test_a_database_made_before_the_log_migrates_with_no_loss(data_dir: st
         assert await core.entries("home") == (Entry(1, DAY, "Dentist", version=3), Entry(3, LATER, "Milk", done=True))
         await in_step(core)
     with closing(sqlite3.connect(os.path.join(data_dir, "todod.sqlite3"))) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 async def test_compaction_keeps_the_state_and_history_and_undo_stop_at_the_horizon(data_dir: str) -> None:

@@ -357,3 +357,31 @@ async def test_an_sqlite_too_old_for_the_schema_is_refused_with_a_clear_error(
     with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer; this Python uses 3\.31\.1"):
         async with open_store(data_dir):
             pass
+
+
+async def test_migration_renames_lists_whose_names_are_not_stripped_or_visible(data_dir: str) -> None:
+    """A version-2 store's lists named ' home', 'work ', blank or invisible become reachable names, entries kept."""
+    names = {" home": "milk", "home": "bread", "work ": "report", "\u3164": "hidden", "  ": "blank", " x\t": "x"}
+    async with running_store(data_dir) as store:
+        for name, title in names.items():  # the store writes any name, as todod before issue 9 did
+            todo, _, change = TodoList().add(DAY, title)
+            await store.commit(name, todo.next_id, [change])
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+    async with open_store(data_dir) as store:
+        lists = dict(await store.lists())
+        titles = {name: [e.title for e in (await store.load(name)).list_entries()] for name in lists}
+    assert titles == {
+        "home": ["bread"],  # the list that had the name keeps it
+        "home (2)": ["milk"],  # ' home' would collide: kept apart, not merged
+        "work": ["report"],
+        "unnamed": ["hidden"],
+        "unnamed (2)": ["blank"],
+        "x": ["x"],
+    }
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    conn.close()

@@ -28,10 +28,10 @@ import outcome
 import trio
 
 from todod import _log
-from todod._model import Change, Entry, TodoList
+from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
 from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
-from todod.protocol import Unavailable
+from todod.protocol import Invalid, Unavailable
 
 log = logging.getLogger("todod.store")
 
@@ -42,10 +42,48 @@ LOCK_NAME = "todod.lock"
 #: handed to us by mistake is refused rather than written into.
 APPLICATION_ID = 0x746F646F
 
+
+def _normalize_list_names(conn: sqlite3.Connection) -> None:
+    """Give every list the name that :func:`validate_list_name` now makes of what a user types.
+
+    Names were stored as given until list names were stripped like titles
+    (issue 9): a list stored as ``" home"`` could then no longer be reached,
+    since every request for it now asks for ``"home"``.  Each such list is
+    renamed to its stripped name; if another list already has that name, the
+    two are not merged (their entry ids would clash) but the old one becomes
+    ``"home (2)"`` (the first free number), which ``todo list`` shows.  A name
+    of only white space or invisible characters becomes ``"unnamed"`` the
+    same way.  Each rename is logged as a warning.
+    """
+    rows: list[tuple[int, str]] = conn.execute("SELECT id, name FROM lists ORDER BY id").fetchall()
+    taken = {name for _, name in rows}
+    for list_id, name in rows:
+        try:
+            wanted = validate_list_name(name)
+        except Invalid:
+            wanted = "unnamed"
+        if wanted == name:
+            continue
+        new = wanted
+        number = 1
+        while new in taken:
+            number += 1
+            suffix = f" ({number})"
+            new = wanted[: MAX_LIST_NAME - len(suffix)].rstrip() + suffix
+        conn.execute("UPDATE lists SET name = ? WHERE id = ?", (new, list_id))
+        taken.discard(name)
+        taken.add(new)
+        log.warning("list %r renamed to %r: list names are now stripped and must be visible", name, new)
+
+
+#: A migration step: an SQL statement, or a function run in the migration's transaction.
+MigrationStep = str | Callable[[sqlite3.Connection], None]
+
 #: Schema migrations: version N is reached by running MIGRATIONS[N-1].
 #: Version 1 holds the entries; version 2 adds versions and the change log
-#: (todod/_log.py), filled from the same events in the same transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+#: (todod/_log.py), filled from the same events in the same transaction;
+#: version 3 normalizes list names (see :func:`_normalize_list_names`).
+MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         """CREATE TABLE lists (
             id INTEGER PRIMARY KEY,
@@ -62,6 +100,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
     ),
     _log.MIGRATION,
+    (_normalize_list_names,),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -197,8 +236,11 @@ def _check_and_migrate(conn: sqlite3.Connection, path: str) -> None:
     for target in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[target - 1]:
-                conn.execute(statement)
+            for step in MIGRATIONS[target - 1]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {target}")
             conn.execute("COMMIT")
