@@ -45,13 +45,13 @@ def test_session_survives_restart(daemon: Daemon) -> None:
     """add, entries (with and without date), list, update, done, delete and status work, and survive a restart."""
     assert ok(daemon, "add", "home", "Dentist", "--date", "2026-12-19").strip() == "1"
     added = as_json(daemon, "add", "home", "Buy milk", "--date", "2026-12-20")
-    assert added == {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": False}
+    assert added == {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": False, "tags": []}
     assert ok(daemon, "add", "work", "Write report").strip() == "1"
 
     table = ok(daemon, "entries", "home")
     assert "Dentist" in table and "Buy milk" in table
     assert as_json(daemon, "entries", "home", "--date", "2026-12-19") == [
-        {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False}
+        {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False, "tags": []}
     ]
     assert as_json(daemon, "list") == [{"name": "home", "entries": 2}, {"name": "work", "entries": 1}]
 
@@ -60,6 +60,7 @@ def test_session_survives_restart(daemon: Daemon) -> None:
         "date": "2026-12-18",
         "title": "Dentist at 9",
         "done": False,
+        "tags": [],
     }
     assert as_json(daemon, "update", "home", "2", "--done")["done"] is True  # type: ignore[index]
     assert as_json(daemon, "delete", "work", "1")["title"] == "Write report"  # type: ignore[index]
@@ -70,8 +71,8 @@ def test_session_survives_restart(daemon: Daemon) -> None:
     assert daemon.stop(signal.SIGTERM) == 0
     daemon.start()
     assert as_json(daemon, "entries", "home") == [
-        {"id": 1, "date": "2026-12-18", "title": "Dentist at 9", "done": False},
-        {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": True},
+        {"id": 1, "date": "2026-12-18", "title": "Dentist at 9", "done": False, "tags": []},
+        {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": True, "tags": []},
     ]
     assert as_json(daemon, "list") == [{"name": "home", "entries": 2}, {"name": "work", "entries": 0}]
     # An id is never reused, even after a delete and a restart.

@@ -89,7 +89,7 @@ class TodoMachine(RuleBasedStateMachine):
             return
         assert ok, result
         entry_id = self.next_id.get(name, 1)
-        assert result == {"id": entry_id, "date": date or result["date"], "title": expected, "done": False}
+        assert result == {"id": entry_id, "date": date or result["date"], "title": expected, "done": False, "tags": []}
         assert date is not None or result["date"] in today
         self.lists.setdefault(name, {})[entry_id] = result
         self.next_id[name] = entry_id + 1

@@ -19,19 +19,20 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import trio
 
-from todod._model import Entry, validate_title
+from todod._model import MAX_TAGS, MAX_TITLE, Entry, validate_list_name, validate_tags, validate_title
+from todod._query import FindQuery, search_words
 from todod._registry import Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, ServerConfig, ServerFaults, UpdateEntry
 from todod._store import Store, StoreFaults, open_store
 from todod._supervisor import ChildSpec, Supervisor
-from todod.protocol import Timeout
+from todod.protocol import MAX_FIND, Invalid, Timeout
 
 log = logging.getLogger("todod.core")
 
@@ -81,8 +82,12 @@ class Core:
     registry: Registry
     supervisor: Supervisor
 
-    async def add(self, list_name: str, title: str, date: datetime.date) -> Entry:
-        result: Entry = await self.registry.call(list_name, AddEntry(date, validate_title(title)))
+    async def add(
+        self, list_name: str, title: str, date: datetime.date, tags: Iterable[str] = ()
+    ) -> Entry:
+        result: Entry = await self.registry.call(
+            list_name, AddEntry(date, validate_title(title), validate_tags(tags))
+        )
         return result
 
     async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
@@ -97,10 +102,14 @@ class Core:
         title: str | None = None,
         date: datetime.date | None = None,
         done: bool | None = None,
+        tag: Iterable[str] = (),
+        untag: Iterable[str] = (),
     ) -> Entry:
         if title is not None:
             title = validate_title(title)
-        result: Entry = await self.registry.call(list_name, UpdateEntry(entry_id, title, date, done))
+        result: Entry = await self.registry.call(
+            list_name, UpdateEntry(entry_id, title, date, done, validate_tags(tag), validate_tags(untag))
+        )
         return result
 
     async def delete(self, list_name: str, entry_id: int) -> Entry:
@@ -117,6 +126,44 @@ class Core:
         with trio.move_on_after(limit):
             return await self.store.lists()
         raise Timeout(f"the lists could not be read within {limit:g} s")
+
+    async def find(
+        self,
+        *,
+        lists: Iterable[str] | None = None,
+        date_from: datetime.date | None = None,
+        date_to: datetime.date | None = None,
+        done: bool | None = None,
+        tags: Iterable[str] = (),
+        search: str | None = None,
+        limit: int = MAX_FIND,
+    ) -> tuple[list[tuple[str, Entry]], bool]:
+        """Entries of all lists (or of ``lists``) matching every filter, from the committed state.
+
+        It asks no list server: the store holds exactly what the servers have
+        acknowledged, so the answer holds every change acknowledged before
+        this call (docs/ARCHITECTURE.md, "Queries across lists").
+
+        Returns:
+            ``(list name, entry)`` pairs in date, list, id order, at most
+            ``limit``; and whether more entries matched.
+
+        Raises:
+            Invalid: a bad list name, tag, search text, range or limit.
+            Timeout: the query did not finish within the call timeout.
+        """
+        query = FindQuery(
+            lists=None if lists is None else _check_lists(lists),
+            date_from=date_from,
+            date_to=date_to,
+            done=done,
+            tags=_check_query_tags(tags),
+            words=() if search is None else _check_search(search),
+            limit=_check_limit(limit),
+        )
+        if date_from is not None and date_to is not None and date_from > date_to:
+            raise Invalid(f"the range is empty: from {date_from.isoformat()} is after to {date_to.isoformat()}")
+        return await self.store.find(query, self.registry.call_timeout)
 
     def statistics(self) -> CoreStatistics:
         ev = self.registry.events
@@ -141,6 +188,43 @@ class Core:
             writer_queue=st.queued,
             child_restarts=self.supervisor.statistics().restarts,
         )
+
+
+#: More lists than this in one query is a mistake, not a filter.
+MAX_QUERY_LISTS = 1000
+
+
+def _check_lists(lists: Iterable[str]) -> frozenset[str]:
+    names = frozenset(validate_list_name(name) for name in lists)
+    if not names:
+        raise Invalid("'lists' must name at least one list")
+    if len(names) > MAX_QUERY_LISTS:
+        raise Invalid(f"a query names at most {MAX_QUERY_LISTS} lists (got {len(names)})")
+    return names
+
+
+def _check_query_tags(tags: Iterable[str]) -> frozenset[str]:
+    try:
+        return validate_tags(tags)
+    except Invalid as exc:
+        if "at most" in exc.message:
+            raise Invalid(f"a query asks for at most {MAX_TAGS} tags: no entry has more") from None
+        raise
+
+
+def _check_search(search: str) -> tuple[str, ...]:
+    if len(search) > MAX_TITLE:
+        raise Invalid(f"a search text is at most {MAX_TITLE} characters (got {len(search)})")
+    words = search_words(search)
+    if not words:
+        raise Invalid("a search text must hold a word")
+    return words
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_FIND:
+        raise Invalid(f"a limit is 1 to {MAX_FIND} (got {limit})")
+    return limit
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import trio
 from todod import __version__
 from todod._core import Core
 from todod._model import parse_date
-from todod.protocol import PROTOCOL_VERSION, BadRequest, Request
+from todod.protocol import MAX_FIND, PROTOCOL_VERSION, BadRequest, Request
 
 
 @attrs.define(eq=False)
@@ -34,7 +34,7 @@ class Dispatcher:
                 return {"protocol": PROTOCOL_VERSION, "version": __version__, "pid": os.getpid()}
             case "add":
                 date = _date(args.get("date")) or datetime.date.today()
-                entry = await self.core.add(args["list"], args["title"], date)
+                entry = await self.core.add(args["list"], args["title"], date, args.get("tags", ()))
                 return entry.to_wire()
             case "entries":
                 entries = await self.core.entries(args["list"], _date(args.get("date")))
@@ -42,18 +42,31 @@ class Dispatcher:
             case "lists":
                 return [{"name": name, "entries": count} for name, count in await self.core.lists()]
             case "update":
-                if not {"title", "date", "done"} & args.keys():
-                    raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done'")
+                if not {"title", "date", "done", "tag", "untag"} & args.keys():
+                    raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done', 'tag', 'untag'")
                 entry = await self.core.update(
                     args["list"],
                     args["entry"],
                     title=args.get("title"),
                     date=_date(args.get("date")),
                     done=args.get("done"),
+                    tag=args.get("tag", ()),
+                    untag=args.get("untag", ()),
                 )
                 return entry.to_wire()
             case "delete":
                 return (await self.core.delete(args["list"], args["entry"])).to_wire()
+            case "find":
+                found, more = await self.core.find(
+                    lists=args.get("lists"),
+                    date_from=_date(args.get("from")),
+                    date_to=_date(args.get("to")),
+                    done=args.get("done"),
+                    tags=args.get("tags", ()),
+                    search=args.get("search"),
+                    limit=args.get("limit", MAX_FIND),
+                )
+                return {"entries": [{"list": name, **e.to_wire()} for name, e in found], "more": more}
             case "status":
                 return {
                     "version": __version__,

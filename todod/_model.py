@@ -18,6 +18,11 @@ from todod.protocol import Invalid, NotFound
 
 MAX_TITLE = 1000
 MAX_LIST_NAME = 200
+#: A tag is a short word for grouping entries across lists; 16 of 32
+#: characters keep an entry's tags on one table line and bound the tag index
+#: at 16 rows per entry.
+MAX_TAG = 32
+MAX_TAGS = 16
 
 
 def _has_control(text: str) -> bool:
@@ -63,6 +68,28 @@ def validate_list_name(name: str) -> str:
     return name
 
 
+def validate_tag(tag: str) -> str:
+    """Return the tag lower-cased (NFC); raise :class:`Invalid` unless it is 1-32 letters, digits, ``-``, ``_``."""
+    folded = unicodedata.normalize("NFC", tag).lower()
+    if not 1 <= len(folded) <= MAX_TAG:
+        raise Invalid(f"a tag is 1 to {MAX_TAG} characters (got {len(folded)})")
+    if not all(ch.isalnum() or ch in "-_" for ch in folded):
+        raise Invalid(f"a tag is one word of letters, digits, '-' and '_' (got {folded[:40]!r})")
+    return folded
+
+
+def validate_tags(tags: Iterable[str]) -> frozenset[str]:
+    """The set of valid tags; raise :class:`Invalid` for a bad tag or more than 16 of them."""
+    result = frozenset(validate_tag(t) for t in tags)
+    if len(result) > MAX_TAGS:
+        raise Invalid(f"an entry has at most {MAX_TAGS} tags (got {len(result)})")
+    return result
+
+
+def _sorted_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(tags)))
+
+
 def parse_date(text: str) -> datetime.date:
     """Parse a strict ``YYYY-MM-DD`` date; raise :class:`Invalid` for anything else."""
     if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.replace("-", "").isascii():
@@ -81,9 +108,18 @@ class Entry:
     date: datetime.date
     title: str
     done: bool = False
+    #: Sorted and without duplicates, so equal entries compare equal and the
+    #: wire shows them in one order.
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_sorted_tags)
 
     def to_wire(self) -> dict[str, object]:
-        return {"id": self.id, "date": self.date.isoformat(), "title": self.title, "done": self.done}
+        return {
+            "id": self.id,
+            "date": self.date.isoformat(),
+            "title": self.title,
+            "done": self.done,
+            "tags": list(self.tags),
+        }
 
 
 # --- changes: what the store makes durable ----------------------------------
@@ -147,9 +183,11 @@ class TodoList:
         """All entries, or those of one date, in id order."""
         return _select(self.entries, date)
 
-    def add(self, date: datetime.date, title: str) -> tuple[TodoList, Entry, Change]:
+    def add(
+        self, date: datetime.date, title: str, tags: Iterable[str] = ()
+    ) -> tuple[TodoList, Entry, Change]:
         draft = Draft(self)
-        entry, change = draft.add(date, title)
+        entry, change = draft.add(date, title, tags)
         return draft.freeze(), entry, change
 
     def update(
@@ -159,15 +197,23 @@ class TodoList:
         title: str | None = None,
         date: datetime.date | None = None,
         done: bool | None = None,
+        tag: Iterable[str] = (),
+        untag: Iterable[str] = (),
     ) -> tuple[TodoList, Entry, Change]:
         draft = Draft(self)
-        entry, change = draft.update(entry_id, title=title, date=date, done=done)
+        entry, change = draft.update(entry_id, title=title, date=date, done=done, tag=tag, untag=untag)
         return draft.freeze(), entry, change
 
     def delete(self, entry_id: int) -> tuple[TodoList, Entry, Change]:
         draft = Draft(self)
         entry, change = draft.delete(entry_id)
         return draft.freeze(), entry, change
+
+
+def _check_count(tags: frozenset[str]) -> frozenset[str]:
+    if len(tags) > MAX_TAGS:
+        raise Invalid(f"an entry has at most {MAX_TAGS} tags (it would have {len(tags)})")
+    return tags
 
 
 class Draft:
@@ -199,8 +245,8 @@ class Draft:
         except KeyError:
             raise NotFound(f"no entry {entry_id}") from None
 
-    def add(self, date: datetime.date, title: str) -> tuple[Entry, Change]:
-        entry = Entry(self.next_id, date, title)
+    def add(self, date: datetime.date, title: str, tags: Iterable[str] = ()) -> tuple[Entry, Change]:
+        entry = Entry(self.next_id, date, title, False, _check_count(frozenset(tags)))
         self._entries[entry.id] = entry
         self.next_id += 1
         return entry, PutEntry(entry)
@@ -212,13 +258,20 @@ class Draft:
         title: str | None = None,
         date: datetime.date | None = None,
         done: bool | None = None,
+        tag: Iterable[str] = (),
+        untag: Iterable[str] = (),
     ) -> tuple[Entry, Change]:
         old = self.get(entry_id)
+        added, removed = frozenset(tag), frozenset(untag)
+        if added & removed:
+            raise Invalid(f"a tag cannot be both added and removed: {', '.join(sorted(added & removed))}")
+        tags = old.tags if not (added or removed) else _check_count((frozenset(old.tags) | added) - removed)
         new = attrs.evolve(
             old,
             title=old.title if title is None else title,
             date=old.date if date is None else date,
             done=old.done if done is None else done,
+            tags=tags,
         )
         self._entries[entry_id] = new
         return new, PutEntry(new)

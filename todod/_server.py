@@ -36,6 +36,7 @@ log = logging.getLogger("todod.server")
 class AddEntry:
     date: datetime.date
     title: str
+    tags: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -44,6 +45,8 @@ class UpdateEntry:
     title: str | None = None
     date: datetime.date | None = None
     done: bool | None = None
+    tag: frozenset[str] = frozenset()
+    untag: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -62,10 +65,10 @@ Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries
 def apply(draft: Draft, op: Op) -> tuple[Any, Change | None]:
     """Apply one op to the batch's draft: its result and the change to persist."""
     match op:
-        case AddEntry(date=date, title=title):
-            return draft.add(date, title)
-        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done):
-            return draft.update(entry_id, title=title, date=date, done=done)
+        case AddEntry(date=date, title=title, tags=tags):
+            return draft.add(date, title, tags)
+        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done, tag=tag, untag=untag):
+            return draft.update(entry_id, title=title, date=date, done=done, tag=tag, untag=untag)
         case DeleteEntry(entry_id=entry_id):
             return draft.delete(entry_id)
         case GetEntries(date=date):

@@ -15,9 +15,11 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,10 +28,11 @@ import attrs
 import outcome
 import trio
 
+from todod import _query
 from todod._model import Change, Entry, PutEntry, TodoList
 from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
-from todod.protocol import Unavailable
+from todod.protocol import Timeout, Unavailable
 
 log = logging.getLogger("todod.store")
 
@@ -60,6 +63,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (list_id, id)
         ) WITHOUT ROWID""",
     ),
+    # Version 2: tags, and the indexes of queries across lists (todod/_query.py).
+    _query.MIGRATION_TAGS_AND_INDEXES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -78,7 +83,13 @@ READ_WORKERS = 3
 MIN_SQLITE = (3, 35, 0)
 
 
-_PUT = "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)"
+# An upsert, not INSERT OR REPLACE: a replace deletes the old row without
+# firing delete triggers, which would leave the tag and text indexes stale.
+_PUT = (
+    "INSERT INTO entries (list_id, id, date, title, done, tags) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (list_id, id) DO UPDATE SET "
+    "date = excluded.date, title = excluded.title, done = excluded.done, tags = excluded.tags"
+)
 _DELETE = "DELETE FROM entries WHERE list_id = ? AND id = ?"
 
 
@@ -194,6 +205,8 @@ class Store:
     _writer_conn: sqlite3.Connection
     _readers: list[sqlite3.Connection]
     faults: StoreFaults = attrs.field(factory=StoreFaults)
+    #: Whether searches may use the FTS5 title index (see todod/_query.py).
+    text_index: bool = attrs.field(default=False, kw_only=True)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
     _send: trio.MemorySendChannel[_Commit] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[_Commit] = attrs.field(init=False)
@@ -286,7 +299,7 @@ class Store:
             # single add, and per-statement overhead dominated the thread.
             # Runs are flushed as the kind changes, so every change is applied
             # in the order it was made (a put then a remove of one id).
-            puts: list[tuple[int, int, str, str, int]] = []
+            puts: list[tuple[int, int, str, str, int, str]] = []
             removes: list[tuple[int, int]] = []
             next_ids: list[tuple[int, int]] = []
             for item in group:
@@ -298,7 +311,7 @@ class Store:
                             conn.executemany(_DELETE, removes)
                             removes = []
                         e = change.entry
-                        puts.append((list_id, e.id, e.date.isoformat(), e.title, int(e.done)))
+                        puts.append((list_id, e.id, e.date.isoformat(), e.title, int(e.done), _query.tags_column(e)))
                     else:
                         if puts:
                             conn.executemany(_PUT, puts)
@@ -397,11 +410,14 @@ class Store:
                 if row is None:
                     return TodoList()
                 rows = conn.execute(
-                    "SELECT id, date, title, done FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
+                    "SELECT id, date, title, done, tags FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            entries = [Entry(i, datetime.date.fromisoformat(d), t, bool(done)) for i, d, t, done in rows]
+            entries = [
+                Entry(i, datetime.date.fromisoformat(d), t, bool(done), () if tags == "[]" else json.loads(tags))
+                for i, d, t, done, tags in rows
+            ]
             return TodoList.from_entries(entries, row[1])
 
         self._loads += 1
@@ -419,6 +435,34 @@ class Store:
 
         result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
         return result
+
+    async def find(self, query: _query.FindQuery, time_limit: float) -> tuple[list[tuple[str, Entry]], bool]:
+        """Entries of any list matching ``query``, from the committed state, through the read pool.
+
+        Returns:
+            ``(list name, entry)`` pairs in date, list name, id order (at most
+            ``query.limit``), and whether more matched.
+
+        Raises:
+            StoreError: the read failed.
+            Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
+        """
+        deadline = time.monotonic() + time_limit
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, Entry]], bool]:
+            return _query.run_find(conn, query, self.text_index, deadline)
+
+        # The scope bounds the wait for a reader; the deadline, checked by
+        # SQLite's progress handler, bounds the query in its thread.
+        with trio.move_on_after(time_limit):
+            try:
+                result: tuple[list[tuple[str, Entry]], bool] = await self._read(read, "could not run the query")
+            except StoreError:
+                if time.monotonic() <= deadline:
+                    raise
+            else:
+                return result
+        raise Timeout(f"the query did not finish within {time_limit:g} s")
 
     async def integrity_check(self) -> str:
         """``PRAGMA integrity_check``'s verdict: ``"ok"`` when the file is sound."""
@@ -440,7 +484,9 @@ class Store:
         )
 
 
-def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection]]:
+def _open_sync(
+    data_dir: str, read_workers: int, full_text: bool
+) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection], bool]:
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise StoreError(
             f"todod needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python uses {sqlite3.sqlite_version}"
@@ -456,6 +502,7 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
         writer = _connect(path)
         conns.append(writer)
         _check_and_migrate(writer, path)
+        text_index = _query.ensure_text_index(writer, full_text)
         writer.execute("PRAGMA synchronous = FULL")
         writer.execute("PRAGMA foreign_keys = ON")
         # Checkpoints belong to run_checkpointer, not to the commit that
@@ -465,7 +512,8 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
             reader = _connect(path)
             conns.append(reader)
             reader.execute("PRAGMA query_only = ON")
-        return lock_fd, writer, conns[1:]
+            _query.prepare_reader(reader)
+        return lock_fd, writer, conns[1:], text_index
     except BaseException:
         for conn in conns:
             conn.close()
@@ -475,23 +523,31 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
 
 @asynccontextmanager
 async def open_store(
-    data_dir: str, *, read_workers: int = READ_WORKERS, faults: StoreFaults | None = None
+    data_dir: str,
+    *,
+    read_workers: int = READ_WORKERS,
+    faults: StoreFaults | None = None,
+    full_text: bool = True,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the store in ``data_dir``.
 
     Takes an exclusive lock on the data directory for as long as it is open.
     On exit the WAL is checkpointed into the main file and everything closed;
     the caller must have stopped the writer first.
+    ``full_text=False`` leaves the FTS5 title index out, as on an SQLite
+    without FTS5: searches then scan the titles (tests force the fallback so).
 
     Raises:
         StoreError: the directory is locked by another todod, the file is not a
             todod database, its schema is newer than ours, or it cannot be opened.
     """
     try:
-        lock_fd, writer, readers = await trio.to_thread.run_sync(_open_sync, data_dir, read_workers)
+        lock_fd, writer, readers, text_index = await trio.to_thread.run_sync(
+            _open_sync, data_dir, read_workers, full_text
+        )
     except Exception as exc:
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
-    store = Store(os.path.join(data_dir, DB_NAME), writer, readers, faults or StoreFaults())
+    store = Store(os.path.join(data_dir, DB_NAME), writer, readers, faults or StoreFaults(), text_index=text_index)
     try:
         yield store
     finally:

@@ -1,0 +1,283 @@
+"""Queries across lists (``find``), answered from the store's committed state.
+
+A query reads SQLite through the store's read pool and never asks a list
+server: a change is acknowledged only once its transaction is committed, so a
+query sent after an acknowledgement sees that change, and a list's state in
+SQLite is exactly what its server has acknowledged (docs/ARCHITECTURE.md).
+
+The indexes behind a query:
+
+- ``entries_by_date`` and ``entries_pending`` (partial, ``done = 0``) for the
+  date range and the done filter, which are also the result's order;
+- ``entry_tags``, one row per tag of an entry, kept by triggers from the
+  entries' ``tags`` column (a JSON array);
+- ``entry_text``, an FTS5 table with the trigram tokenizer over the titles,
+  kept by triggers, whose rowid encodes the entry's key.  Where this SQLite
+  has no FTS5 or no trigram tokenizer, the triggers are left out and a search
+  scans the titles with ``LIKE`` instead (same answers, slower).
+
+No trio here: these functions run in the store's worker threads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+
+import attrs
+
+from todod._model import Entry
+from todod.protocol import MAX_FIND
+
+#: The FTS rowid of an entry is ``list_id * 2**32 + id``: entry ids are handed
+#: out one by one from 1, so a list reaches 2**32 only after four billion adds.
+ROWID_SHIFT = 32
+
+#: Schema step "tags and query indexes", self-contained so that a renumbering
+#: can move it to another ``user_version``: the tags column (no entry loses
+#: anything: every existing entry gets no tags), the date indexes and the tag
+#: index with its triggers.  The text index depends on this SQLite's modules
+#: and is checked at every open by :func:`ensure_text_index`.
+MIGRATION_TAGS_AND_INDEXES: tuple[str, ...] = (
+    "ALTER TABLE entries ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+    "CREATE INDEX entries_by_date ON entries (date)",
+    "CREATE INDEX entries_pending ON entries (date) WHERE done = 0",
+    """CREATE TABLE entry_tags (
+        tag TEXT NOT NULL,
+        list_id INTEGER NOT NULL,
+        entry_id INTEGER NOT NULL,
+        PRIMARY KEY (tag, list_id, entry_id)
+    ) WITHOUT ROWID""",
+    """CREATE TRIGGER entry_tags_insert AFTER INSERT ON entries WHEN new.tags <> '[]' BEGIN
+        INSERT INTO entry_tags (tag, list_id, entry_id) SELECT value, new.list_id, new.id FROM json_each(new.tags);
+    END""",
+    """CREATE TRIGGER entry_tags_delete AFTER DELETE ON entries WHEN old.tags <> '[]' BEGIN
+        DELETE FROM entry_tags WHERE list_id = old.list_id AND entry_id = old.id
+            AND tag IN (SELECT value FROM json_each(old.tags));
+    END""",
+    """CREATE TRIGGER entry_tags_update AFTER UPDATE OF tags ON entries WHEN old.tags IS NOT new.tags BEGIN
+        DELETE FROM entry_tags WHERE list_id = old.list_id AND entry_id = old.id
+            AND tag IN (SELECT value FROM json_each(old.tags));
+        INSERT INTO entry_tags (tag, list_id, entry_id) SELECT value, new.list_id, new.id FROM json_each(new.tags);
+    END""",
+)
+
+_TEXT_TRIGGERS: tuple[str, ...] = (
+    f"""CREATE TRIGGER entry_text_insert AFTER INSERT ON entries BEGIN
+        INSERT INTO entry_text (rowid, title) VALUES ((new.list_id << {ROWID_SHIFT}) + new.id, new.title);
+    END""",
+    f"""CREATE TRIGGER entry_text_delete AFTER DELETE ON entries BEGIN
+        DELETE FROM entry_text WHERE rowid = (old.list_id << {ROWID_SHIFT}) + old.id;
+    END""",
+    f"""CREATE TRIGGER entry_text_update AFTER UPDATE OF title ON entries WHEN old.title IS NOT new.title BEGIN
+        UPDATE entry_text SET title = new.title WHERE rowid = (new.list_id << {ROWID_SHIFT}) + new.id;
+    END""",
+)
+_TEXT_TRIGGER_NAMES = ("entry_text_insert", "entry_text_delete", "entry_text_update")
+
+#: Every index object of the query step, for the bench's "without indexes" run.
+INDEX_OBJECTS: tuple[tuple[str, str], ...] = (
+    ("INDEX", "entries_by_date"),
+    ("INDEX", "entries_pending"),
+    ("TRIGGER", "entry_tags_insert"),
+    ("TRIGGER", "entry_tags_delete"),
+    ("TRIGGER", "entry_tags_update"),
+    *(("TRIGGER", name) for name in _TEXT_TRIGGER_NAMES),
+)
+
+
+def fts_available(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has FTS5 with the trigram tokenizer."""
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp.todod_fts_probe USING fts5(x, tokenize='trigram')")
+    except sqlite3.OperationalError:
+        return False
+    conn.execute("DROP TABLE temp.todod_fts_probe")
+    return True
+
+
+def ensure_text_index(conn: sqlite3.Connection, enabled: bool) -> bool:
+    """Make the title index match this SQLite: built and kept by triggers, or dropped.
+
+    Runs at every open, in its own transaction, on the writer's connection.
+    When FTS5 is missing (or ``enabled`` is false) the triggers are dropped,
+    so writes never need the module; the table, if any, is then stale, and is
+    rebuilt from the entries the next time the index can be kept.
+
+    Returns:
+        Whether searches can use the index.
+    """
+    triggers = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'entry_text_%'"
+        )
+    }
+    usable = enabled and fts_available(conn)
+    if usable and triggers == set(_TEXT_TRIGGER_NAMES):
+        return True
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name in triggers:
+            conn.execute(f"DROP TRIGGER {name}")
+        if usable:
+            has_table = conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'entry_text'"
+            ).fetchone()
+            if has_table:
+                conn.execute("DELETE FROM entry_text")
+            else:
+                conn.execute("CREATE VIRTUAL TABLE entry_text USING fts5(title, tokenize='trigram')")
+            conn.execute(
+                f"INSERT INTO entry_text (rowid, title) SELECT (list_id << {ROWID_SHIFT}) + id, title FROM entries"
+            )
+            for statement in _TEXT_TRIGGERS:
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return usable
+
+
+def prepare_reader(conn: sqlite3.Connection) -> None:
+    """Register the functions a fallback search needs on a read connection."""
+    # SQLite's own lower() and LIKE fold ASCII only; Python's str.lower folds
+    # like the trigram tokenizer does (É to é, but ß stays ß).
+    conn.create_function("todod_lower", 1, _lower, deterministic=True)
+    conn.create_function("todod_has_word", 2, _has_word, deterministic=True)
+
+
+def _lower(text: str) -> str:
+    return text.lower()
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _has_word(title: str, word: str) -> bool:
+    return word in _WORD.findall(title.lower())
+
+
+@attrs.frozen
+class FindQuery:
+    """A checked ``find``: every filter is optional; ``None`` means no filter.
+
+    ``words`` are the search's words, lower-cased; an entry matches if its
+    title holds every one of them (a word of three characters or more
+    anywhere, a shorter one as a whole word).
+    """
+
+    lists: frozenset[str] | None = None
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+    done: bool | None = None
+    tags: frozenset[str] = frozenset()
+    words: tuple[str, ...] = ()
+    limit: int = MAX_FIND
+
+
+#: Shorter words cannot use the trigram index (a trigram is three characters).
+MIN_SUBSTRING = 3
+
+
+def search_words(text: str) -> tuple[str, ...]:
+    """The distinct words of a search text, lower-cased, in order."""
+    return tuple(dict.fromkeys(text.lower().split()))
+
+
+def build_sql(query: FindQuery, text_index: bool) -> tuple[str, list[object]]:
+    """The SQL of a query and its parameters; ``text_index`` says whether FTS5 may be used."""
+    where: list[str] = []
+    params: list[object] = []
+    long_words = [w for w in query.words if len(w) >= MIN_SUBSTRING]
+    short_words = [w for w in query.words if len(w) < MIN_SUBSTRING]
+    if long_words and text_index:
+        # The text index drives the query: its matches are few next to the
+        # entries, and each is then looked up by its key.
+        source = (
+            "entry_text t CROSS JOIN entries e "
+            f"ON e.list_id = (t.rowid >> {ROWID_SHIFT}) AND e.id = (t.rowid & {(1 << ROWID_SHIFT) - 1}) "
+            "JOIN lists l ON l.id = e.list_id"
+        )
+        where.append("entry_text MATCH ?")
+        params.append(" ".join('"' + w.replace('"', '""') + '"' for w in long_words))
+    else:
+        source = "entries e JOIN lists l ON l.id = e.list_id"
+        for word in long_words:
+            where.append("todod_lower(e.title) LIKE ? ESCAPE '\\'")
+            params.append("%" + re.sub(r"([\\%_])", r"\\\1", word) + "%")
+    for word in short_words:
+        where.append("todod_has_word(e.title, ?)")
+        params.append(word)
+    if query.lists is not None:
+        where.append(f"l.name IN ({', '.join('?' * len(query.lists))})")
+        params.extend(sorted(query.lists))
+    if query.date_from is not None:
+        where.append("e.date >= ?")
+        params.append(query.date_from.isoformat())
+    if query.date_to is not None:
+        where.append("e.date <= ?")
+        params.append(query.date_to.isoformat())
+    if query.done is not None:
+        # A literal, not a parameter: SQLite uses the partial index
+        # entries_pending only when the query's text implies done = 0.
+        where.append(f"e.done = {int(query.done)}")
+    for tag in sorted(query.tags):
+        where.append("(e.list_id, e.id) IN (SELECT list_id, entry_id FROM entry_tags WHERE tag = ?)")
+        params.append(tag)
+    sql = f"SELECT l.name, e.id, e.date, e.title, e.done, e.tags FROM {source}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY e.date, l.name, e.id LIMIT ?"
+    # One more than asked, to tell the caller whether there is more.
+    params.append(query.limit + 1)
+    return sql, params
+
+
+def run_find(
+    conn: sqlite3.Connection, query: FindQuery, text_index: bool, deadline: float
+) -> tuple[list[tuple[str, Entry]], bool]:
+    """Run a query on a read connection; stop it at ``deadline`` (``time.monotonic``).
+
+    Returns:
+        The matching entries with their list names, in date, list, id order,
+        at most ``query.limit`` of them; and whether more matched.
+
+    Raises:
+        sqlite3.OperationalError: the deadline passed ("interrupted").
+    """
+
+    def over_time() -> int:
+        return int(time.monotonic() > deadline)
+
+    sql, params = build_sql(query, text_index)
+    # The handler runs every 10,000 SQLite VM steps (well under a millisecond).
+    conn.set_progress_handler(over_time, 10_000)
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    finally:
+        conn.set_progress_handler(None, 0)
+    more = len(rows) > query.limit
+    found = [(name, _entry(row)) for name, *row in rows[: query.limit]]
+    return found, more
+
+
+def _entry(row: Sequence[object]) -> Entry:
+    entry_id, date, title, done, tags = row
+    return Entry(
+        entry_id,  # type: ignore[arg-type]
+        datetime.date.fromisoformat(date),  # type: ignore[arg-type]
+        title,  # type: ignore[arg-type]
+        bool(done),
+        () if tags == "[]" else json.loads(tags),  # type: ignore[arg-type]
+    )
+
+
+def tags_column(entry: Entry) -> str:
+    """The ``tags`` column of an entry: a JSON array, sorted (``'[]'`` for none)."""
+    return json.dumps(entry.tags, separators=(",", ":")) if entry.tags else "[]"
