@@ -9,6 +9,7 @@ rich, which would cost about 100 ms of imports at every start.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -83,14 +84,89 @@ def table(
 
 
 def entries(items: Sequence[Mapping[str, Any]]) -> str:
-    """A table of entries (ID, DATE, DONE, TITLE); nothing at all for no entries."""
+    """A table of entries (ID, DATE, DONE, [TAGS,] TITLE); nothing at all for no entries.
+
+    The TAGS column is there when an entry shown has a tag.
+    """
+    if not items:
+        return ""
+    if not any(e.get("tags") for e in items):
+        rows: Iterable[Sequence[str]] = (
+            (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"])))
+            for e in items
+        )
+        return table(rows, header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+    rows = (
+        (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", tags(e), clean(str(e["title"])))
+        for e in items
+    )
+    return table(rows, header=("ID", "DATE", "DONE", "TAGS", "TITLE"), right=(0,))
+
+
+def tags(entry: Mapping[str, Any]) -> str:
+    """An entry's tags as one cell, ``work,urgent``; ``-`` for none."""
+    return clean(",".join(str(t) for t in entry.get("tags") or ())) or "-"
+
+
+def found(items: Sequence[Mapping[str, Any]]) -> str:
+    """A table of entries of several lists (DATE, LIST, ID, DONE, TAGS, TITLE) in the order given."""
     if not items:
         return ""
     rows = (
-        (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"])))
+        (
+            clean(str(e["date"])),
+            clean(str(e["list"])),
+            str(e["id"]),
+            "yes" if e["done"] else "no",
+            tags(e),
+            clean(str(e["title"])),
+        )
         for e in items
     )
-    return table(rows, header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+    return table(rows, header=("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE"), right=(2,))
+
+
+#: Bold red, for overdue entries on a terminal.
+_OVERDUE_ON, _OVERDUE_OFF = "\x1b[1;31m", "\x1b[0m"
+
+
+def agenda(items: Sequence[Mapping[str, Any]], today: str, color: bool) -> str:
+    """Entries grouped by date under a heading per date, overdue dates marked.
+
+    Args:
+        items: pending entries in date order, with their ``list``.
+        today: the local date, ``YYYY-MM-DD``; earlier dates are overdue.
+        color: mark overdue groups in bold red as well as in words.
+
+    Returns:
+        A heading line per date (``2026-11-28  overdue``), then that date's
+        entries as aligned rows (LIST, ID, TAGS, TITLE) indented by two
+        spaces; the columns line up across all groups.
+    """
+    if not items:
+        return ""
+    rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
+    lines = table(rows, right=(1,)).splitlines()
+    out: list[str] = []
+    current = None
+    for entry, line in zip(items, lines, strict=True):
+        date = str(entry["date"])
+        overdue = date < today
+        if date != current:
+            current = date
+            label = "overdue" if overdue else "today" if date == today else ""
+            heading = f"{clean(date)}  {label}".rstrip()
+            out.append(f"{_OVERDUE_ON}{heading}{_OVERDUE_OFF}" if color and overdue else heading)
+        out.append(f"  {_OVERDUE_ON}{line}{_OVERDUE_OFF}" if color and overdue else f"  {line}")
+    return "\n".join(out) + "\n"
+
+
+def use_color(stream: Any) -> bool:
+    """Whether to colour ``stream``: a terminal, and ``NO_COLOR`` unset or empty (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def lists(items: Sequence[Mapping[str, Any]]) -> str:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Final, NoReturn
 
-from cli import _client, _lazy, _render
+from cli import _client, _dates, _lazy, _render
 from todod import paths, protocol
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
@@ -84,6 +84,17 @@ NoStart = Annotated[
     bool,
     typer.Option("--no-start", envvar="TODOD_NO_START", help="Do not start the daemon if it is not running."),
 ]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        metavar="TAG",
+        help="A tag (a word of letters, digits, '-', '_'); repeat for more.",
+        show_default=False,
+    ),
+]
+#: The date forms, for the help of every date option.
+_DATE_HELP: Final = "YYYY-MM-DD, today, tomorrow, yesterday, +3d, -2d, +1w or mon..sun."
 
 
 @app.command()
@@ -93,9 +104,10 @@ def add(
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="The entry's date (default: today).", show_default=False
+            "--date", metavar="DATE", help="The entry's date (default: today): " + _DATE_HELP, show_default=False
         ),
     ] = None,
+    tag: Tags = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -104,7 +116,7 @@ def add(
 ) -> None:
     """Add an entry to LIST and print its id."""
     # time.strftime gives the local date without importing datetime.
-    fields = {"list": list_name, "title": title, "date": date or time.strftime("%Y-%m-%d")}
+    fields = {"list": list_name, "title": title, "date": _date(date) or time.strftime("%Y-%m-%d"), "tags": tag}
     entry = _call("add", fields, socket, data_dir, timeout, no_start)
     _render.write(_render.dump_json(entry) if json else f"{entry['id']}\n")
 
@@ -114,9 +126,7 @@ def entries(
     list_name: ListName,
     date: Annotated[
         str | None,
-        typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="Only the entries of this date.", show_default=False
-        ),
+        typer.Option("--date", metavar="DATE", help="Only the entries of this date: " + _DATE_HELP, show_default=False),
     ] = None,
     json: Json = False,
     socket: Socket = None,
@@ -125,7 +135,7 @@ def entries(
     no_start: NoStart = False,
 ) -> None:
     """Show the entries of LIST."""
-    result = _call("entries", {"list": list_name, "date": date}, socket, data_dir, timeout, no_start)
+    result = _call("entries", {"list": list_name, "date": _date(date)}, socket, data_dir, timeout, no_start)
     _render.write(_render.dump_json(result) if json else _render.entries(result))
 
 
@@ -148,11 +158,16 @@ def update(
     entry_id: EntryId,
     title: Annotated[str | None, typer.Option("--title", help="A new title.", show_default=False)] = None,
     date: Annotated[
-        str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="A new date.", show_default=False)
+        str | None, typer.Option("--date", metavar="DATE", help="A new date: " + _DATE_HELP, show_default=False)
     ] = None,
     done: Annotated[
         bool | None,
         typer.Option("--done/--undone", help="Mark the entry done or not done.", show_default=False),
+    ] = None,
+    tag: Tags = None,
+    untag: Annotated[
+        list[str] | None,
+        typer.Option("--untag", metavar="TAG", help="A tag to remove; repeat for more.", show_default=False),
     ] = None,
     json: Json = False,
     socket: Socket = None,
@@ -160,10 +175,18 @@ def update(
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Change the title, date or done mark of entry ID in LIST."""
-    if title is None and date is None and done is None:
-        raise typer.BadParameter("nothing to change: give --title, --date, --done or --undone")
-    fields = {"list": list_name, "entry": entry_id, "title": title, "date": date, "done": done}
+    """Change the title, date, done mark or tags of entry ID in LIST."""
+    if title is None and date is None and done is None and not tag and not untag:
+        raise typer.BadParameter("nothing to change: give --title, --date, --done, --undone, --tag or --untag")
+    fields = {
+        "list": list_name,
+        "entry": entry_id,
+        "title": title,
+        "date": _date(date),
+        "done": done,
+        "tag": tag or None,
+        "untag": untag or None,
+    }
     entry = _call("update", fields, socket, data_dir, timeout, no_start)
     _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
 
@@ -184,6 +207,92 @@ def delete(
 
 
 @app.command()
+def find(
+    list_names: Annotated[
+        list[str] | None,
+        typer.Option("--list", metavar="LIST", help="Only this list; repeat for any of several.", show_default=False),
+    ] = None,
+    date_from: Annotated[
+        str | None,
+        typer.Option("--from", metavar="DATE", help="Dated on or after: " + _DATE_HELP, show_default=False),
+    ] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", metavar="DATE", help="Dated on or before DATE.", show_default=False)
+    ] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Only entries not done.")] = False,
+    done: Annotated[bool, typer.Option("--done", help="Only entries done.")] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag", metavar="TAG", help="Only entries with this tag; repeat for all of several.", show_default=False
+        ),
+    ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search",
+            metavar="TEXT",
+            help="Titles holding every word of TEXT, in any case (words of 3+ characters also inside words).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            min=1,
+            max=protocol.MAX_FIND,
+            help="At most N entries (default and most: 10000).",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Find entries across lists, in date order, then list, then id."""
+    if pending and done:
+        raise typer.BadParameter("--pending and --done exclude each other")
+    fields = {
+        "lists": list_names or None,
+        "from": _date(date_from),
+        "to": _date(date_to),
+        "done": True if done else False if pending else None,
+        "tags": tag or None,
+        "search": search,
+        "limit": limit,
+    }
+    result = _call("find", fields, socket, data_dir, timeout, no_start)
+    _found(result, json, _render.found)
+
+
+@app.command()
+def today(
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Show what is pending and due today or overdue, across all lists, overdue first."""
+    day = _dates.today()
+    result = _call("find", {"to": day, "done": False}, socket, data_dir, timeout, no_start)
+    _found(result, json, lambda items: _render.agenda(items, day, _render.use_color(sys.stdout)))
+
+
+def _found(result: Any, json: bool, render: Callable[[Any], str]) -> None:
+    items = result["entries"]
+    _render.write(_render.dump_json(items) if json else render(items))
+    if result.get("more"):
+        sys.stderr.write(
+            f"todo: showing the first {len(items)} entries; more match (narrow the query or raise --limit)\n"
+        )
+
+
+@app.command()
 def status(
     json: Json = False,
     socket: Socket = None,
@@ -194,6 +303,16 @@ def status(
     """Show the daemon's version, uptime and statistics."""
     result = _call("status", {}, socket, data_dir, timeout, no_start)
     _render.write(_render.dump_json(result) if json else _render.status(result))
+
+
+def _date(text: str | None) -> str | None:
+    """A date option resolved to ISO (relative words in local time); invalid data exits 65."""
+    if text is None:
+        return None
+    try:
+        return _dates.resolve(text)
+    except _dates.DateError as exc:
+        _fail(protocol.Invalid(str(exc)))
 
 
 def _call(
@@ -251,5 +370,7 @@ _COMMANDS: Final[dict[str, Callable[..., None]]] = {
     "list": list_,
     "update": update,
     "delete": delete,
+    "find": find,
+    "today": today,
     "status": status,
 }
