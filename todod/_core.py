@@ -234,8 +234,11 @@ async def open_core(
     *,
     store_faults: StoreFaults | None = None,
     server_faults: ServerFaults | None = None,
+    full_text: bool = True,
 ) -> AsyncIterator[Core]:
     """Open the store and run the core's task tree for the body's duration.
+
+    ``full_text=False`` leaves out the FTS5 title index (searches scan).
 
     Raises:
         StoreError: the store cannot be opened.
@@ -243,7 +246,10 @@ async def open_core(
             too often; the body is cancelled.
     """
     config = config or CoreConfig()
-    async with open_store(data_dir, faults=store_faults) as store, trio.open_nursery() as nursery:
+    async with (
+        open_store(data_dir, faults=store_faults, full_text=full_text) as store,
+        trio.open_nursery() as nursery,
+    ):
         supervisor = Supervisor(config.max_restarts, config.max_seconds)
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
