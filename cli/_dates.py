@@ -26,13 +26,17 @@ _UNITS: Final = {"d": 1, "w": 7}
 _MAX_DAYS: Final = 36_525
 
 
+#: The clock every date is relative to; tests replace it with a fixed one.
+clock = time.time
+
+
 class DateError(ValueError):
     """A date the CLI cannot read; its message lists the accepted forms."""
 
 
 def today(now: float | None = None) -> str:
     """The local date, ``YYYY-MM-DD``, at ``now`` (seconds since the epoch; default: the clock)."""
-    return time.strftime("%Y-%m-%d", time.localtime(now))
+    return time.strftime("%Y-%m-%d", time.localtime(clock() if now is None else now))
 
 
 def resolve(text: str, now: float | None = None) -> str:
@@ -44,6 +48,8 @@ def resolve(text: str, now: float | None = None) -> str:
     Raises:
         DateError: ``text`` is no date form this CLI knows.
     """
+    if now is None:
+        now = clock()
     word = text.strip().lower()
     if len(word) == 10 and word[4] == word[7] == "-" and word.replace("-", "").isdigit():
         return word

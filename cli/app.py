@@ -18,7 +18,6 @@ pretty exceptions, and nothing imported that only some commands need.
 """
 
 import sys
-import time
 from collections.abc import Callable
 from typing import Annotated, Any, Final, NoReturn
 
@@ -115,8 +114,8 @@ def add(
     no_start: NoStart = False,
 ) -> None:
     """Add an entry to LIST and print its id."""
-    # time.strftime gives the local date without importing datetime.
-    fields = {"list": list_name, "title": title, "date": _date(date) or time.strftime("%Y-%m-%d"), "tags": tag}
+    # cli/_dates.py gives the local date without importing datetime.
+    fields = {"list": list_name, "title": title, "date": _date(date) or _dates.today(), "tags": tag}
     entry = _call("add", fields, socket, data_dir, timeout, no_start)
     _render.write(_render.dump_json(entry) if json else f"{entry['id']}\n")
 
