@@ -15,7 +15,7 @@ import pytest
 from todod import _query
 from todod._core import Core, open_core
 from todod._store import DB_NAME, SCHEMA_VERSION, open_store
-from todod.protocol import Invalid
+from todod.protocol import BadRequest, Invalid, parse_request
 
 D = datetime.date
 
@@ -280,3 +280,22 @@ async def test_migration_from_version_1_keeps_every_entry(data_dir: str) -> None
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+# --- the wire -----------------------------------------------------------------
+
+
+def test_find_request_fields_are_type_checked() -> None:
+    """`find` takes arrays of strings for lists and tags; anything else there is a bad request."""
+    request = parse_request(b'{"op":"find","lists":["a","b"],"tags":[],"done":false,"limit":3,"from":"2026-12-01"}')
+    assert request.args == {"lists": ["a", "b"], "tags": [], "done": False, "limit": 3, "from": "2026-12-01"}
+    bad_lines = (
+        b'{"op":"find","tags":"work"}',
+        b'{"op":"find","lists":[1]}',
+        b'{"op":"add","list":"a","title":"t","tags":[null]}',
+    )
+    for bad in bad_lines:
+        with pytest.raises(BadRequest, match="an array of strings"):
+            parse_request(bad)
+    with pytest.raises(BadRequest, match="has no field 'date'"):
+        parse_request(b'{"op":"find","date":"2026-12-01"}')
