@@ -223,3 +223,12 @@ def test_an_unknown_date_word_is_invalid_data(daemon: FakeDaemon) -> None:
     assert result.exit_code == 65
     assert result.stderr.startswith("todo: invalid: unknown date 'someday'; use one of: YYYY-MM-DD, today, tomorrow")
     assert daemon.requests == []
+
+
+def test_clean_fast_path_matches_the_escape_table() -> None:
+    """clean() skips printable text, and gives what the escape table gives for every character of the BMP."""
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        assert _render.clean(f"a{char}b") == f"a{char}b".translate(_render._ESCAPES), hex(code)

@@ -40,7 +40,7 @@ async def seed(core: Core) -> None:
 
 async def keys(core: Core, **filters: Any) -> list[tuple[str, int]]:
     found, _more = await core.find(**filters)
-    return [(name, entry.id) for name, entry in found]
+    return [(entry["list"], entry["id"]) for entry in found]
 
 
 @pytest.fixture(params=[True, False], ids=["fts5", "like-fallback"])
@@ -79,7 +79,7 @@ async def test_find_each_filter(data_dir: str, full_text: bool) -> None:
         assert await keys(core, tags=["nothing"]) == []
         assert await keys(core, search="party") == [("club", 1), ("home", 1)]
         found, more = await core.find(limit=2)
-        assert [(n, e.id) for n, e in found] == [("home", 2), ("work", 2)] and more
+        assert [(e["list"], e["id"]) for e in found] == [("home", 2), ("work", 2)] and more
         found, more = await core.find(limit=6)
         assert len(found) == 6 and not more
 
@@ -136,7 +136,7 @@ async def test_find_reads_the_store_without_waking_list_servers(data_dir: str) -
         await core.add("a", "first", D(2026, 12, 1))
         loads = core.statistics().lists_loaded
         found, _ = await core.find(search="first")
-        assert [e.title for _, e in found] == ["first"]
+        assert [e["title"] for e in found] == ["first"]
         await core.find(lists=["b", "c"])
         assert core.statistics().lists_loaded == loads
 
@@ -221,7 +221,7 @@ async def test_a_long_query_stops_at_its_deadline(data_dir: str) -> None:
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):
         _query.run_find(conn, _query.FindQuery(words=("ti",)), True, time.monotonic() - 1)
     found, more = _query.run_find(conn, _query.FindQuery(words=("title",), limit=3), True, time.monotonic() + 60)
-    assert [e.id for _, e in found] == [1, 2, 3] and more
+    assert [e["id"] for e in found] == [1, 2, 3] and more
     conn.close()
 
 
@@ -299,3 +299,15 @@ def test_find_request_fields_are_type_checked() -> None:
             parse_request(bad)
     with pytest.raises(BadRequest, match="has no field 'date'"):
         parse_request(b'{"op":"find","date":"2026-12-01"}')
+
+
+async def test_find_entries_are_the_entries_wire_form_with_their_list(data_dir: str, full_text: bool) -> None:
+    """Each entry found is exactly the entry's wire form (as `entries` gives it) with its list first."""
+    async with core_with(data_dir, full_text) as core:
+        await seed(core)
+        found, _ = await core.find()
+        for item in found:
+            entries = await core.entries(item["list"])
+            wire = next(e.to_wire() for e in entries if e.id == item["id"])
+            assert item == {"list": item["list"], **wire}
+            assert list(item) == ["list", *wire]

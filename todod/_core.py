@@ -137,7 +137,7 @@ class Core:
         tags: Iterable[str] = (),
         search: str | None = None,
         limit: int = MAX_FIND,
-    ) -> tuple[list[tuple[str, Entry]], bool]:
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Entries of all lists (or of ``lists``) matching every filter, from the committed state.
 
         It asks no list server: the store holds exactly what the servers have
@@ -145,8 +145,8 @@ class Core:
         this call (docs/ARCHITECTURE.md, "Queries across lists").
 
         Returns:
-            ``(list name, entry)`` pairs in date, list, id order, at most
-            ``limit``; and whether more entries matched.
+            The entries' wire forms, each with its ``"list"``, in date, list,
+            id order, at most ``limit``; and whether more entries matched.
 
         Raises:
             Invalid: a bad list name, tag, search text, range or limit.

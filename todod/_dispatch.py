@@ -66,7 +66,7 @@ class Dispatcher:
                     search=args.get("search"),
                     limit=args.get("limit", MAX_FIND),
                 )
-                return {"entries": [{"list": name, **e.to_wire()} for name, e in found], "more": more}
+                return {"entries": found, "more": more}
             case "status":
                 return {
                     "version": __version__,

@@ -436,12 +436,12 @@ class Store:
         result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
         return result
 
-    async def find(self, query: _query.FindQuery, time_limit: float) -> tuple[list[tuple[str, Entry]], bool]:
+    async def find(self, query: _query.FindQuery, time_limit: float) -> tuple[list[dict[str, Any]], bool]:
         """Entries of any list matching ``query``, from the committed state, through the read pool.
 
         Returns:
-            ``(list name, entry)`` pairs in date, list name, id order (at most
-            ``query.limit``), and whether more matched.
+            The entries' wire forms with their ``list``, in date, list name, id
+            order (at most ``query.limit``), and whether more matched.
 
         Raises:
             StoreError: the read failed.
@@ -449,14 +449,14 @@ class Store:
         """
         deadline = time.monotonic() + time_limit
 
-        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, Entry]], bool]:
+        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
             return _query.run_find(conn, query, self.text_index, deadline)
 
         # The scope bounds the wait for a reader; the deadline, checked by
         # SQLite's progress handler, bounds the query in its thread.
         with trio.move_on_after(time_limit):
             try:
-                result: tuple[list[tuple[str, Entry]], bool] = await self._read(read, "could not run the query")
+                result: tuple[list[dict[str, Any]], bool] = await self._read(read, "could not run the query")
             except StoreError:
                 if time.monotonic() <= deadline:
                     raise
