@@ -94,6 +94,7 @@ def build(data_dir: str, entries: int, lists: int, today: datetime.date) -> None
     conn.executemany(
         "INSERT INTO entries (list_id, id, date, title, done, tags) VALUES (?, ?, ?, ?, ?, ?)", rows()
     )
+    _query.flush_text_index(conn)  # as the store's writer does before each commit
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -216,6 +216,7 @@ async def test_a_long_query_stops_at_its_deadline(data_dir: str) -> None:
         "INSERT INTO entries (list_id, id, date, title, done) VALUES (1, ?, '2026-12-01', ?, 0)",
         ((i, f"title {i}") for i in range(1, 50_001)),
     )
+    _query.flush_text_index(conn)
     conn.commit()
     _query.prepare_reader(conn)
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):

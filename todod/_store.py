@@ -322,6 +322,8 @@ class Store:
             if removes:
                 conn.executemany(_DELETE, removes)
             conn.executemany("UPDATE lists SET next_id = ? WHERE id = ?", next_ids)
+            if self.text_index:  # the query step's hook: index the titles of this transaction
+                _query.flush_text_index(conn)
             conn.execute("COMMIT")
         except Exception as exc:
             self._list_ids.clear()  # ids of lists created in the failed transaction are void
