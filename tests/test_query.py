@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import sqlite3
 import time
@@ -11,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import trio
 
 from todod import _query
 from todod._core import Core, open_core
@@ -186,6 +188,8 @@ async def test_text_index_is_rebuilt_after_writes_made_without_it(data_dir: str)
         assert core.store.text_index
         assert await keys(core, search="without") == [("a", 1), ("a", 2)]
         assert await keys(core, search="kept") == []
+    entries, indexed, pending = text_index_rows(data_dir)
+    assert entries == indexed and pending == 0
 
 
 async def test_queries_use_the_indexes(data_dir: str) -> None:
@@ -312,3 +316,42 @@ async def test_find_entries_are_the_entries_wire_form_with_their_list(data_dir: 
             wire = next(e.to_wire() for e in entries if e.id == item["id"])
             assert item == {"list": item["list"], **wire}
             assert list(item) == ["list", *wire]
+
+
+def text_index_rows(data_dir: str) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]], int]:
+    """The (list, id, title) of the entries, of the text index joined through its keys, and the pending count."""
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    try:
+        entries = set(conn.execute("SELECT list_id, id, title FROM entries"))
+        indexed = set(
+            conn.execute(
+                "SELECT k.list_id, k.entry_id, t.title FROM entry_text_keys k JOIN entry_text t ON t.rowid = k.text_id"
+                " WHERE t.list_id = k.list_id AND t.entry_id = k.entry_id"
+            )
+        )
+        rows = conn.execute("SELECT count(*) FROM entry_text").fetchone()[0]
+        assert rows == len(indexed), "an FTS row without its key"
+        pending = conn.execute("SELECT count(*) FROM entry_text_pending").fetchone()[0]
+    finally:
+        conn.close()
+    return entries, indexed, pending
+
+
+async def test_text_index_follows_a_batch_of_adds_retitles_and_deletes(data_dir: str) -> None:
+    """Adds, retitles and deletes committed together leave the text index equal to the titles, nothing pending."""
+    async with core_with(data_dir) as core:
+        await seed(core)
+        async with trio.open_nursery() as nursery:  # concurrent calls: batched and grouped by the store
+            for n in range(30):
+                nursery.start_soon(core.add, f"l{n % 4}", f"title {n}", D(2026, 12, 1))
+        async with trio.open_nursery() as nursery:
+            for n in range(1, 8):
+                nursery.start_soon(functools.partial(core.update, "l1", n, title=f"renamed {n}"))
+            for n in range(1, 8):
+                nursery.start_soon(core.delete, "l2", n)
+        await core.update("l3", 1, done=True)  # not a title change: nothing to index
+        entries, indexed, pending = text_index_rows(data_dir)
+        assert entries == indexed and pending == 0
+        assert await keys(core, search="renamed") == [("l1", n) for n in range(1, 8)]
+        remaining = sorted(e.id for e in await core.entries("l2"))
+        assert [i for _, i in await keys(core, lists=["l2"], search="title")] == remaining

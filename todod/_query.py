@@ -12,8 +12,8 @@ The indexes behind a query:
 - ``entry_tags``, one row per tag of an entry, kept by triggers from the
   entries' ``tags`` column (a JSON array);
 - ``entry_text``, an FTS5 table with the trigram tokenizer over the titles,
-  and ``entry_text_keys`` from an entry to its row there, kept by triggers
-  (see ``_TEXT_TABLES`` on why the rowids are the table's own).  Where this SQLite
+  and ``entry_text_keys`` from an entry to its row there, brought up to date
+  at the end of each write transaction (see ``_TEXT_TABLES``).  Where this SQLite
   has no FTS5 or no trigram tokenizer, the triggers are left out and a search
   scans the titles with ``LIKE`` instead (same answers, slower).
 
