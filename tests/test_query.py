@@ -325,8 +325,8 @@ def text_index_rows(data_dir: str) -> tuple[set[tuple[int, int, str]], set[tuple
         entries = set(conn.execute("SELECT list_id, id, title FROM entries"))
         indexed = set(
             conn.execute(
-                "SELECT k.list_id, k.entry_id, t.title FROM entry_text_keys k JOIN entry_text t ON t.rowid = k.text_id"
-                " WHERE t.list_id = k.list_id AND t.entry_id = k.entry_id"
+                "SELECT e.list_id, e.id, t.title FROM entries e JOIN entry_text t ON t.rowid = e.text_id"
+                " WHERE t.list_id = e.list_id AND t.entry_id = e.id"
             )
         )
         rows = conn.execute("SELECT count(*) FROM entry_text").fetchone()[0]

@@ -12,8 +12,8 @@ The indexes behind a query:
 - ``entry_tags``, one row per tag of an entry, kept by triggers from the
   entries' ``tags`` column (a JSON array);
 - ``entry_text``, an FTS5 table with the trigram tokenizer over the titles,
-  and ``entry_text_keys`` from an entry to its row there, brought up to date
-  at the end of each write transaction (see ``_TEXT_TABLES``).  Where this SQLite
+  an entry's row there being its ``text_id``, brought up to date at the end
+  of each write transaction (see ``_TEXT_TABLES``).  Where this SQLite
   has no FTS5 or no trigram tokenizer, the triggers are left out and a search
   scans the titles with ``LIKE`` instead (same answers, slower).
 
@@ -41,6 +41,8 @@ from todod.protocol import MAX_FIND
 #: and is checked at every open by :func:`ensure_text_index`.
 MIGRATION_TAGS_AND_INDEXES: tuple[str, ...] = (
     "ALTER TABLE entries ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+    # The entry's row in the text index, when there is one (see _TEXT_TABLES).
+    "ALTER TABLE entries ADD COLUMN text_id INTEGER",
     "CREATE INDEX entries_by_date ON entries (date)",
     "CREATE INDEX entries_pending ON entries (date) WHERE done = 0",
     """CREATE TABLE entry_tags (
@@ -63,9 +65,9 @@ MIGRATION_TAGS_AND_INDEXES: tuple[str, ...] = (
     END""",
 )
 
-#: The text index: the titles in an FTS5 table (trigram tokenizer), a key
-#: table from an entry to its row there, and the entries whose title changed
-#: in the transaction being written.  The triggers only note a changed entry
+#: The text index: the titles in an FTS5 table (trigram tokenizer), whose
+#: row for an entry is ``entries.text_id``, and the entries whose title
+#: changed in the transaction being written.  The triggers only note a change
 #: in ``entry_text_pending``; :func:`flush_text_index` brings the FTS table up
 #: to date once, at the end of the same transaction.  An FTS5 insert made by a
 #: trigger runs in a statement savepoint, at which FTS5 writes out its buffer:
@@ -73,47 +75,41 @@ MIGRATION_TAGS_AND_INDEXES: tuple[str, ...] = (
 #: for one INSERT ... SELECT per transaction.  For the same reason the FTS
 #: rowids are the table's own, in insertion order, and not derived from the
 #: entry's key: FTS5 also writes out its buffer whenever a rowid is not above
-#: the last one (67 us a row in key order against 21 us in order).
+#: the last one (67 us a row in key order against 21 us in order).  The notes
+#: are appended to a rowid table and the FTS row's id kept in the entry's own
+#: row (already written in this transaction), so that the index adds no
+#: B-tree keyed by entry, whose random pages each commit would write.
 _TEXT_TABLES: tuple[str, ...] = (
     "CREATE VIRTUAL TABLE entry_text USING fts5(title, list_id UNINDEXED, entry_id UNINDEXED, tokenize='trigram')",
-    """CREATE TABLE entry_text_keys (
-        list_id INTEGER NOT NULL,
-        entry_id INTEGER NOT NULL,
-        text_id INTEGER NOT NULL,
-        PRIMARY KEY (list_id, entry_id)
-    ) WITHOUT ROWID""",
     """CREATE TABLE entry_text_pending (
         list_id INTEGER NOT NULL,
         entry_id INTEGER NOT NULL,
-        PRIMARY KEY (list_id, entry_id)
-    ) WITHOUT ROWID""",
+        old_text_id INTEGER
+    )""",
 )
-_MARK_NEW = "INSERT OR IGNORE INTO entry_text_pending (list_id, entry_id) VALUES (new.list_id, new.id)"
-_MARK_OLD = "INSERT OR IGNORE INTO entry_text_pending (list_id, entry_id) VALUES (old.list_id, old.id)"
+_NOTE = "INSERT INTO entry_text_pending (list_id, entry_id, old_text_id) VALUES"
 _TEXT_TRIGGERS: tuple[str, ...] = (
-    f"CREATE TRIGGER entry_text_insert AFTER INSERT ON entries BEGIN {_MARK_NEW}; END",
-    f"CREATE TRIGGER entry_text_delete AFTER DELETE ON entries BEGIN {_MARK_OLD}; END",
+    f"CREATE TRIGGER entry_text_insert AFTER INSERT ON entries BEGIN {_NOTE} (new.list_id, new.id, NULL); END",
+    f"CREATE TRIGGER entry_text_delete AFTER DELETE ON entries BEGIN {_NOTE} (old.list_id, old.id, old.text_id); END",
     "CREATE TRIGGER entry_text_update AFTER UPDATE OF title ON entries WHEN old.title IS NOT new.title "
-    f"BEGIN {_MARK_NEW}; END",
+    f"BEGIN {_NOTE} (new.list_id, new.id, old.text_id); END",
 )
+_NOTED = "(SELECT DISTINCT list_id, entry_id FROM entry_text_pending)"
 #: Run in order at the end of each write transaction: the old rows of the
 #: noted entries go, and their current titles (if they still exist) come in
 #: with new rowids above every existing one.
 _FLUSH_TEXT: tuple[str, ...] = (
-    """DELETE FROM entry_text WHERE rowid IN (
-        SELECT k.text_id FROM entry_text_pending p
-        JOIN entry_text_keys k ON k.list_id = p.list_id AND k.entry_id = p.entry_id
-    )""",
-    """DELETE FROM entry_text_keys WHERE (list_id, entry_id) IN (SELECT list_id, entry_id FROM entry_text_pending)""",
-    """INSERT INTO entry_text_keys (list_id, entry_id, text_id)
-        SELECT p.list_id, p.entry_id,
-            (SELECT coalesce(max(id), 0) FROM entry_text_content) + row_number() OVER (ORDER BY p.list_id, p.entry_id)
-        FROM entry_text_pending p JOIN entries e ON e.list_id = p.list_id AND e.id = p.entry_id""",
-    """INSERT INTO entry_text (rowid, title, list_id, entry_id)
-        SELECT k.text_id, e.title, e.list_id, e.id FROM entry_text_pending p
-        JOIN entry_text_keys k ON k.list_id = p.list_id AND k.entry_id = p.entry_id
+    "DELETE FROM entry_text WHERE rowid IN (SELECT old_text_id FROM entry_text_pending WHERE old_text_id IS NOT NULL)",
+    f"""UPDATE entries SET text_id = n.text_id FROM (
+        SELECT list_id, entry_id,
+            (SELECT coalesce(max(id), 0) FROM entry_text_content) + row_number() OVER (ORDER BY list_id, entry_id)
+            AS text_id
+        FROM {_NOTED}
+    ) AS n WHERE entries.list_id = n.list_id AND entries.id = n.entry_id""",
+    f"""INSERT INTO entry_text (rowid, title, list_id, entry_id)
+        SELECT e.text_id, e.title, e.list_id, e.id FROM {_NOTED} AS p
         JOIN entries e ON e.list_id = p.list_id AND e.id = p.entry_id
-        ORDER BY k.text_id""",
+        ORDER BY e.text_id""",
     "DELETE FROM entry_text_pending",
 )
 
@@ -175,19 +171,13 @@ def ensure_text_index(conn: sqlite3.Connection, enabled: bool) -> bool:
             conn.execute(f"DROP TRIGGER {name}")
         if usable:
             # Built afresh from the entries (FTS5 is there to drop the old table).
-            for table in ("entry_text", "entry_text_keys", "entry_text_pending"):
+            for table in ("entry_text", "entry_text_pending"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in _TEXT_TABLES:
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO entry_text_keys (list_id, entry_id, text_id) "
-                "SELECT list_id, id, row_number() OVER (ORDER BY list_id, id) FROM entries"
-            )
-            conn.execute(
-                "INSERT INTO entry_text (rowid, title, list_id, entry_id) "
-                "SELECT k.text_id, e.title, e.list_id, e.id FROM entry_text_keys k "
-                "JOIN entries e ON e.list_id = k.list_id AND e.id = k.entry_id ORDER BY k.text_id"
-            )
+            # Every entry noted as new: the flush gives each a row and an id.
+            conn.execute("INSERT INTO entry_text_pending (list_id, entry_id) SELECT list_id, id FROM entries")
+            flush_text_index(conn)
             for statement in _TEXT_TRIGGERS:
                 conn.execute(statement)
         conn.execute("COMMIT")
