@@ -226,12 +226,91 @@ def _scalar(value: object) -> str:
 
 
 def dump_json(result: object) -> str:
-    """The result as indented JSON, ASCII only (non-ASCII and controls as ``\\uXXXX``)."""
-    return json.dumps(result, indent=2) + "\n"
+    """The result as indented UTF-8 JSON (``grep Café`` finds it), terminal-safe.
+
+    Characters that :func:`clean` escapes in tables (C1 controls, bidi
+    overrides), line separators and lone surrogates are written as ``\\uXXXX``
+    escapes, which mean the same to a JSON reader; C0 controls json escapes itself.
+    """
+    return _json_safe(json.dumps(result, indent=2, ensure_ascii=False)) + "\n"
+
+
+def json_line(result: object) -> str:
+    """Like :func:`dump_json` but on one line: an error object on stderr."""
+    return _json_safe(json.dumps(result, ensure_ascii=False)) + "\n"
+
+
+_JSON_ESCAPES: dict[int, str] = {}
+
+
+def _json_safe(text: str) -> str:
+    if text.isascii():
+        return text
+    if not _JSON_ESCAPES:  # built on the first non-ASCII output only
+        unsafe = (*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+        _JSON_ESCAPES.update({c: f"\\u{c:04x}" for c in (*unsafe, *range(0xD800, 0xE000))})
+    return text.translate(_JSON_ESCAPES)
+
+
+class OutputError(Exception):
+    """The output could not be written (a full disk, a closed stdout).
+
+    ``quiet`` is set for a reader that went away (``| head``): nothing to report.
+    """
+
+    def __init__(self, message: str, *, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.quiet = quiet
 
 
 def write(text: str) -> None:
-    """Write ``text`` to stdout in one call."""
-    if text:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    """Write ``text`` to stdout in one call and flush it.
+
+    Raises:
+        OutputError: stdout is closed or the write failed.  stdout is then
+            pointed at /dev/null, so that the interpreter's own flush at exit
+            fails no second time.
+    """
+    if not text:
+        return
+    stream = sys.stdout
+    if stream is None:  # started with fd 1 closed
+        raise OutputError("cannot write the output: stdout is closed")
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _silence(stream)
+        raise OutputError("cannot write the output: the reader closed the pipe", quiet=True) from None
+    except (OSError, ValueError) as exc:
+        _silence(stream)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OutputError(f"cannot write the output: {reason}") from None
+
+
+def write_error(code: str, message: str, as_json: bool) -> None:
+    """Write one error to stderr: ``todo: <code>: <message>``, or with ``as_json`` a JSON error object.
+
+    A stderr that fails too is ignored: the exit code is all that is left.
+    """
+    if as_json:
+        line = json_line({"error": {"code": code, "message": message}})
+    else:
+        line = f"todo: {code.replace('_', ' ')}: {clean(message)}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _silence(stream: object) -> None:
+    import os
+
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass

@@ -327,3 +327,25 @@ def test_update_adds_and_removes_tags_within_the_limit() -> None:
     with pytest.raises(Invalid, match="at most 16 tags"):
         validate_tags([f"t{i}" for i in range(17)])
     assert len(validate_tags([f"t{i}" for i in range(16)] + ["T0"])) == 16
+
+
+@pytest.mark.parametrize("name", ["  home", "home  ", "\thome\u3000"])
+def test_validate_list_name_strips(name: str) -> None:
+    """List names are stripped of surrounding white space, like titles."""
+    assert validate_list_name(name) == "home"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\u200b", "\u200b\u200d", "\u3164", "\u2800", "\u0301", "\ufeff "])
+def test_blank_names_and_titles_are_refused(blank: str) -> None:
+    """A list name or title of only white space or invisible characters is refused."""
+    with pytest.raises(Invalid):
+        validate_list_name(blank)
+    with pytest.raises(Invalid):
+        validate_title(blank)
+
+
+@pytest.mark.parametrize("text", ["a\u200b", "\u200bé", "日本", "\u0301e"])
+def test_text_with_a_visible_character_is_accepted(text: str) -> None:
+    """One visible character is enough, invisible ones around it are kept."""
+    assert validate_list_name(text) == text
+    assert validate_title(text) == text

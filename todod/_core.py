@@ -82,16 +82,20 @@ class Core:
     registry: Registry
     supervisor: Supervisor
 
+    # List names are stripped here, where titles are: the registry then sees
+    # the one name a list is stored under (it validates names again itself).
+
     async def add(
         self, list_name: str, title: str, date: datetime.date, tags: Iterable[str] = ()
     ) -> Entry:
+        list_name = validate_list_name(list_name)
         result: Entry = await self.registry.call(
             list_name, AddEntry(date, validate_title(title), validate_tags(tags))
         )
         return result
 
     async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
-        result: tuple[Entry, ...] = await self.registry.call(list_name, GetEntries(date))
+        result: tuple[Entry, ...] = await self.registry.call(validate_list_name(list_name), GetEntries(date))
         return result
 
     async def update(
@@ -105,6 +109,7 @@ class Core:
         tag: Iterable[str] = (),
         untag: Iterable[str] = (),
     ) -> Entry:
+        list_name = validate_list_name(list_name)
         if title is not None:
             title = validate_title(title)
         result: Entry = await self.registry.call(
@@ -113,7 +118,7 @@ class Core:
         return result
 
     async def delete(self, list_name: str, entry_id: int) -> Entry:
-        result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id))
+        result: Entry = await self.registry.call(validate_list_name(list_name), DeleteEntry(entry_id))
         return result
 
     async def lists(self) -> list[tuple[str, int]]:

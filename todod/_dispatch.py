@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -20,11 +20,19 @@ from todod.protocol import MAX_FIND, PROTOCOL_VERSION, BadRequest, Request
 class Dispatcher:
     """Turns requests into core calls and results into wire values.
 
-    ``extra_status`` adds the socket server's own figures to ``status``.
+    ``extra_status`` adds the socket server's own figures to ``status``;
+    ``paths`` (the socket, the data directory, the database file) are shown
+    there too.  ``on_stop`` is called by the ``stop`` op after its answer is
+    ready: the entry point then shuts down cleanly, and the answer is sent
+    first, like every response in flight.  Only peers with the daemon's own
+    uid or root reach the dispatcher at all (the socket server refuses the
+    rest), so ``stop`` needs no check of its own.
     """
 
     core: Core
     extra_status: Callable[[], dict[str, Any]] = attrs.field(default=dict)
+    paths: Mapping[str, str] = attrs.field(factory=dict)
+    on_stop: Callable[[], None] = attrs.field(default=lambda: None)
     started_at: float = attrs.field(factory=trio.current_time)
 
     async def __call__(self, request: Request) -> Any:
@@ -73,8 +81,12 @@ class Dispatcher:
                     "protocol": PROTOCOL_VERSION,
                     "pid": os.getpid(),
                     "uptime": round(trio.current_time() - self.started_at, 3),
+                    **self.paths,
                     "stats": {**self.core.statistics().to_wire(), **self.extra_status()},
                 }
+            case "stop":
+                self.on_stop()
+                return {"pid": os.getpid()}
         raise BadRequest(f"unknown op {request.op!r}")  # parse_request lets only known ops through
 
 

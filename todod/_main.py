@@ -1,6 +1,7 @@
 """The ``todod`` entry point: run the daemon in the foreground.
 
-Exit status: 0 after a clean stop (SIGTERM/SIGINT); 1 when it cannot start
+Exit status: 0 after a clean stop (SIGTERM/SIGINT, the ``stop`` op, or its
+socket file deleted or replaced: see todod/_watch.py); 1 when it cannot start
 (another todod runs, the data cannot be opened); 2 for a bad option; 70 when a
 permanent child crashed more often than its restart intensity allows, so that
 the service manager restarts the whole daemon.
@@ -26,9 +27,10 @@ from todod._core import Core, CoreConfig, open_core
 from todod._dispatch import Dispatcher
 from todod._server import AddEntry, Op, ServerConfig, ServerFaults, UpdateEntry
 from todod._socket import AlreadyRunning, BoundSocket, SocketConfig, SocketServer, adopt_socket, bind_unix
-from todod._store import StoreError, StoreFaults
+from todod._store import DB_NAME, StoreError, StoreFaults
 from todod._supervisor import ChildSpec, Restart, SupervisorEscalation
 from todod._systemd import listen_fds, notify, run_watchdog, watchdog_interval
+from todod._watch import FileIdentity, socket_file_identity, watch_socket_file
 from todod.paths import UnsafeDirectory, resolve_data_dir, resolve_socket
 
 log = logging.getLogger("todod")
@@ -205,10 +207,13 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
         # (two CLIs auto-starting), the loser stops here and touches no data.
         bound = _listening_socket(socket_path)
         try:
+            # Taken at once: a file deleted while the store opens is noticed too.
+            identity = None if bound.path is None else socket_file_identity(bound.path)
+            where = _Where(bound.path or str(bound.sock.getsockname()), identity, data_dir)
             async with open_core(
                 data_dir, CoreConfig(server=server_config), store_faults=store_faults, server_faults=server_faults
             ) as core:
-                await _serve(core, bound, socket_config, signals)
+                await _serve(core, bound, socket_config, signals, where)
         finally:
             bound.close()
     log.info("stopped cleanly")
@@ -224,10 +229,34 @@ def _listening_socket(socket_path: str) -> BoundSocket:
     return bound
 
 
+@attrs.frozen
+class _Where:
+    """Where this daemon is: its socket (and the file's identity, to watch it) and its data."""
+
+    socket: str
+    identity: FileIdentity | None  # None for a socket passed by systemd: not watched
+    data_dir: str
+
+
 async def _serve(
-    core: Core, bound: BoundSocket, config: SocketConfig, signals: AsyncIterator[int]
+    core: Core, bound: BoundSocket, config: SocketConfig, signals: AsyncIterator[int], where: _Where
 ) -> None:
-    dispatcher = Dispatcher(core)
+    stopping = trio.Event()
+
+    def stop(reason: str) -> None:
+        if not stopping.is_set():
+            log.info("%s; stopping", reason)
+            stopping.set()
+
+    dispatcher = Dispatcher(
+        core,
+        paths={
+            "socket": where.socket,
+            "data_dir": where.data_dir,
+            "database": os.path.join(where.data_dir, DB_NAME),
+        },
+        on_stop=functools.partial(stop, "a client asked to stop"),
+    )
     server = SocketServer(dispatcher, config)
     dispatcher.extra_status = lambda: {
         "connections": server.stats.connections,
@@ -259,14 +288,25 @@ async def _serve(
         await core.supervisor.start_child(
             ChildSpec("watchdog", functools.partial(run_watchdog, interval, healthy, status))
         )
+    # Three ways to stop, one shutdown: a signal, the `stop` op, a lost socket file.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_wait_signal, signals, stop)
+        if bound.path is not None and where.identity is not None:
+            nursery.start_soon(watch_socket_file, bound.path, where.identity, stop)
+        await stopping.wait()
+        nursery.cancel_scope.cancel()
+    notify("STOPPING=1")
+    await server.shutdown()
+
+
+async def _wait_signal(signals: AsyncIterator[int], stop: Callable[[str], None]) -> None:
+    """Call ``stop`` on the first SIGTERM or SIGINT; log and ignore SIGHUP."""
     async for signum in signals:
         if signum == signal.SIGHUP:
             log.info("SIGHUP: nothing to reload (configuration is read at start; logs go to stderr)")
             continue
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        break
-    notify("STOPPING=1")
-    await server.shutdown()
+        stop(f"received {signal.Signals(signum).name}")
+        return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

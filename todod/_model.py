@@ -41,8 +41,23 @@ def _has_surrogate(text: str) -> bool:
     return not text.isprintable() and any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
+#: Characters that show nothing although they are neither white space nor
+#: format characters (Cf): Hangul fillers and the blank Braille pattern, the
+#: usual ways to make a "blank" name that str.strip() keeps.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _invisible(text: str) -> bool:
+    """Whether ``text`` (already stripped) shows nothing: only format, combining or blank characters."""
+    if text.isascii():
+        return False  # a stripped, non-empty ASCII text has a visible character or a control (refused)
+    return all(
+        ch in _BLANKS or ch.isspace() or unicodedata.category(ch) in ("Cf", "Mn", "Me", "Cc", "Zs") for ch in text
+    )
+
+
 def validate_title(title: str) -> str:
-    """Return the title stripped; raise :class:`Invalid` unless it is one clean line."""
+    """Return the title stripped; raise :class:`Invalid` unless it is one clean, visible line."""
     stripped = title.strip()
     if not stripped:
         raise Invalid("a title must not be empty")
@@ -52,12 +67,17 @@ def validate_title(title: str) -> str:
         raise Invalid("a title must be one line without control characters")
     if _has_surrogate(stripped):
         raise Invalid("a title must be valid Unicode (it holds a lone surrogate)")
+    if _invisible(stripped):
+        raise Invalid("a title must have a visible character (it is only white space or invisible characters)")
     return stripped
 
 
 def validate_list_name(name: str) -> str:
-    """Return the list name unchanged; raise :class:`Invalid` unless it is allowed."""
-    if not 1 <= len(name) <= MAX_LIST_NAME:
+    """Return the list name stripped, like a title; raise :class:`Invalid` unless it is allowed."""
+    name = name.strip()
+    if not name:
+        raise Invalid("a list name must not be empty or only white space")
+    if len(name) > MAX_LIST_NAME:
         raise Invalid(f"a list name is 1 to {MAX_LIST_NAME} characters (got {len(name)})")
     if "/" in name:
         raise Invalid("a list name must not contain '/'")
@@ -65,6 +85,8 @@ def validate_list_name(name: str) -> str:
         raise Invalid("a list name must not contain control characters")
     if _has_surrogate(name):
         raise Invalid("a list name must be valid Unicode (it holds a lone surrogate)")
+    if _invisible(name):
+        raise Invalid("a list name must have a visible character (it is only invisible characters)")
     return name
 
 

@@ -126,6 +126,9 @@ def bind_unix(path: str, backlog: int = 4096) -> BoundSocket:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyRunning(f"another todod holds {path}.lock") from None
+        # Who holds the lock, for a `todo` that finds the socket file gone.
+        os.ftruncate(lock_fd, 0)
+        os.write(lock_fd, f"{os.getpid()}\n".encode())
         _remove_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:

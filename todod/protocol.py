@@ -149,6 +149,7 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
         "search": (str, False),
         "limit": (int, False),
     },
+    "stop": {},
 }
 
 #: At most this many entries in one ``find`` answer (its ``limit`` defaults to
