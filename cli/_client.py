@@ -17,10 +17,13 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Final
 
 from cli import _procs
 from todod import paths, protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 #: How long an auto-started daemon may take to answer ``hello``.  It opens
 #: SQLite and binds the socket in well under a second; ten seconds leaves room

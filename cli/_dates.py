@@ -12,7 +12,10 @@ purpose (``python -X importtime``).
 from __future__ import annotations
 
 import time
-from typing import Final
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from typing import Final
 
 #: What :func:`resolve` accepts, for error messages and help.
 FORMS: Final = "YYYY-MM-DD, today, tomorrow, yesterday, +Nd, -Nd, +Nw, -Nw (N days or weeks from today), mon..sun"

@@ -12,7 +12,10 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from typing import Any
 
 # Every C0 and C1 control character (Unicode category Cc), plus the bidi
 # embedding, override and isolate characters, which can make a line display in

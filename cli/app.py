@@ -4,110 +4,102 @@ Every command takes the connection options (``--json``, ``--socket``,
 ``--data-dir``, ``--timeout``, ``--no-start``) itself, so they go after the
 command name: ``todo add --json home buy milk``.
 
-Exit codes (names from sysexits.h):
-
-- 0: success.
-- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
-- 2: usage error (from Typer, or an empty ``--date``, a bad ``--timeout`` or id).
-- 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
-- 69 (EX_UNAVAILABLE): no daemon answers and none could be started, it hung up,
-  or it cannot be trusted (another user's socket directory or process).
-- 74 (EX_IOERR): the command was done but its output could not be written.
-- 75 (EX_TEMPFAIL): no answer in time (``--timeout``, the daemon's ``timeout``,
-  a full listen backlog).
-
-Every error is one line on stderr, ``todo: <code>: <message>``, or with
-``--json`` one JSON object ``{"error": {"code": ..., "message": ...}}``; the
-codes are the protocol's plus ``usage`` and ``io_error``.
-
-Start time is the point of this module's shape: Typer without completion or
-pretty exceptions, and nothing imported that only some commands need.
+This module is the definition of the command line: its names, arguments,
+options, help, usage errors and shell completion.  The command bodies live in
+``cli._commands`` (exit codes and error lines there), and the parameter types
+in ``cli._params``, shared with the fast path of ``cli._main``, which runs
+everyday command lines without importing Typer after parsing them by the
+table that ``cli._gen`` derives from this app.  After changing a command or
+option here, run ``python -m cli._gen``.
 """
 
-import gc
+import functools
 import sys
-import time
 from collections.abc import Callable
-from typing import Annotated, Any, Final, NoReturn
+from typing import Annotated, Any, Final
 
-from cli import _client, _dates, _lazy, _procs, _render
-from todod import __version__, paths, protocol
+from cli import _commands, _lazy, _params
+from cli._commands import (
+    DEFAULT_TIMEOUT,
+    EX_DATAERR,
+    EX_ERROR,
+    EX_IOERR,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    exit_code,
+)
+from cli._params import MAX_TIMEOUT
+from todod import __version__, protocol
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
-# until used, 7-14 ms of a ~145 ms `todo add` here: see cli/_lazy.py.
+# until used, 7-14 ms of every Typer run (help, usage errors, each completion
+# request of the shell): see cli/_lazy.py.
 with _lazy.deferred_imports():
     import typer
 
     from cli import _usage  # imports Typer too: inside the block
 
 
-EX_ERROR: Final = 1
-EX_USAGE: Final = 2
-EX_DATAERR: Final = 65
-EX_UNAVAILABLE: Final = 69
-EX_IOERR: Final = 74
-EX_TEMPFAIL: Final = 75
-
-_EXIT_BY_CODE: Final = {
-    protocol.ErrorCode.INVALID: EX_DATAERR,
-    protocol.ErrorCode.BAD_REQUEST: EX_DATAERR,
-    protocol.ErrorCode.TOO_LARGE: EX_DATAERR,
-    protocol.ErrorCode.TIMEOUT: EX_TEMPFAIL,
-}
-
-#: Seconds for one whole exchange with the daemon.  Requests take
-#: milliseconds; the daemon's own deadlines are shorter than this, so a
-#: timeout here means the daemon is stuck, not slow.
-DEFAULT_TIMEOUT: Final = 10.0
-
-#: The longest ``--timeout``: an hour.  Requests take milliseconds and the
-#: daemon's own deadlines are seconds, so a longer wait is a typo (``1e12``),
-#: and a socket timeout must fit the kernel's timeval.
-MAX_TIMEOUT: Final = 3600.0
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EX_DATAERR",
+    "EX_ERROR",
+    "EX_IOERR",
+    "EX_TEMPFAIL",
+    "EX_UNAVAILABLE",
+    "EX_USAGE",
+    "MAX_TIMEOUT",
+    "app",
+    "exit_code",
+    "main",
+]
 
 app = typer.Typer(
     name="todo",
     help="Keep to-do lists in the todod daemon (started on first use).",
-    add_completion=False,
+    # `todo --install-completion` / `--show-completion`; the completion
+    # requests themselves (_TODO_COMPLETE set) are run by Typer, never by the fast path.
+    add_completion=True,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
 )
 
 
-def _entry_id(value: str | int) -> int:
-    """An entry id: ASCII digits only (no ``+3``, `` 3``, ``1_0``, no other script's digits), at most 2^63-1."""
-    text = str(value)
-    if not (text.isascii() and text.isdigit()):
-        raise typer.BadParameter(f"an entry id is a number written with the digits 0-9 (got {text!r})")
-    if len(text.lstrip("0")) > len(str(protocol.MAX_INT)) or int(text) > protocol.MAX_INT:
-        raise typer.BadParameter(f"an entry id is at most {protocol.MAX_INT} (got {text[:40]})")
-    return int(text)
+def _parser(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
+    """A ``cli._params`` function as a Typer ``parser=``: its ValueError becomes Typer's usage error.
+
+    The wrapper keeps the function as ``__wrapped__``, which ``cli._gen``
+    records so that the fast path calls the function itself.
+    """
+
+    @functools.wraps(parse)
+    def typer_parse(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    if name is not None:
+        typer_parse.__name__ = name  # what --help shows as its type
+    return typer_parse
 
 
-_entry_id.__name__ = "integer"  # what --help shows as its type
+def _complete_list(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The daemon's list names for shell completion (on ``--socket`` if given so far)."""
+    socket = ctx.params.get("socket")
+    return _commands.list_names(socket if isinstance(socket, str) else None, incomplete)
 
 
-def _timeout(value: str | float) -> float:
-    """A ``--timeout``: a number of seconds above 0 and at most :data:`MAX_TIMEOUT` (not nan or inf)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a number of seconds") from None
-    if not 0 < seconds <= MAX_TIMEOUT:  # also false for nan
-        raise typer.BadParameter(f"a timeout is above 0 and at most {MAX_TIMEOUT:g} seconds (got {value})")
-    return seconds
-
-
-def _date(value: str) -> str:
-    """A ``--date`` as given, but never empty: a script's empty variable must not mean "today"."""
-    if not value.strip():
-        raise typer.BadParameter(f"a date must not be empty ({_DATE_HELP[:-1]}); leave the option out for none")
-    return value
-
-
-ListName = Annotated[str, typer.Argument(metavar="LIST", help="The list's name.", show_default=False)]
+ListName = Annotated[
+    str,
+    typer.Argument(metavar="LIST", help="The list's name.", show_default=False, autocompletion=_complete_list),
+]
 EntryId = Annotated[
-    int, typer.Argument(metavar="ID", parser=_entry_id, help="The entry's id.", show_default=False)
+    int,
+    typer.Argument(
+        metavar="ID", parser=_parser(_params.entry_id, "integer"), help="The entry's id.", show_default=False
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Socket = Annotated[
@@ -134,7 +126,7 @@ Timeout = Annotated[
     typer.Option(
         "--timeout",
         metavar="SECONDS",
-        parser=_timeout,
+        parser=_parser(_params.timeout),
         help=f"Give up after this long (at most {MAX_TIMEOUT:g}).",
     ),
 ]
@@ -157,8 +149,7 @@ _DATE_HELP: Final = "YYYY-MM-DD, today, tomorrow, yesterday, +3d, -2d, +1w or mo
 
 def _version(value: bool) -> None:
     if value:
-        _write(f"todo {__version__}\n", False)
-        raise typer.Exit()
+        raise typer.Exit(_commands.output(f"todo {__version__}\n", False))
 
 
 @app.callback()
@@ -185,7 +176,7 @@ def add(
         typer.Option(
             "--date",
             metavar="DATE",
-            parser=_date,
+            parser=_parser(_params.date),
             help="The entry's date (default: today): " + _DATE_HELP,
             show_default=False,
         ),
@@ -198,11 +189,7 @@ def add(
     no_start: NoStart = False,
 ) -> None:
     """Add an entry to LIST and print its id."""
-    # cli/_dates.py gives the local date without importing datetime.
-    day = _resolve_date(date, json) or _dates.today()
-    fields = {"list": list_name, "title": " ".join(title), "date": day, "tags": tag}
-    entry = _call("add", fields, socket, data_dir, timeout, no_start, json)
-    _write(_render.dump_json(entry) if json else f"{entry['id']}\n", json)
+    _run(_commands.add, locals())
 
 
 @app.command()
@@ -213,7 +200,7 @@ def entries(
         typer.Option(
             "--date",
             metavar="DATE",
-            parser=_date,
+            parser=_parser(_params.date),
             help="Only the entries of this date: " + _DATE_HELP,
             show_default=False,
         ),
@@ -225,12 +212,7 @@ def entries(
     no_start: NoStart = False,
 ) -> None:
     """Show the entries of LIST."""
-    deadline = time.monotonic() + timeout
-    fields = {"list": list_name, "date": _resolve_date(date, json)}
-    result = _call("entries", fields, socket, data_dir, timeout, no_start, json)
-    if not result and not json:
-        _note_missing_list(list_name, socket, deadline)
-    _write(_render.dump_json(result) if json else _render.entries(result), json)
+    _run(_commands.entries, locals())
 
 
 @app.command("list")
@@ -242,8 +224,7 @@ def list_(
     no_start: NoStart = False,
 ) -> None:
     """Show every list and how many entries it has."""
-    result = _call("lists", {}, socket, data_dir, timeout, no_start, json)
-    _write(_render.dump_json(result) if json else _render.lists(result), json)
+    _run(_commands.list_, locals())
 
 
 @app.command()
@@ -253,7 +234,9 @@ def update(
     title: Annotated[str | None, typer.Option("--title", help="A new title.", show_default=False)] = None,
     date: Annotated[
         str | None,
-        typer.Option("--date", metavar="DATE", parser=_date, help="A new date: " + _DATE_HELP, show_default=False),
+        typer.Option(
+            "--date", metavar="DATE", parser=_parser(_params.date), help="A new date: " + _DATE_HELP, show_default=False
+        ),
     ] = None,
     done: Annotated[
         bool | None,
@@ -271,19 +254,7 @@ def update(
     no_start: NoStart = False,
 ) -> None:
     """Change the title, date, done mark or tags of entry ID in LIST."""
-    if title is None and date is None and done is None and not tag and not untag:
-        raise typer.BadParameter("nothing to change: give --title, --date, --done, --undone, --tag or --untag")
-    fields = {
-        "list": list_name,
-        "entry": entry_id,
-        "title": title,
-        "date": _resolve_date(date, json),
-        "done": done,
-        "tag": tag or None,
-        "untag": untag or None,
-    }
-    entry = _call("update", fields, socket, data_dir, timeout, no_start, json)
-    _write(_render.dump_json(entry) if json else _render.entries([entry]), json)
+    _run(_commands.update, locals())
 
 
 @app.command()
@@ -297,8 +268,7 @@ def delete(
     no_start: NoStart = False,
 ) -> None:
     """Delete entry ID from LIST and show what it was."""
-    entry = _call("delete", {"list": list_name, "entry": entry_id}, socket, data_dir, timeout, no_start, json)
-    _write(_render.dump_json(entry) if json else _render.entries([entry]), json)
+    _run(_commands.delete, locals())
 
 
 @app.command()
@@ -310,12 +280,18 @@ def find(
     date_from: Annotated[
         str | None,
         typer.Option(
-            "--from", metavar="DATE", parser=_date, help="Dated on or after: " + _DATE_HELP, show_default=False
+            "--from",
+            metavar="DATE",
+            parser=_parser(_params.date),
+            help="Dated on or after: " + _DATE_HELP,
+            show_default=False,
         ),
     ] = None,
     date_to: Annotated[
         str | None,
-        typer.Option("--to", metavar="DATE", parser=_date, help="Dated on or before DATE.", show_default=False),
+        typer.Option(
+            "--to", metavar="DATE", parser=_parser(_params.date), help="Dated on or before DATE.", show_default=False
+        ),
     ] = None,
     pending: Annotated[bool, typer.Option("--pending", help="Only entries not done.")] = False,
     done: Annotated[bool, typer.Option("--done", help="Only entries done.")] = False,
@@ -352,19 +328,7 @@ def find(
     no_start: NoStart = False,
 ) -> None:
     """Find entries across lists, in date order, then list, then id."""
-    if pending and done:
-        raise typer.BadParameter("--pending and --done exclude each other")
-    fields = {
-        "lists": list_names or None,
-        "from": _resolve_date(date_from, json),
-        "to": _resolve_date(date_to, json),
-        "done": True if done else False if pending else None,
-        "tags": tag or None,
-        "search": search,
-        "limit": limit,
-    }
-    result = _query(fields, socket, data_dir, timeout, no_start, json)
-    _found(result, json, _render.found)
+    _run(_commands.find, locals())
 
 
 @app.command()
@@ -376,27 +340,7 @@ def today(
     no_start: NoStart = False,
 ) -> None:
     """Show what is pending and due today or overdue, across all lists, overdue first."""
-    day = _dates.today()
-    result = _query({"to": day, "done": False}, socket, data_dir, timeout, no_start, json)
-    _found(result, json, lambda items: _render.agenda(items, day, _render.use_color(sys.stdout)))
-
-
-def _query(
-    fields: dict[str, Any], socket: str | None, data_dir: str | None, timeout: float, no_start: bool, json: bool
-) -> Any:
-    """Make a ``find`` request, whose answer can hold thousands of entries."""
-    # Decoding and laying out 10,000 entries makes some 100,000 objects;
-    # frozen, the objects of the start (Typer's) are no longer walked by
-    # every full collection that their allocation triggers.
-    gc.freeze()
-    return _call("find", fields, socket, data_dir, timeout, no_start, json)
-
-
-def _found(result: Any, json: bool, render: Callable[[Any], str]) -> None:
-    items = result["entries"]
-    _write(_render.dump_json(items) if json else render(items), json)
-    if result.get("more"):
-        _note(f"showing the first {len(items)} entries; more match (narrow the query or raise --limit)")
+    _run(_commands.today, locals())
 
 
 @app.command()
@@ -408,8 +352,7 @@ def status(
     no_start: NoStart = False,
 ) -> None:
     """Show the daemon's version, uptime, socket, data and statistics."""
-    result = _call("status", {}, socket, data_dir, timeout, no_start, json)
-    _write(_render.dump_json(result) if json else _render.status(result), json)
+    _run(_commands.status, locals())
 
 
 @app.command()
@@ -419,143 +362,28 @@ def stop(
     timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Stop the daemon cleanly and wait until it has exited (never starts one)."""
-    deadline = time.monotonic() + timeout
-    socket_path = paths.resolve_socket(socket)
-    try:
-        result = _client.request("stop", {}, socket_path=socket_path, timeout=timeout, data_dir=None)
-    except _client.NotRunning:
-        if not json:
-            _note(f"no daemon at {socket_path}; nothing to stop")
-        _write(_render.dump_json({"pid": None}) if json else "", json)
-        return
-    except protocol.TodoError as exc:
-        _fail(exc, json)
-    pid = result.get("pid") if isinstance(result, dict) else None
-    if isinstance(pid, int) and not _procs.wait_exited(pid, deadline):
-        _fail(protocol.Timeout(f"todod (pid {pid}) is stopping but has not exited within {timeout:g} s"), json)
-    _write(_render.dump_json({"pid": pid}) if json else f"stopped todod (pid {pid})\n", json)
+    _run(_commands.stop, locals())
 
 
-def _resolve_date(text: str | None, json: bool) -> str | None:
-    """A date option resolved to ISO (relative words in local time); an unknown form exits 65."""
-    if text is None:
-        return None
-    try:
-        return _dates.resolve(text)
-    except _dates.DateError as exc:
-        _fail(protocol.Invalid(str(exc)), json)
+def _run(body: Callable[..., int], params: dict[str, Any]) -> None:
+    """Run a command's body from ``cli._commands`` with the parameters Typer parsed.
 
-
-def _call(
-    op: str,
-    fields: dict[str, Any],
-    socket: str | None,
-    data_dir: str | None,
-    timeout: float,
-    no_start: bool,
-    json: bool = False,
-) -> Any:
-    """Make the request; on an error, print it to stderr and exit with its code."""
-    try:
-        return _client.request(
-            op,
-            fields,
-            socket_path=paths.resolve_socket(socket),
-            timeout=timeout,
-            data_dir=None if no_start else paths.resolve_data_dir(data_dir),
-        )
-    except protocol.TodoError as exc:
-        _fail(exc, json)
-
-
-def _note_missing_list(list_name: str, socket: str | None, deadline: float) -> None:
-    """Tell a person on stderr that ``list_name`` does not exist, with near names if any.
-
-    Best effort, within what is left of the command's ``--timeout``
-    (``deadline``): the ``lists`` request it needs is only made for an empty
-    result, and if it fails the note is left out.
+    The callbacks pass their ``locals()``: their parameter names are the
+    body's, as the fast path relies on (``cli/_table.py`` records them).
     """
-    left = deadline - time.monotonic()
-    if left <= 0:
-        return
     try:
-        lists = _client.request("lists", {}, socket_path=paths.resolve_socket(socket), timeout=left, data_dir=None)
-    except protocol.TodoError:
-        return
-    names = [item["name"] for item in lists if isinstance(item, dict) and isinstance(item.get("name"), str)]
-    if list_name in names:
-        return
-    import difflib  # only for this note
-
-    near = difflib.get_close_matches(list_name, names, n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(repr(_render.clean(n)) for n in near)}?)" if near else ""
-    _note(f"no list {_render.clean(list_name)!r}{hint}")
-
-
-def _note(message: str) -> None:
-    """One ``todo: ...`` line on stderr that is not an error (the exit code stays 0)."""
-    try:
-        sys.stderr.write(f"todo: {message}\n")
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def _write(text: str, json: bool) -> None:
-    """Print a command's output; if stdout fails, report it and exit 74 (the command was done)."""
-    try:
-        _render.write(text)
-    except _render.OutputError as exc:
-        if exc.quiet:
-            raise typer.Exit(EX_IOERR) from None
-        _error("io_error", str(exc), EX_IOERR, json)
-
-
-def _fail(exc: protocol.TodoError, json: bool = False) -> NoReturn:
-    _error(exc.code, exc.message, exit_code(exc), json)
-
-
-def _error(code: str, message: str, status: int, json: bool) -> NoReturn:
-    """Print one error (a line, or with ``--json`` a JSON object) on stderr and exit with ``status``."""
-    _render.write_error(code, message, json)
-    raise typer.Exit(status) from None
-
-
-def exit_code(exc: protocol.TodoError) -> int:
-    """The exit code for an error: see the module docstring."""
-    if isinstance(exc, _client.Unreachable):
-        return EX_UNAVAILABLE
-    return _EXIT_BY_CODE.get(exc.code, EX_ERROR)
+        code = body(**params)
+    except _commands.UsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The ``todo`` console script.
+    """Run the Typer app on ``argv`` (default: ``sys.argv[1:]``): the slow path of ``todo``.
 
-    Typer turns every command's signature into a click command on each run
-    (about 2 ms a command here).  When the first argument names a command,
-    only that one is built, as a one-command app that Typer runs as its root;
-    anything else (``todo``, ``todo --help``, a misspelt command) gets the
-    whole app, so help and usage errors are unchanged.
+    A usage error is one ``todo: usage: ...`` line (``cli._usage``).  The
+    ``todo`` console script is ``cli._main:main``, which runs everyday command
+    lines itself and hands the rest here.
     """
-    args = sys.argv[1:] if argv is None else argv
-    callback = _COMMANDS.get(args[0]) if args else None
-    if callback is None:
-        _usage.run(app, args, "todo")
-        return
-    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    single.command(args[0])(callback)
-    _usage.run(single, args[1:], f"todo {args[0]}")
-
-
-#: The commands by name, for :func:`main`'s fast path (a test checks that it
-#: matches the app's commands).
-_COMMANDS: Final[dict[str, Callable[..., None]]] = {
-    "add": add,
-    "entries": entries,
-    "list": list_,
-    "update": update,
-    "delete": delete,
-    "find": find,
-    "today": today,
-    "status": status,
-    "stop": stop,
-}
+    _usage.run(app, sys.argv[1:] if argv is None else argv, "todo")
