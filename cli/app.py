@@ -275,7 +275,13 @@ def delete(
 def find(
     list_names: Annotated[
         list[str] | None,
-        typer.Option("--list", metavar="LIST", help="Only this list; repeat for any of several.", show_default=False),
+        typer.Option(
+            "--list",
+            metavar="LIST",
+            help="Only this list; repeat for any of several.",
+            show_default=False,
+            autocompletion=_complete_list,
+        ),
     ] = None,
     date_from: Annotated[
         str | None,
