@@ -17,7 +17,8 @@ Exit codes (names from sysexits.h):
 - 0: success.
 - 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
 - 2: usage error (from Typer, or an empty ``--date``, a bad ``--timeout`` or id).
-- 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
+- 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``),
+  or a date word the CLI does not know (``--date nope``; an ``invalid`` error line).
 - 69 (EX_UNAVAILABLE): no daemon answers and none could be started, it hung up,
   or it cannot be trusted (another user's socket directory or process).
 - 74 (EX_IOERR): the command was done but its output could not be written.
