@@ -23,6 +23,7 @@ from todod import paths, protocol
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any, Final
 
 #: How long an auto-started daemon may take to answer ``hello``.  It opens
@@ -103,6 +104,77 @@ def request(
     except OSError as exc:
         raise Unreachable(f"cannot talk to the daemon at {socket_path}: {exc.strerror or exc}") from None
     return protocol.parse_response(response).result
+
+
+def subscribe(
+    op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
+) -> Iterator[Any]:
+    """Send a subscription request (``watch``) and yield each event it streams, forever.
+
+    ``timeout`` bounds only the start (connecting, a daemon's start, the
+    first response); then events are waited for as long as it takes.  The
+    same trust checks as :func:`request` run before anything is sent.
+
+    Raises:
+        TodoError: the daemon refused the subscription (its subclass by code).
+        Unreachable: no daemon answers, or it closed the subscription (it
+            stopped: resume with ``--since`` the last position processed).
+        protocol.Timeout: no first response within ``timeout``.
+    """
+    line = protocol.encode_request(op, **fields)
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            check_directory(socket_path)
+            try:
+                _connect(sock, socket_path, deadline)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if data_dir is None:
+                    hint = _procs.holder_hint(socket_path)
+                    raise NotRunning(
+                        f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}"
+                    ) from None
+                _start_daemon(socket_path, data_dir, deadline)
+                sock.close()
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                _connect(sock, socket_path, deadline)
+            check_peer(sock, socket_path)
+            sock.settimeout(_remaining(deadline))
+            sock.sendall(line)
+            lines = _lines(sock)
+            protocol.parse_response(next(lines))
+        except TimeoutError:
+            raise protocol.Timeout(f"no response from the daemon within {timeout:g} s") from None
+        except OSError as exc:
+            raise Unreachable(f"cannot talk to the daemon at {socket_path}: {exc.strerror or exc}") from None
+        sock.settimeout(None)
+        try:
+            for received in lines:
+                message = protocol.parse_line(received)
+                if "event" in message:
+                    yield message["event"]
+        except OSError as exc:
+            raise Unreachable(f"the subscription broke: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+
+
+def _lines(sock: socket.socket) -> Iterator[bytes]:
+    """Each line the socket receives, newline included; Unreachable at EOF."""
+    buffer = bytearray()
+    while True:
+        end = buffer.find(b"\n")
+        if end >= 0:
+            yield bytes(buffer[: end + 1])
+            del buffer[: end + 1]
+            continue
+        if len(buffer) > MAX_RESPONSE:
+            raise protocol.TooLarge(f"a line is longer than {MAX_RESPONSE} bytes")
+        chunk = sock.recv(_RECV_SIZE)
+        if not chunk:
+            raise Unreachable("the daemon closed the connection (resume with --since the last position processed)")
+        buffer += chunk
 
 
 def _exchange(socket_path: str, line: bytes, timeout: float) -> bytes:
@@ -250,7 +322,9 @@ def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
     import subprocess  # only on the rare start-up path
 
     log_path = os.path.join(data_dir, "todod.log")
-    argv = [sys.executable, "-m", "todod", "--socket", socket_path, "--data-dir", data_dir]
+    # -P: the current directory is not put on sys.path, or a `todod` package
+    # there (another version's checkout, a planted file) would run instead.
+    argv = [sys.executable, "-P", "-m", "todod", "--socket", socket_path, "--data-dir", data_dir]
     try:
         paths.ensure_private_dir(data_dir)
         log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -15,7 +15,8 @@ hands such a command line to the Typer app, which reports it the same way.
 Exit codes (names from sysexits.h):
 
 - 0: success.
-- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
+- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``,
+  ``conflict``, ``compacted``).
 - 2: usage error (from Typer, or an empty ``--date``, a bad ``--timeout`` or id).
 - 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``),
   or a date word the CLI does not know (``--date nope``; an ``invalid`` error line).
@@ -62,6 +63,8 @@ EX_DATAERR: Final = 65
 EX_UNAVAILABLE: Final = 69
 EX_IOERR: Final = 74
 EX_TEMPFAIL: Final = 75
+#: ``todo watch`` ended by Ctrl-C, as a shell reports a command killed by SIGINT.
+EX_INTERRUPTED: Final = 130
 
 _EXIT_BY_CODE: Final = {
     protocol.ErrorCode.INVALID: EX_DATAERR,
@@ -145,6 +148,7 @@ def update(
     done: bool | None,
     tag: list[str] | None,
     untag: list[str] | None,
+    if_version: int | None = None,
     **options: Unpack[Options],
 ) -> None:
     """Change the title, date, done mark or tags of entry ID in LIST."""
@@ -158,15 +162,16 @@ def update(
         "done": done,
         "tag": tag or None,
         "untag": untag or None,
+        "if_version": if_version,
     }
     entry = _call("update", fields, options)
     _write(_render.dump_json(entry) if options["json"] else _render.entries([entry]), options["json"])
 
 
 @_command
-def delete(*, list_name: str, entry_id: int, **options: Unpack[Options]) -> None:
+def delete(*, list_name: str, entry_id: int, if_version: int | None = None, **options: Unpack[Options]) -> None:
     """Delete entry ID from LIST and show what it was."""
-    entry = _call("delete", {"list": list_name, "entry": entry_id}, options)
+    entry = _call("delete", {"list": list_name, "entry": entry_id, "if_version": if_version}, options)
     _write(_render.dump_json(entry) if options["json"] else _render.entries([entry]), options["json"])
 
 
@@ -226,6 +231,59 @@ def _found(result: Any, json: bool, render: Callable[[Any], str]) -> None:
 
 
 @_command
+def history(*, list_name: str, limit: int | None, **options: Unpack[Options]) -> None:
+    """Show the changes made to LIST, oldest first."""
+    result = _call("history", {"list": list_name, "limit": limit}, options)
+    text = _render.dump_json(result) if options["json"] else _render.history(result, limited=limit is not None)
+    _write(text, options["json"])
+
+
+@_command
+def undo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
+    """Revert the last changes of LIST, newest first, and show the entries they touched."""
+    result = _call("undo", {"list": list_name, "steps": steps, "if_seq": if_seq}, options)
+    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
+
+
+@_command
+def redo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
+    """Re-apply what undo reverted in LIST (until a new change is made)."""
+    result = _call("redo", {"list": list_name, "steps": steps, "if_seq": if_seq}, options)
+    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
+
+
+@_command
+def watch(*, list_name: str | None, since: int | None, **options: Unpack[Options]) -> None:
+    """Print changes as they happen, one per line, until interrupted (exit 130 on Ctrl-C)."""
+    json = options["json"]
+    try:
+        for event in _client.subscribe(
+            "watch",
+            {"list": list_name, "since": since},
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+        ):
+            _write(_render.dump_line(event) if json else _render.event(event), json)
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    except KeyboardInterrupt:
+        raise _Exit(EX_INTERRUPTED) from None
+
+
+@_command
+def compact(*, keep_days: int, **options: Unpack[Options]) -> None:
+    """Drop older changes from the log; every list keeps its current entries."""
+    result = _call("compact", {"keep_days": keep_days}, options)
+    text = (
+        _render.dump_json(result)
+        if options["json"]
+        else f"dropped {result['dropped']} event(s); the log now starts after position {result['horizon']}\n"
+    )
+    _write(text, options["json"])
+
+
+@_command
 def status(**options: Unpack[Options]) -> None:
     """Show the daemon's version, uptime, socket, data and statistics."""
     result = _call("status", {}, options)
@@ -240,10 +298,20 @@ def stop(*, json: bool, socket: str | None, timeout: float) -> None:
     try:
         result = _client.request("stop", {}, socket_path=socket_path, timeout=timeout, data_dir=None)
     except _client.NotRunning:
-        if not json:
-            _note(f"no daemon at {socket_path}; nothing to stop")
-        _write(_render.dump_json({"pid": None}) if json else "", json)
-        return
+        # A daemon whose socket file is gone cannot hear the op, but it still
+        # runs (for up to a second, until it notices) and still holds the
+        # lock: stop it with SIGTERM, the same clean stop, and wait for it.
+        holder = _procs.lock_holder(socket_path)
+        if holder is None:
+            if not json:
+                _note(f"no daemon at {socket_path}; nothing to stop")
+            _write(_render.dump_json({"pid": None}) if json else "", json)
+            return
+        try:
+            _procs.terminate(holder)
+        except PermissionError:
+            _fail(_client.Unreachable(f"cannot stop todod pid {holder}: it is not yours"), json)
+        result = {"pid": holder}
     except protocol.TodoError as exc:
         _fail(exc, json)
     pid = result.get("pid") if isinstance(result, dict) else None
@@ -319,7 +387,7 @@ def _note_missing_list(list_name: str, socket: str | None, deadline: float) -> N
     except protocol.TodoError:
         return
     names = [item["name"] for item in lists if isinstance(item, dict) and isinstance(item.get("name"), str)]
-    if list_name in names:
+    if list_name.strip() in names:  # the daemon strips names as todod._model does
         return
     import difflib  # only for this note
 

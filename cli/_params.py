@@ -1,4 +1,4 @@
-"""The parameter types of ``todo`` that Typer's own do not give: entry ids, ``--timeout``, dates.
+"""The parameter types of ``todo`` that Typer's own do not give: entry ids, ``--timeout``, dates, paths.
 
 Each is a function of the word as typed that returns the value or raises
 :class:`ValueError` with a message for a person.  ``cli.app`` hands them to
@@ -33,6 +33,16 @@ def entry_id(value: str | int) -> int:
     return int(text)
 
 
+def number(value: str | int) -> int:
+    """A count, version, seq or position: ASCII digits only, at most 2^63-1."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"a number here is written with the digits 0-9 (got {text!r})")
+    if len(text.lstrip("0")) > len(str(protocol.MAX_INT)) or int(text) > protocol.MAX_INT:
+        raise ValueError(f"a number here is at most {protocol.MAX_INT} (got {text[:40]})")
+    return int(text)
+
+
 def timeout(value: str | float) -> float:
     """A ``--timeout``: a number of seconds above 0 and at most :data:`MAX_TIMEOUT` (not nan or inf)."""
     try:
@@ -52,4 +62,16 @@ def date(value: str) -> str:
     """
     if not value.strip():
         raise ValueError(f"a date must not be empty ({_dates.FORMS}); leave the option out for none")
+    return value
+
+
+def path(value: str) -> str:
+    """A ``--socket`` or ``--data-dir`` as given, but never empty.
+
+    An empty one used to mean the default (``$TODOD_SOCKET``, the XDG
+    default), so a script's empty variable silently reached another daemon
+    or data directory than the one it named.
+    """
+    if not value.strip():
+        raise ValueError("a path must not be empty; leave the option out for the default")
     return value

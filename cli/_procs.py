@@ -1,4 +1,4 @@
-"""The daemon as a process: who holds the socket's lock, whether a pid still runs, waiting for it to exit.
+"""The daemon as a process: who holds the socket's lock, whether a pid still runs, stopping it, waiting for it to exit.
 
 Standard library only, no import beyond ``os`` and ``time``: ``todo stop`` and
 the error paths use it.  Linux's ``/proc`` answers most precisely (a zombie
@@ -50,6 +50,20 @@ def holder_hint(socket_path: str) -> str:
         f"; todod pid {pid} holds {socket_path}.lock but its socket file is gone: it stops by itself "
         f"within a few seconds, or stop it now with: kill {pid}"
     )
+
+
+def terminate(pid: int) -> None:
+    """Send SIGTERM (todod's clean stop) to ``pid``; one that has already exited is fine.
+
+    Raises:
+        PermissionError: ``pid`` is another user's process.
+    """
+    import signal  # only for `todo stop` of a daemon whose socket file is gone
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def process_alive(pid: int) -> bool:

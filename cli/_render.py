@@ -182,6 +182,57 @@ def use_color(stream: Any) -> bool:
     return bool(isatty and isatty())
 
 
+def _what(event: Mapping[str, Any]) -> str:
+    """The entry's title after an event (before it, for a removal), and what an undo or redo reverted."""
+    entry = event.get("after") or event.get("before") or {}
+    text = clean(str(entry.get("title", "")))
+    if event.get("after") is None:
+        text += " (removed)"
+    if event.get("target") is not None:
+        text += f" [{clean(str(event['op']))} of {event['target']}]"
+    return text
+
+
+def history(result: Mapping[str, Any], *, limited: bool = False) -> str:
+    """A table of a list's events (SEQ, POSITION, TIME, OP, ID, VERSION, ENTRY), with a note at the horizon."""
+    items: Sequence[Mapping[str, Any]] = result.get("events", [])
+    note = ""
+    reached_start = not limited or not items or items[0].get("seq") == result.get("horizon", 0) + 1
+    if reached_start and (result.get("horizon") or result.get("base_entries")):
+        note = (
+            f"(the log starts after seq {result.get('horizon', 0)}: older changes were compacted or predate the log; "
+            f"{result.get('base_entries', 0)} entries come from before it)\n"
+        )
+    if not items:
+        return note
+    rows = (
+        (
+            str(e["seq"]),
+            str(e["position"]),
+            clean(str(e["time"])),
+            clean(str(e["op"])),
+            str(e["entry"]),
+            str((e.get("after") or {}).get("version", "-")),
+            _what(e),
+        )
+        for e in items
+    )
+    return note + table(rows, header=("SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY"), right=(0, 1, 4, 5))
+
+
+def event(item: Mapping[str, Any]) -> str:
+    """One line for one watched event: position, list, seq, op, entry id and title."""
+    return (
+        f"{item['position']}  {clean(str(item['list']))}  #{item['seq']}  {clean(str(item['op']))}  "
+        f"{item['entry']}  {_what(item)}\n"
+    )
+
+
+def dump_line(result: object) -> str:
+    """The result as one line of JSON, ASCII only (for streams: one object per line)."""
+    return json.dumps(result, separators=(",", ":")) + "\n"
+
+
 def lists(items: Sequence[Mapping[str, Any]]) -> str:
     """A table of list names and their entry counts; nothing at all for no lists."""
     if not items:

@@ -107,6 +107,7 @@ Socket = Annotated[
     typer.Option(
         "--socket",
         metavar="PATH",
+        parser=_parser(_params.path, "path"),
         help="The daemon's socket (default: $TODOD_SOCKET, else $XDG_RUNTIME_DIR/todod.sock).",
         show_default=False,
     ),
@@ -116,6 +117,7 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         metavar="DIR",
+        parser=_parser(_params.path, "path"),
         help="Where an auto-started daemon keeps its data "
         "(default: $TODOD_DATA_DIR, else $XDG_DATA_HOME/todod).",
         show_default=False,
@@ -145,6 +147,30 @@ Tags = Annotated[
 ]
 #: The date forms, for the help of every date option.
 _DATE_HELP: Final = "YYYY-MM-DD, today, tomorrow, yesterday, +3d, -2d, +1w or mon..sun."
+IfVersion = Annotated[
+    int | None,
+    typer.Option(
+        "--if-version",
+        metavar="N",
+        parser=_parser(_params.number, "integer"),
+        help="Refuse (conflict) unless the entry is still at version N.",
+        show_default=False,
+    ),
+]
+Steps = Annotated[
+    int,
+    typer.Option("--steps", metavar="N", parser=_parser(_params.number, "integer"), help="How many changes."),
+]
+IfSeq = Annotated[
+    int | None,
+    typer.Option(
+        "--if-seq",
+        metavar="SEQ",
+        parser=_parser(_params.number, "integer"),
+        help="Refuse (conflict) unless the list's last change is still SEQ (see todo history).",
+        show_default=False,
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -247,6 +273,7 @@ def update(
         list[str] | None,
         typer.Option("--untag", metavar="TAG", help="A tag to remove; repeat for more.", show_default=False),
     ] = None,
+    if_version: IfVersion = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -261,6 +288,7 @@ def update(
 def delete(
     list_name: ListName,
     entry_id: EntryId,
+    if_version: IfVersion = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -347,6 +375,111 @@ def today(
 ) -> None:
     """Show what is pending and due today or overdue, across all lists, overdue first."""
     _run(_commands.today, locals())
+
+
+@app.command()
+def history(
+    list_name: ListName,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            parser=_parser(_params.number, "integer"),
+            help="Only the last N events.",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Show the changes made to LIST, oldest first."""
+    _run(_commands.history, locals())
+
+
+@app.command()
+def undo(
+    list_name: ListName,
+    steps: Steps = 1,
+    if_seq: IfSeq = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Revert the last changes of LIST, newest first, and show the entries they touched."""
+    _run(_commands.undo, locals())
+
+
+@app.command()
+def redo(
+    list_name: ListName,
+    steps: Steps = 1,
+    if_seq: IfSeq = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Re-apply what undo reverted in LIST (until a new change is made)."""
+    _run(_commands.redo, locals())
+
+
+@app.command()
+def watch(
+    list_name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[LIST]",
+            help="Only this list's changes (default: every list).",
+            show_default=False,
+            autocompletion=_complete_list,
+        ),
+    ] = None,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            metavar="POSITION",
+            parser=_parser(_params.number, "integer"),
+            help="First replay every change after POSITION from the log (resume with the last one you processed).",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Print changes as they happen, one per line, until interrupted."""
+    _run(_commands.watch, locals())
+
+
+@app.command()
+def compact(
+    keep_days: Annotated[
+        int,
+        typer.Option(
+            "--keep-days",
+            metavar="N",
+            parser=_parser(_params.number, "integer"),
+            help="Keep the changes of the last N days.",
+        ),
+    ] = 30,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Drop older changes from the log; every list keeps its current entries."""
+    _run(_commands.compact, locals())
 
 
 @app.command()

@@ -222,13 +222,29 @@ def read_database(data_dir: Path) -> tuple[str, dict[str, int], dict[tuple[str, 
                 "date": date,
                 "title": title,
                 "done": bool(done),
+                "version": version,
                 "tags": json.loads(tags),
             }
-            for name, entry_id, date, title, done, tags in conn.execute(
-                "SELECT l.name, e.id, e.date, e.title, e.done, e.tags FROM entries e JOIN lists l ON l.id = e.list_id"
+            for name, entry_id, date, title, done, version, tags in conn.execute(
+                "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags "
+                "FROM entries e JOIN lists l ON l.id = e.list_id"
             )
         }
     return verdict, next_ids, entries
+
+
+def log_out_of_step(data_dir: Path) -> list[str]:
+    """Every difference between the lists rebuilt from a stopped daemon's change log and the entries it serves."""
+    from todod._log import read_view, rebuild  # the daemon's own replay; the test then compares
+
+    uri = f"file:{data_dir / 'todod.sqlite3'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        rebuilt, view = rebuild(conn), read_view(conn)
+    problems = []
+    for name in sorted(set(rebuilt) | set(view)):
+        if rebuilt.get(name) != view.get(name):
+            problems.append(f"list {name!r}: the log rebuilds {rebuilt.get(name)}, the view holds {view.get(name)}")
+    return problems
 
 
 class LineReader:

@@ -47,13 +47,13 @@ def test_session_survives_restart(daemon: Daemon) -> None:
     """add, entries (with and without date), list, update, done, delete and status work, and survive a restart."""
     assert ok(daemon, "add", "home", "Dentist", "--date", "2026-12-19").strip() == "1"
     added = as_json(daemon, "add", "home", "Buy milk", "--date", "2026-12-20")
-    assert added == {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": False, "tags": []}
+    assert added == {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": False, "version": 1, "tags": []}
     assert ok(daemon, "add", "work", "Write report").strip() == "1"
 
     table = ok(daemon, "entries", "home")
     assert "Dentist" in table and "Buy milk" in table
     assert as_json(daemon, "entries", "home", "--date", "2026-12-19") == [
-        {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False, "tags": []}
+        {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False, "version": 1, "tags": []}
     ]
     assert as_json(daemon, "list") == [{"name": "home", "entries": 2}, {"name": "work", "entries": 1}]
 
@@ -62,6 +62,7 @@ def test_session_survives_restart(daemon: Daemon) -> None:
         "date": "2026-12-18",
         "title": "Dentist at 9",
         "done": False,
+        "version": 2,
         "tags": [],
     }
     assert as_json(daemon, "update", "home", "2", "--done")["done"] is True  # type: ignore[index]
@@ -73,8 +74,8 @@ def test_session_survives_restart(daemon: Daemon) -> None:
     assert daemon.stop(signal.SIGTERM) == 0
     daemon.start()
     assert as_json(daemon, "entries", "home") == [
-        {"id": 1, "date": "2026-12-18", "title": "Dentist at 9", "done": False, "tags": []},
-        {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": True, "tags": []},
+        {"id": 1, "date": "2026-12-18", "title": "Dentist at 9", "done": False, "version": 2, "tags": []},
+        {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": True, "version": 2, "tags": []},
     ]
     assert as_json(daemon, "list") == [{"name": "home", "entries": 2}, {"name": "work", "entries": 0}]
     # An id is never reused, even after a delete and a restart.
@@ -248,3 +249,21 @@ def test_today_on_a_terminal_marks_overdue_unless_no_color(daemon: Daemon, no_co
     out = b"".join(chunks).decode()
     assert "Pay rent" in out and "Dentist" in out
     assert ("\x1b[1;31m" in out) is (no_color is None)
+
+
+def test_history_undo_redo_and_conditional_writes_from_the_cli(daemon: Daemon) -> None:
+    """todo history, undo, redo, compact and --if-version work end to end; a conflict exits 1 with one line."""
+    ok(daemon, "add", "home", "Dentist", "--date", "2026-12-19")
+    ok(daemon, "update", "home", "1", "--done", "--if-version", "1")
+    refused = todo(daemon, "delete", "home", "1", "--if-version", "1")
+    assert refused.returncode == 1 and refused.stderr == "todo: conflict: entry 1 is at version 2, not 1\n"
+    history = as_json(daemon, "history", "home")
+    assert [e["op"] for e in history["events"]] == ["add", "update"]  # type: ignore[index]
+    assert "update" in ok(daemon, "history", "home", "--limit", "1")
+    assert as_json(daemon, "undo", "home")[0]["done"] is False  # type: ignore[index]
+    assert as_json(daemon, "redo", "home")[0]["version"] == 4  # type: ignore[index]
+    assert todo(daemon, "redo", "home").returncode == 1
+    assert as_json(daemon, "compact", "--keep-days", "0") == {"dropped": 4, "horizon": 4}
+    assert "compacted" in ok(daemon, "history", "home")
+    at_horizon = todo(daemon, "undo", "home")
+    assert at_horizon.returncode == 1 and at_horizon.stderr.startswith("todo: compacted: nothing to undo")

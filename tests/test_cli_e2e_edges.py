@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,9 +208,61 @@ def test_entries_of_a_missing_list_suggests_near_names(daemon: Daemon) -> None:
     assert result.stderr == "todo: no list 'hmoe' (did you mean 'home'?)\n"
 
 
+def test_entries_of_an_empty_list_named_with_spaces_is_not_called_missing(daemon: Daemon) -> None:
+    """`todo entries ' home '` of the existing, empty list `home` prints no "no list" note."""
+    assert todo(daemon, "add", "home", "x").returncode == 0
+    assert todo(daemon, "delete", "home", "1").returncode == 0
+    result = todo(daemon, "entries", " home ")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_readme_states_how_todo_gets_on_path() -> None:
     """The README says how `todo` gets on PATH before its session uses it."""
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     session = readme.index("## A session")
     assert "pipx install ." in readme[:session]
     assert "source .venv/bin/activate" in readme[:session]
+
+
+def test_stop_of_a_daemon_whose_socket_file_is_gone_stops_the_lock_holder(tmp_path: Path) -> None:
+    """`todo stop` with no socket file but a live todod holding its lock stops that process and waits for it."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    socket_path = run / "todod.sock"
+    # A stand-in for a daemon that has not yet noticed its socket file is gone:
+    # a process named todod that holds the lock's pid and runs until SIGTERM.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "todod"], stdin=subprocess.PIPE
+    )
+    try:
+        (run / "todod.sock.lock").write_text(f"{holder.pid}\n")
+        env = {**os.environ, "TODOD_SOCKET": str(socket_path)}
+        result = run_cli(["stop"], env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"stopped todod (pid {holder.pid})\n"
+        assert holder.poll() is not None, "todo stop returned with the lock holder still running"
+        assert holder.returncode == -signal.SIGTERM
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_auto_start_runs_the_installed_todod_not_one_in_the_current_directory() -> None:
+    """`todo` run in a directory holding a `todod` package starts the installed daemon, not that package."""
+    root = short_tempdir()
+    env = {**os.environ, "TODOD_SOCKET": str(root / "run" / "todod.sock"), "TODOD_DATA_DIR": str(root / "data")}
+    env.pop("TODOD_NO_START", None)
+    try:
+        (root / "run").mkdir(mode=0o700)
+        checkout = root / "checkout"  # another version's source tree, or a planted file
+        (checkout / "todod").mkdir(parents=True)
+        (checkout / "todod" / "__init__.py").write_text("")
+        (checkout / "todod" / "__main__.py").write_text(
+            "import pathlib\npathlib.Path(__file__).with_name('ran').write_text('')\nraise SystemExit(1)\n"
+        )
+        result = subprocess.run([TODO, "list"], env=env, cwd=checkout, capture_output=True, text=True, timeout=30)
+        assert not (checkout / "todod" / "ran").exists(), "the todod of the current directory was run"
+        assert result.returncode == 0, result.stderr
+    finally:
+        run_cli(["stop"], env)
+        shutil.rmtree(root, ignore_errors=True)

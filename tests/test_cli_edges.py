@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cli import _procs
+from cli._main import main as console_main
 from cli.app import MAX_TIMEOUT, app, main
 from tests.fake_daemon import FakeDaemon
 
@@ -68,6 +69,32 @@ def test_empty_date_is_a_usage_error_everywhere(daemon: FakeDaemon, args: tuple[
     result = todo(daemon, *args)
     assert result.exit_code == 2, result.output
     assert "must not be empty" in result.stderr
+    assert daemon.requests == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("add", "home", "x", "--socket", ""),
+        ("entries", "home", "--socket="),
+        ("list", "--socket", " "),
+        ("stop", "--socket", ""),
+        ("add", "home", "x", "--data-dir", ""),
+        ("status", "--data-dir="),
+    ],
+)
+def test_empty_socket_or_data_dir_is_a_usage_error(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty --socket or --data-dir (a script's empty variable) is a usage error, never the default."""
+    monkeypatch.setenv("TODOD_SOCKET", daemon.path)  # the default the empty value used to fall back to
+    monkeypatch.setenv("TODOD_NO_START", "1")
+    code, out, err = run_main(capsys, *args)
+    assert (code, out) == (2, "")
+    assert "a path must not be empty" in err
+    with pytest.raises(SystemExit) as exited:  # the console script: the fast path declines it too
+        console_main(list(args))
+    assert exited.value.code == 2
     assert daemon.requests == []
 
 

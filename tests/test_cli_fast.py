@@ -35,7 +35,7 @@ from todod import protocol
 
 runner = CliRunner()
 
-ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False}
+ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False, "version": 1, "tags": ["home"]}
 RESULTS: dict[str, Any] = {
     "add": ENTRY,
     "update": {**ENTRY, "done": True},
@@ -47,11 +47,37 @@ RESULTS: dict[str, Any] = {
     "find": {
         "entries": [
             {**ENTRY, "list": "home", "date": "2000-01-01", "tags": ["urgent", "work"]},
-            {"id": 3, "date": "2999-12-31", "title": "call 日本\x1b", "done": True, "list": "仕事", "tags": []},
+            {"id": 3, "date": "2999-12-31", "title": "call 日本\x1b", "done": True, "version": 2, "list": "仕事"}
+            | {"tags": []},
         ],
         "more": True,
     },
+    "history": {
+        "list": "home",
+        "horizon": 2,
+        "base_entries": 1,
+        "events": [
+            {
+                "position": 9,
+                "list": "home",
+                "seq": 3,
+                "change": 3,
+                "op": "undo",
+                "entry": 7,
+                "before": ENTRY,
+                "after": None,
+                "time": "2024-05-01T10:00:00.000Z",
+                "uid": 1000,
+                "pid": 42,
+                "target": 2,
+            }
+        ],
+    },
+    "undo": [ENTRY],
+    "redo": [ENTRY],
+    "compact": {"dropped": 3, "horizon": 9},
 }
+EVENTS = [RESULTS["history"]["events"][0], {**RESULTS["history"]["events"][0], "position": 10, "after": ENTRY}]
 ERRORS = [
     protocol.NotFound("no entry 7 in list 'home'"),
     protocol.Invalid("not a date: '2024-13-01'"),
@@ -81,6 +107,7 @@ VALID = {
     "date": st.sampled_from(
         ["2024-05-01", "2024-13-01", "today", "tomorrow", "Yesterday", "+3d", "-2d", "+1w", "fri", " mon ", "x", "+d"]
     ),
+    "path": st.sampled_from(["/nonexistent/todod.sock", "rel/todod.sock", "Café/x", "-", "", " "]),
 }
 
 
@@ -161,6 +188,15 @@ class Daemon:
             return []
         return RESULTS[op]
 
+    def subscribe(
+        self, op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
+    ) -> Iterator[Any]:
+        """A subscription that streams two events and ends (as if the daemon went away quietly)."""
+        self.calls.append((op, dict(fields), socket_path, timeout, data_dir))
+        if self.error is not None and len(self.calls) == 1:
+            raise self.error
+        yield from EVENTS
+
     def normalized(self) -> list[tuple[Any, ...]]:
         """The calls, a follow-up call's timeout (what is left of the command's) checked and left out."""
         calls = list(self.calls)
@@ -196,6 +232,7 @@ def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) ->
         contextlib.redirect_stderr(err),
     ):
         patch.setattr(_client, "request", daemon.request)
+        patch.setattr(_client, "subscribe", daemon.subscribe)
         try:
             typer_main(argv)
         except SystemExit as exc:
@@ -215,6 +252,7 @@ def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> 
         contextlib.redirect_stderr(err),
     ):
         patch.setattr(_client, "request", daemon.request)
+        patch.setattr(_client, "subscribe", daemon.subscribe)
         invocation = _fast.parse(argv, os.environ)
         if invocation is None:
             return None
@@ -236,6 +274,7 @@ def run_console(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) 
         contextlib.redirect_stderr(err),
     ):
         patch.setattr(_client, "request", daemon.request)
+        patch.setattr(_client, "subscribe", daemon.subscribe)
         try:
             code = _main.main(argv)
         except SystemExit as exc:

@@ -393,7 +393,7 @@ def test_auto_start_spawns_the_daemon_and_waits_for_hello(
     result = runner.invoke(app, ["list", "--socket", sock, "--data-dir", data], env={"TODOD_NO_START": None})
     assert result.exit_code == 0, result.output
     [(argv, kwargs)] = fake_popen.calls
-    assert argv == [sys.executable, "-m", "todod", "--socket", sock, "--data-dir", data]
+    assert argv == [sys.executable, "-P", "-m", "todod", "--socket", sock, "--data-dir", data]
     assert kwargs == {
         "stdin": subprocess.DEVNULL,
         "stdout": subprocess.DEVNULL,

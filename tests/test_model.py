@@ -21,12 +21,13 @@ from hypothesis.stateful import (
 from todod._model import (
     MAX_LIST_NAME,
     MAX_TITLE,
+    Change,
     Draft,
     Entry,
-    PutEntry,
-    RemoveEntry,
+    Event,
     TodoList,
     parse_date,
+    replay,
     validate_list_name,
     validate_tag,
     validate_tags,
@@ -53,13 +54,20 @@ class TodoListMachine(RuleBasedStateMachine):
         self.todo = TodoList()
         self.model: dict[int, tuple[datetime.date, str, bool]] = {}
         self.issued: set[int] = set()
+        self.log: list[Event] = []
+
+    def _logged(self, change: Change, before: Entry | None, after: Entry | None) -> None:
+        (event,) = change.events
+        assert (event.seq, event.before, event.after) == (self.todo.seq, before, after)
+        assert change.seq == event.seq == len(self.log) + 1
+        self.log.append(event)
 
     @rule(target=ids, date=dates, title=titles)
     def add(self, date: datetime.date, title: str) -> int:
         self.todo, entry, change = self.todo.add(date, title)
         assert entry.id not in self.issued, "an id was handed out twice"
-        assert entry == Entry(entry.id, date, title, False)
-        assert change == PutEntry(entry)
+        assert entry == Entry(entry.id, date, title, False, version=1)
+        self._logged(change, None, entry)
         self.issued.add(entry.id)
         self.model[entry.id] = (date, title, False)
         return entry.id
@@ -76,9 +84,11 @@ class TodoListMachine(RuleBasedStateMachine):
             old_title if title is None else title,
             old_done if done is None else done,
         )
+        old = self.todo.get(entry_id)
         self.todo, entry, change = self.todo.update(entry_id, title=title, date=date, done=done)
         assert (entry.date, entry.title, entry.done) == expected
-        assert change == PutEntry(entry)
+        assert entry.version == old.version + 1
+        self._logged(change, old, entry)
         self.model[entry_id] = expected
 
     @rule(entry_id=consumes(ids))
@@ -89,7 +99,7 @@ class TodoListMachine(RuleBasedStateMachine):
             return
         self.todo, entry, change = self.todo.delete(entry_id)
         assert entry.id == entry_id
-        assert change == RemoveEntry(entry_id)
+        self._logged(change, entry, None)
         del self.model[entry_id]
 
     @rule(entry_id=st.integers(min_value=0, max_value=10_000))
@@ -116,6 +126,8 @@ class TodoListMachine(RuleBasedStateMachine):
         assert got == [(i, *v) for i, v in sorted(self.model.items())]
         # ids are never reused: the next one is above every id ever issued.
         assert self.todo.next_id == max(self.issued, default=0) + 1
+        # The entries are what the log of their changes replays to.
+        assert replay((), self.log) == dict(self.todo.entries)
 
 
 def test_todo_list_matches_a_dict_model() -> None:
@@ -316,8 +328,9 @@ def test_update_adds_and_removes_tags_within_the_limit() -> None:
     day = datetime.date(2026, 1, 2)
     todo, entry, _ = TodoList().add(day, "t", validate_tags(["a", "b"]))
     assert entry.tags == ("a", "b")
+    before = entry
     todo, entry, change = todo.update(entry.id, tag={"c"}, untag={"a", "zzz"})
-    assert entry.tags == ("b", "c") and change == PutEntry(entry)
+    assert entry.tags == ("b", "c") and [(e.before, e.after) for e in change.events] == [(before, entry)]
     todo, entry, _ = todo.update(entry.id, done=True)
     assert entry.tags == ("b", "c")
     with pytest.raises(Invalid, match="both added and removed"):

@@ -30,11 +30,11 @@ async def core_with(data_dir: str, full_text: bool = True) -> AsyncIterator[Core
 
 async def seed(core: Core) -> None:
     """Six entries in three lists, over four dates, some done, some tagged."""
-    await core.add("home", "Crème brûlée for the party", D(2026, 12, 3), ["party", "food"])
-    await core.add("home", "Buy milk", D(2026, 11, 29), ["food"])
-    await core.add("work", "Write the TV report", D(2026, 11, 30), ["work"])
+    await core.add("home", "Crème brûlée for the party", D(2026, 12, 3), tags=["party", "food"])
+    await core.add("home", "Buy milk", D(2026, 11, 29), tags=["food"])
+    await core.add("work", "Write the TV report", D(2026, 11, 30), tags=["work"])
     await core.add("work", "Fix the build", D(2026, 11, 29))
-    await core.add("club", "Book the hall for the party", D(2026, 12, 1), ["party"])
+    await core.add("club", "Book the hall for the party", D(2026, 12, 1), tags=["party"])
     await core.add("club", "Straße fegen", D(2026, 12, 1))
     await core.update("home", 2, done=True)
     await core.update("work", 2, done=True)
@@ -278,7 +278,7 @@ async def test_migration_from_version_1_keeps_every_entry(data_dir: str) -> None
         ]
         assert await keys(core, search="report") == [("work", 1)]
         assert await keys(core, done=False) == [("home", 1), ("work", 1)]
-        added = await core.add("home", "New", D(2026, 12, 1), ["x"])
+        added = await core.add("home", "New", D(2026, 12, 1), tags=["x"])
         assert added.id == 4  # next_id survived: a deleted id is not reused
         assert await keys(core, tags=["x"]) == [("home", 4)]
     conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))

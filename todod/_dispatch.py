@@ -12,7 +12,8 @@ import trio
 
 from todod import __version__
 from todod._core import Core
-from todod._model import parse_date
+from todod._model import parse_date, validate_list_name
+from todod._subscription import CONNECTION, NO_REPLY, current_origin
 from todod.protocol import MAX_FIND, PROTOCOL_VERSION, BadRequest, Request
 
 
@@ -42,7 +43,7 @@ class Dispatcher:
                 return {"protocol": PROTOCOL_VERSION, "version": __version__, "pid": os.getpid()}
             case "add":
                 date = _date(args.get("date")) or datetime.date.today()
-                entry = await self.core.add(args["list"], args["title"], date, args.get("tags", ()))
+                entry = await self.core.add(args["list"], args["title"], date, current_origin(), args.get("tags", ()))
                 return entry.to_wire()
             case "entries":
                 entries = await self.core.entries(args["list"], _date(args.get("date")))
@@ -60,10 +61,13 @@ class Dispatcher:
                     done=args.get("done"),
                     tag=args.get("tag", ()),
                     untag=args.get("untag", ()),
+                    if_version=args.get("if_version"),
+                    origin=current_origin(),
                 )
                 return entry.to_wire()
             case "delete":
-                return (await self.core.delete(args["list"], args["entry"])).to_wire()
+                entry = await self.core.delete(args["list"], args["entry"], args.get("if_version"), current_origin())
+                return entry.to_wire()
             case "find":
                 found, more = await self.core.find(
                     lists=args.get("lists"),
@@ -75,6 +79,24 @@ class Dispatcher:
                     limit=args.get("limit", MAX_FIND),
                 )
                 return {"entries": found, "more": more}
+            case "history":
+                return await self.core.history(args["list"], args.get("limit"))
+            case "undo" | "redo":
+                revert = self.core.undo if request.op == "undo" else self.core.redo
+                entries = await revert(args["list"], args.get("steps", 1), current_origin(), args.get("if_seq"))
+                return [e.to_wire() for e in entries]
+            case "watch":
+                connection = CONNECTION.get()
+                if connection is None:
+                    raise BadRequest("'watch' needs a connection of its own")
+                name = args.get("list")
+                await self.core.hub.serve(
+                    connection, request.id, None if name is None else validate_list_name(name), args.get("since")
+                )
+                return NO_REPLY
+            case "compact":
+                done = await self.core.compact(args.get("keep_days", 30))
+                return {"dropped": done.dropped, "horizon": done.horizon}
             case "status":
                 return {
                     "version": __version__,

@@ -124,6 +124,13 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="todod", description="The todod to-do daemon (runs in the foreground).")
     parser.add_argument("--version", action="version", version=f"todod {__version__}")
@@ -145,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     bounds.add_argument("--idle-timeout", type=_positive(float), default=server.idle_timeout)
     bounds.add_argument("--quarantine", type=_positive(float), default=server.quarantine)
     bounds.add_argument("--max-lists", type=_positive(int), default=server.max_servers)
+    parser.add_argument(
+        "--keep-days",
+        type=_non_negative_int,
+        default=None,
+        help="compact the change log at start and hourly, keeping this many days (default: keep it all)",
+    )
     sub = parser.add_subparsers(dest="command")
     units = sub.add_parser("install-units", help="write the systemd user units for this todod")
     units.add_argument("--user-dir", help="where to write them (default ~/.config/systemd/user)")
@@ -211,7 +224,10 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
             identity = None if bound.path is None else socket_file_identity(bound.path)
             where = _Where(bound.path or str(bound.sock.getsockname()), identity, data_dir)
             async with open_core(
-                data_dir, CoreConfig(server=server_config), store_faults=store_faults, server_faults=server_faults
+                data_dir,
+                CoreConfig(server=server_config, keep_days=args.keep_days),
+                store_faults=store_faults,
+                server_faults=server_faults,
             ) as core:
                 await _serve(core, bound, socket_config, signals, where)
         finally:

@@ -272,7 +272,7 @@ def build_sql(query: FindQuery, text_index: bool) -> tuple[str, list[object]]:
     for tag in sorted(query.tags):
         where.append("(e.list_id, e.id) IN (SELECT list_id, entry_id FROM entry_tags WHERE tag = ?)")
         params.append(tag)
-    sql = f"SELECT l.name, e.id, e.date, e.title, e.done, e.tags FROM {source}"
+    sql = f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY e.date, l.name, e.id LIMIT ?"
@@ -318,9 +318,10 @@ def run_find(
             "date": date,
             "title": title,
             "done": bool(done),
+            "version": version,
             "tags": [] if tags == "[]" else json.loads(tags),
         }
-        for name, entry_id, date, title, done, tags in rows
+        for name, entry_id, date, title, done, version, tags in rows
     ]
     return found, more
 

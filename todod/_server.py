@@ -20,7 +20,7 @@ import attrs
 import outcome
 import trio
 
-from todod._model import Change, Draft, Entry, TodoList
+from todod._model import NOBODY, Change, Draft, Entry, Origin, Step, TodoList
 from todod._reply import ReplySlot
 from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
@@ -37,6 +37,7 @@ class AddEntry:
     date: datetime.date
     title: str
     tags: frozenset[str] = frozenset()
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
@@ -47,11 +48,15 @@ class UpdateEntry:
     done: bool | None = None
     tag: frozenset[str] = frozenset()
     untag: frozenset[str] = frozenset()
+    if_version: int | None = None
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
 class DeleteEntry:
     entry_id: int
+    if_version: int | None = None
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
@@ -59,20 +64,39 @@ class GetEntries:
     date: datetime.date | None = None
 
 
-Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries
+@attrs.frozen
+class RevertChanges:
+    """An undo or a redo: the plan read from the log for the list at ``head``."""
+
+    op: str
+    head: int
+    steps: tuple[Step, ...]
+    origin: Origin = NOBODY
 
 
-def apply(draft: Draft, op: Op) -> tuple[Any, Change | None]:
-    """Apply one op to the batch's draft: its result and the change to persist."""
+Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | RevertChanges
+
+
+def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
+    """Apply one op to the batch's draft: its result and the changes to persist."""
     match op:
-        case AddEntry(date=date, title=title, tags=tags):
-            return draft.add(date, title, tags)
-        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done, tag=tag, untag=untag):
-            return draft.update(entry_id, title=title, date=date, done=done, tag=tag, untag=untag)
-        case DeleteEntry(entry_id=entry_id):
-            return draft.delete(entry_id)
+        case AddEntry(date=date, title=title, tags=tags, origin=origin):
+            entry, change = draft.add(date, title, tags, origin)
+            return entry, (change,)
+        case UpdateEntry(
+            entry_id=entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=v, origin=origin
+        ):
+            entry, change = draft.update(
+                entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=v, origin=origin
+            )
+            return entry, (change,)
+        case DeleteEntry(entry_id=entry_id, if_version=v, origin=origin):
+            entry, change = draft.delete(entry_id, v, origin)
+            return entry, (change,)
         case GetEntries(date=date):
-            return draft.list_entries(date), None
+            return draft.list_entries(date), ()
+        case RevertChanges(op=name, head=head, steps=steps, origin=origin):
+            return draft.revert(name, head, steps, origin)
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
@@ -336,8 +360,7 @@ class ListServer:
                 results.append(outcome.Error(_in_list(exc, self.name)))
                 continue
             results.append(outcome.Value(result))
-            if change is not None:
-                changes.append(change)
+            changes.extend(change)
         self._current = None
         if changes:
             # Left set if the commit is cancelled: _stop must then know the
@@ -462,6 +485,7 @@ __all__ = [
     "Gone",
     "ListServer",
     "Op",
+    "RevertChanges",
     "ServerConfig",
     "ServerEvents",
     "ServerFaults",

@@ -23,6 +23,8 @@ from typing import Any
 import attrs
 import trio
 
+from todod._model import Origin
+from todod._subscription import CONNECTION, NO_REPLY, Connection
 from todod.paths import ensure_private_dir
 from todod.protocol import (
     MAX_LINE,
@@ -183,11 +185,16 @@ def adopt_socket(fd: int) -> BoundSocket:
     return BoundSocket(sock, None)
 
 
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the peer of a connected Unix socket (``SO_PEERCRED``)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return int(pid), int(uid)
+
+
 def peer_uid(sock: socket.socket) -> int:
     """The uid of the peer of a connected Unix socket (``SO_PEERCRED``)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return peer_credentials(sock)[1]
 
 
 # --- serving ---------------------------------------------------------------------
@@ -264,13 +271,13 @@ class SocketServer:
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         """Serve one accepted connection (already counted in ``stats.connections``)."""
         try:
-            uid = peer_uid(stream.socket)  # type: ignore[arg-type]
+            pid, uid = peer_credentials(stream.socket)  # type: ignore[arg-type]
             if uid not in (self.uid, 0):
                 self.stats.refused_peer += 1
                 log.warning("refused a connection from uid %d", uid)
                 await self._refuse(stream, Forbidden(f"uid {uid} may not use this daemon"))
                 return
-            await self._converse(stream)
+            await self._converse(stream, Origin(uid, pid))
         except* (trio.BrokenResourceError, trio.ClosedResourceError, _Disconnect):
             pass
         except* Exception as group:
@@ -283,9 +290,19 @@ class SocketServer:
             if self._closing and not self.stats.connections:
                 self._all_closed.set()
 
-    async def _converse(self, stream: trio.SocketStream) -> None:
+    async def _converse(self, stream: trio.SocketStream, origin: Origin) -> None:
         in_flight = trio.Semaphore(self.config.max_in_flight)
         send_lock = trio.Lock()
+
+        async def stream_line(data: bytes) -> None:
+            async with send_lock:
+                await stream.send_all(data)
+
+        # The hook of todod/_subscription.py: requests (in tasks started below, which
+        # copy this context) find their peer, and a watch streams its events;
+        # when reading ends, so do the connection's subscriptions.
+        connection = Connection(origin, stream_line)
+        CONNECTION.set(connection)
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as reader:
                 self._readers.add(reader)
@@ -301,6 +318,7 @@ class SocketServer:
                         nursery.start_soon(self._respond, stream, line, in_flight, send_lock)
                 finally:
                     self._readers.discard(reader)
+                    connection.close()
 
     async def _read_line(self, stream: trio.SocketStream, buffer: bytearray, send_lock: trio.Lock) -> bytes | None:
         """The next line without its newline, or None at end of stream."""
@@ -342,7 +360,8 @@ class SocketServer:
         try:
             self.stats.requests += 1
             response = await self._answer(line)
-            await self._send(stream, send_lock, response)
+            if response:  # empty for a request that answered on its own (a watch)
+                await self._send(stream, send_lock, response)
         finally:
             in_flight.release()
 
@@ -351,7 +370,10 @@ class SocketServer:
         try:
             request = parse_request(line)
             request_id = request.id
-            response = encode_ok(request_id, await self.handler(request))
+            result = await self.handler(request)
+            if result is NO_REPLY:
+                return b""
+            response = encode_ok(request_id, result)
         except TodoError as exc:
             self.stats.errors += 1
             return encode_error(getattr(exc, "request_id", request_id), exc)

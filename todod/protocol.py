@@ -49,9 +49,11 @@ class ErrorCode:
     TOO_LARGE: Final = "too_large"  # a request line over MAX_LINE
     INTERNAL: Final = "internal"  # the list server crashed on this request; nothing was applied
     FORBIDDEN: Final = "forbidden"  # the peer's uid is neither the daemon's nor root
+    CONFLICT: Final = "conflict"  # an expected version, or the state an undo or redo needs, does not hold
+    COMPACTED: Final = "compacted"  # the events asked for were dropped by compaction
 
     ALL: Final = frozenset(
-        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN}
+        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN, CONFLICT, COMPACTED}
     )
 
 
@@ -110,8 +112,28 @@ class Forbidden(TodoError):
     code = ErrorCode.FORBIDDEN
 
 
+class Conflict(TodoError):
+    code = ErrorCode.CONFLICT
+
+
+class Compacted(TodoError):
+    code = ErrorCode.COMPACTED
+
+
 _BY_CODE: dict[str, type[TodoError]] = {
-    cls.code: cls for cls in (BadRequest, Invalid, NotFound, Unavailable, Timeout, TooLarge, Internal, Forbidden)
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        Invalid,
+        NotFound,
+        Unavailable,
+        Timeout,
+        TooLarge,
+        Internal,
+        Forbidden,
+        Conflict,
+        Compacted,
+    )
 }
 
 
@@ -145,8 +167,9 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
         "done": (bool, False),
         "tag": (list, False),
         "untag": (list, False),
+        "if_version": (int, False),
     },
-    "delete": {"list": (str, True), "entry": (int, True)},
+    "delete": {"list": (str, True), "entry": (int, True), "if_version": (int, False)},
     "status": {},
     "find": {
         "lists": (list, False),
@@ -158,6 +181,11 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
         "limit": (int, False),
     },
     "stop": {},
+    "history": {"list": (str, True), "limit": (int, False)},
+    "undo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
+    "redo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
+    "watch": {"list": (str, False), "since": (int, False)},
+    "compact": {"keep_days": (int, False)},
 }
 
 #: At most this many entries in one ``find`` answer (its ``limit`` defaults to
@@ -294,6 +322,14 @@ def encode_ok(request_id: Any, result: Any) -> bytes:
     return _dumps(obj)
 
 
+def encode_event(request_id: Any, event: Any) -> bytes:
+    """Encode one event line of a ``watch`` subscription (``{"id": ..., "event": {...}}``)."""
+    obj: dict[str, Any] = {"event": event}
+    if request_id is not None:
+        obj = {"id": request_id, **obj}
+    return _dumps(obj)
+
+
 def encode_error(request_id: Any, error: TodoError) -> bytes:
     """Encode an error response line."""
     obj: dict[str, Any] = {"ok": False, "error": error.to_wire()}
@@ -313,6 +349,23 @@ if TYPE_CHECKING:
 else:
     Response = collections.namedtuple("Response", ["id", "result"])
     Response.__doc__ = "A decoded response: the echoed id and the result (errors are raised)."
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """Decode one line of a subscription: an event (``{"event": ...}``) is returned, an error raised.
+
+    Raises:
+        TodoError: the line is an error response, or not a well-formed line.
+    """
+    try:
+        obj = _loads(line)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"malformed line from the daemon: {_short(exc)}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("malformed line from the daemon")
+    if obj.get("ok") is False:
+        raise error_from_wire(obj.get("error"))
+    return obj
 
 
 def parse_response(line: bytes) -> Response:
