@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.daemon import TODO, Daemon, LineReader, connect, short_tempdir
+from tests.daemon import TODO, Daemon, LineReader, PipeLines, connect, short_tempdir
 from todod._core import open_core
 from todod._model import NOBODY
 from todod._subscription import Connection
@@ -140,10 +140,10 @@ def test_watch_since_resumes_after_a_daemon_restart_with_no_gap_and_no_duplicate
         text=True,
     ) as proc:
         try:
-            assert proc.stdout is not None
-            replayed = [json.loads(proc.stdout.readline()) for _ in range(80)]
+            out = PipeLines(proc.stdout)
+            replayed = [json.loads(line) for line in out.take(80)]
             after = add_concurrently(daemon, 1, 10, "live")
-            live = [json.loads(proc.stdout.readline()) for _ in range(10)]
+            live = [json.loads(line) for line in out.take(10)]
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(30)
