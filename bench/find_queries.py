@@ -94,6 +94,11 @@ def build(data_dir: str, entries: int, lists: int, today: datetime.date) -> None
     conn.executemany(
         "INSERT INTO entries (list_id, id, date, title, done, tags) VALUES (?, ?, ?, ?, ?, ?)", rows()
     )
+    # The entries predate the change log, as in a migrated database: they are each list's base state.
+    conn.execute(
+        "INSERT INTO base_entries (list_id, id, date, title, done, version, tags) "
+        "SELECT list_id, id, date, title, done, version, tags FROM entries"
+    )
     _query.flush_text_index(conn)  # as the store's writer does before each commit
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
@@ -240,7 +245,7 @@ async def adds_per_second(base: str, seconds: float, indexes: bool) -> float:
                 n = i * (LISTS // TASKS)
                 while not stop:
                     title = f"benchmark entry {n} with an ordinary title"
-                    await core.add(f"list-{n % LISTS}", title, day, [TAGS[n % 50]])
+                    await core.add(f"list-{n % LISTS}", title, day, tags=[TAGS[n % 50]])
                     done += 1
                     n += 1
 
