@@ -135,7 +135,7 @@ def run_queries(args: argparse.Namespace, tmp: str) -> bool:
         start = time.perf_counter()
         build(data, args.entries, args.lists, today)
         print(f"built {args.entries:,} entries in {args.lists:,} lists in {time.perf_counter() - start:.0f} s")
-    python, todo = _plain_venv(os.path.join(tmp, "plain"))
+    python, todo = _plain_venv(os.path.join(tmp, "plain"), str(Path(sys.executable).parent / "todo"))
     sock = os.path.join(tmp, "todod.sock")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "NO_COLOR")}
     env.update(PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"), TODOD_SOCKET=sock, TODOD_NO_START="1")
