@@ -183,9 +183,11 @@ def use_color(stream: Any) -> bool:
 
 
 def _what(event: Mapping[str, Any]) -> str:
-    """The entry's title after an event (before it, for a removal), and what an undo or redo reverted."""
+    """The entry's title and tags after an event (before it, for a removal), and what an undo or redo reverted."""
     entry = event.get("after") or event.get("before") or {}
     text = clean(str(entry.get("title", "")))
+    if entry.get("tags"):  # a change of tags alone would otherwise show nothing changed
+        text += f" (tags {tags(entry)})"
     if event.get("after") is None:
         text += " (removed)"
     if event.get("target") is not None:
