@@ -355,3 +355,24 @@ async def test_text_index_follows_a_batch_of_adds_retitles_and_deletes(data_dir:
         assert await keys(core, search="renamed") == [("l1", n) for n in range(1, 8)]
         remaining = sorted(e.id for e in await core.entries("l2"))
         assert [i for _, i in await keys(core, lists=["l2"], search="title")] == remaining
+
+
+async def test_find_follows_undo_redo_and_compaction(data_dir: str, full_text: bool) -> None:
+    """The tag and text indexes follow the log's writes: an undone retitle, untag or delete is found again."""
+    async with core_with(data_dir, full_text) as core:
+        await core.add("l", "alpha report", D(2026, 12, 1), tags=["old"])
+        await core.update("l", 1, title="beta memo", tag=["new"], untag=["old"])
+        assert await keys(core, search="alpha") == [] and await keys(core, tags=["new"]) == [("l", 1)]
+        await core.undo("l")
+        assert await keys(core, search="alpha") == [("l", 1)] == await keys(core, tags=["old"])
+        assert await keys(core, search="beta") == [] and await keys(core, tags=["new"]) == []
+        await core.redo("l")
+        assert await keys(core, search="beta memo", tags=["new"]) == [("l", 1)]
+        await core.delete("l", 1)
+        assert await keys(core, search="beta") == []
+        await core.undo("l")
+        assert await keys(core, search="beta", tags=["new"]) == [("l", 1)]
+        await core.compact(keep_days=0)
+        assert await keys(core, search="memo", tags=["new"]) == [("l", 1)]
+    async with core_with(data_dir, full_text) as core:
+        assert await keys(core, search="memo", tags=["new"]) == [("l", 1)]
