@@ -118,6 +118,11 @@ EVERYDAY: dict[str, tuple[list[str], list[str]]] = {
     "list": (["list"], ["lists"]),
     "status": (["status"], ["status"]),
     "update --done": (["update", "bench", "1", "--done"], ["update", "bench", "1", "--done"]),
+    # Every entry of the bench is dated today (the run's local date), so both
+    # show the 1,001 entries across the two lists.
+    "find --list": (["find", "--list", "big"], ["find", "big"]),
+    "find --list --json": (["find", "--list", "big", "--json"], ["find", "big", "--json"]),
+    "today": (["today"], ["today"]),
 }
 
 
@@ -131,23 +136,25 @@ def _commands(python: str, todo: str) -> dict[str, list[str]]:
 
 
 def _fill(path: str) -> None:
-    """Give the daemon a list ``big`` of :data:`BIG` entries and a list ``bench`` with entry 1."""
+    """Give the daemon a list ``big`` of :data:`BIG` entries and a list ``bench`` with entry 1, all dated today."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(30)
         conn.connect(path)
         reader = conn.makefile("rb")
+        today = time.strftime("%Y-%m-%d")  # what `todo today` shows
         for i in range(BIG):
             title = f"entry {i} of the big list, a title of a usual length"
-            add = {"op": "add", "list": "big", "title": title, "date": "2026-12-01"}
+            add = {"op": "add", "list": "big", "title": title, "date": today}
             conn.sendall(json.dumps(add).encode() + b"\n")
             assert json.loads(reader.readline())["ok"]
-        conn.sendall(b'{"op":"add","list":"bench","title":"t","date":"2026-12-01"}\n')
+        add = {"op": "add", "list": "bench", "title": "t", "date": today}
+        conn.sendall(json.dumps(add).encode() + b"\n")
         assert json.loads(reader.readline())["ok"]
 
 
 def _check_same_output(commands: dict[str, list[str]], env: dict[str, str]) -> None:
     """Exit unless ``todo X --json`` and the raw client print the same for the same request."""
-    for name in ("entries --json",):
+    for name in ("entries --json", "find --list --json"):
         outputs = [
             subprocess.run(commands[f"{side} {name}"], env=env, capture_output=True, check=True).stdout
             for side in ("todo", "raw")

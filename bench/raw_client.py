@@ -10,6 +10,8 @@ in these places only::
     raw_client.py entries LIST [--json]
     raw_client.py lists | status [--json]
     raw_client.py update LIST ID --done
+    raw_client.py find LIST [--json]     (the entries of LIST, as ``todo find --list LIST``)
+    raw_client.py today [--json]         (pending and due by today, as ``todo today``)
 
 It prints the result as one line of JSON, or indented as ``todo --json``
 does when the last word is ``--json``.
@@ -30,6 +32,10 @@ if op == "add":
     request.update(title=argv[3], date=time.strftime("%Y-%m-%d"))
 elif op == "update":
     request.update(entry=int(argv[3]), done=True)
+elif op == "find":
+    request["lists"] = [argv[2]]
+elif op == "today":
+    request.update(op="find", to=time.strftime("%Y-%m-%d"), done=False)
 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
     sock.settimeout(10)
     sock.connect(os.environ["TODOD_SOCKET"])
@@ -44,4 +50,6 @@ response = json.loads(received)
 if not response.get("ok"):
     sys.exit(f"raw_client: {response['error']['message']}")
 result = response["result"]
+if request["op"] == "find":
+    result = result["entries"]  # `todo find` and `todo today` print the entries
 sys.stdout.write(json.dumps(result, indent=2) + "\n" if argv[-1] == "--json" else json.dumps(result) + "\n")

@@ -18,7 +18,8 @@ Exit codes (names from sysexits.h):
 - 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``,
   ``conflict``, ``compacted``).
 - 2: usage error (from Typer, or an empty ``--date``, a bad ``--timeout`` or id).
-- 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
+- 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``),
+  or a date word the CLI does not know (``--date nope``; an ``invalid`` error line).
 - 69 (EX_UNAVAILABLE): no daemon answers and none could be started, it hung up,
   or it cannot be trusted (another user's socket directory or process).
 - 74 (EX_IOERR): the command was done but its output could not be written.
@@ -35,7 +36,7 @@ from __future__ import annotations
 import sys
 import time
 
-from cli import _client, _procs, _render
+from cli import _client, _dates, _procs, _render
 from todod import paths, protocol
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
@@ -109,10 +110,13 @@ def _command(body: Callable[P, None]) -> Callable[P, int]:
 
 
 @_command
-def add(*, list_name: str, title: list[str], date: str | None, **options: Unpack[Options]) -> None:
+def add(
+    *, list_name: str, title: list[str], date: str | None, tag: list[str] | None, **options: Unpack[Options]
+) -> None:
     """Add an entry to LIST and print its id."""
-    # time.strftime gives the local date without importing datetime.
-    fields = {"list": list_name, "title": " ".join(title), "date": date or time.strftime("%Y-%m-%d")}
+    # cli._dates gives the local date without importing datetime.
+    day = _resolve_date(date, options["json"]) or _dates.today()
+    fields = {"list": list_name, "title": " ".join(title), "date": day, "tags": tag}
     entry = _call("add", fields, options)
     _write(_render.dump_json(entry) if options["json"] else f"{entry['id']}\n", options["json"])
 
@@ -121,7 +125,7 @@ def add(*, list_name: str, title: list[str], date: str | None, **options: Unpack
 def entries(*, list_name: str, date: str | None, **options: Unpack[Options]) -> None:
     """Show the entries of LIST."""
     deadline = time.monotonic() + options["timeout"]
-    result = _call("entries", {"list": list_name, "date": date}, options)
+    result = _call("entries", {"list": list_name, "date": _resolve_date(date, options["json"])}, options)
     if not result and not options["json"]:
         _note_missing_list(list_name, options["socket"], deadline)
     _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
@@ -142,18 +146,22 @@ def update(
     title: str | None,
     date: str | None,
     done: bool | None,
+    tag: list[str] | None,
+    untag: list[str] | None,
     if_version: int | None = None,
     **options: Unpack[Options],
 ) -> None:
-    """Change the title, date or done mark of entry ID in LIST."""
-    if title is None and date is None and done is None:
-        raise UsageError("nothing to change: give --title, --date, --done or --undone")
+    """Change the title, date, done mark or tags of entry ID in LIST."""
+    if title is None and date is None and done is None and not tag and not untag:
+        raise UsageError("nothing to change: give --title, --date, --done, --undone, --tag or --untag")
     fields = {
         "list": list_name,
         "entry": entry_id,
         "title": title,
-        "date": date,
+        "date": _resolve_date(date, options["json"]),
         "done": done,
+        "tag": tag or None,
+        "untag": untag or None,
         "if_version": if_version,
     }
     entry = _call("update", fields, options)
@@ -165,6 +173,61 @@ def delete(*, list_name: str, entry_id: int, if_version: int | None = None, **op
     """Delete entry ID from LIST and show what it was."""
     entry = _call("delete", {"list": list_name, "entry": entry_id, "if_version": if_version}, options)
     _write(_render.dump_json(entry) if options["json"] else _render.entries([entry]), options["json"])
+
+
+@_command
+def find(
+    *,
+    list_names: list[str] | None,
+    date_from: str | None,
+    date_to: str | None,
+    pending: bool,
+    done: bool,
+    tag: list[str] | None,
+    search: str | None,
+    limit: int | None,
+    **options: Unpack[Options],
+) -> None:
+    """Find entries across lists, in date order, then list, then id."""
+    if pending and done:
+        raise UsageError("--pending and --done exclude each other")
+    json = options["json"]
+    fields = {
+        "lists": list_names or None,
+        "from": _resolve_date(date_from, json),
+        "to": _resolve_date(date_to, json),
+        "done": True if done else False if pending else None,
+        "tags": tag or None,
+        "search": search,
+        "limit": limit,
+    }
+    _found(_query(fields, options), json, _render.found)
+
+
+@_command
+def today(**options: Unpack[Options]) -> None:
+    """Show what is pending and due today or overdue, across all lists, overdue first."""
+    day = _dates.today()
+    result = _query({"to": day, "done": False}, options)
+    _found(result, options["json"], lambda items: _render.agenda(items, day, _render.use_color(sys.stdout)))
+
+
+def _query(fields: dict[str, Any], options: Options) -> Any:
+    """Make a ``find`` request, whose answer can hold thousands of entries."""
+    # Decoding and laying out 10,000 entries makes some 100,000 objects;
+    # frozen, the objects of the start (Typer's, on the slow path) are no
+    # longer walked by every full collection that their allocation triggers.
+    import gc  # builtin: no file to read
+
+    gc.freeze()
+    return _call("find", fields, options)
+
+
+def _found(result: Any, json: bool, render: Callable[[Any], str]) -> None:
+    items = result["entries"]
+    _write(_render.dump_json(items) if json else render(items), json)
+    if result.get("more"):
+        _note(f"showing the first {len(items)} entries; more match (narrow the query or raise --limit)")
 
 
 @_command
@@ -293,6 +356,20 @@ def _call(op: str, fields: dict[str, Any], options: Options) -> Any:
         )
     except protocol.TodoError as exc:
         _fail(exc, options["json"])
+
+
+def _resolve_date(text: str | None, json: bool) -> str | None:
+    """A date option resolved to ISO (relative words in local time); an unknown form ends the command with 65.
+
+    Both paths get here with the word as typed, checked only for being
+    non-empty (``cli._params.date``), so both resolve it alike.
+    """
+    if text is None:
+        return None
+    try:
+        return _dates.resolve(text)
+    except _dates.DateError as exc:
+        _fail(protocol.Invalid(str(exc)), json)
 
 
 def _note_missing_list(list_name: str, socket: str | None, deadline: float) -> None:

@@ -1,4 +1,4 @@
-"""The parameter types of ``todo`` that Typer's own do not give: entry ids, ``--timeout``, ``--date``, paths.
+"""The parameter types of ``todo`` that Typer's own do not give: entry ids, ``--timeout``, dates, paths.
 
 Each is a function of the word as typed that returns the value or raises
 :class:`ValueError` with a message for a person.  ``cli.app`` hands them to
@@ -10,6 +10,7 @@ Typer, which reports it.  No Typer here: this module is on the fast path.
 
 from __future__ import annotations
 
+from cli import _dates
 from todod import protocol
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
@@ -54,9 +55,13 @@ def timeout(value: str | float) -> float:
 
 
 def date(value: str) -> str:
-    """A ``--date`` as given, but never empty: a script's empty variable must not mean "today"."""
+    """A date option as given, but never empty: a script's empty variable must not mean "today".
+
+    The word is resolved (``tomorrow``, ``+3d``) by the command body through
+    ``cli._dates``, on both paths, where an unknown form is invalid data (exit 65).
+    """
     if not value.strip():
-        raise ValueError("a date is YYYY-MM-DD and must not be empty; leave --date out for none")
+        raise ValueError(f"a date must not be empty ({_dates.FORMS}); leave the option out for none")
     return value
 
 

@@ -9,6 +9,7 @@ rich, which would cost about 100 ms of imports at every start.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -29,16 +30,10 @@ _GAP = "  "
 
 def clean(text: str) -> str:
     """``text`` with control characters replaced by visible escapes such as ``\\x1b``."""
-    # Every character escaped is of category Cc or Cf, which isprintable()
-    # refuses: a printable text (the usual one) needs no translate().
+    # Every character of _ESCAPES is non-printable (Cc or Cf), so a printable
+    # text has none: isprintable() is 30 times cheaper than translate(), which
+    # was most of the time of a table of thousands of entries.
     return text if text.isprintable() else text.translate(_ESCAPES)
-
-
-def clean_all(texts: list[str]) -> list[str]:
-    """:func:`clean` of each text, with one check over them all when none needs it (the usual case)."""
-    if " ".join(texts).isprintable():
-        return texts
-    return [clean(text) for text in texts]
 
 
 def width(text: str) -> int:
@@ -75,47 +70,124 @@ def table(
         lines.insert(0, tuple(header))
     if not lines:
         return ""
-    # Column by column, so that a table of thousands of rows costs a few
-    # C-level passes per column rather than Python work per cell.
-    columns = list(zip(*lines, strict=True))
     right_set = frozenset(right)
-    last = len(columns) - 1
-    laid: list[Sequence[str]] = []
-    for i, column in enumerate(columns):
+    last = len(lines[0]) - 1
+    # Column by column, with str.ljust/rjust where a column is all ASCII (one
+    # character, one terminal column): a table of thousands of entries (a
+    # `todo find`) took longer to lay out cell by cell than to query.
+    padded: list[Sequence[str]] = []
+    for i, column in enumerate(zip(*lines, strict=True)):
         if i == last and i not in right_set:
-            laid.append(column)
+            padded.append(column)
         elif "".join(column).isascii():
             size = max(map(len, column))
             if i in right_set:
-                laid.append([cell.rjust(size) for cell in column])
+                padded.append([cell.rjust(size) for cell in column])
             else:
-                laid.append([cell.ljust(size) for cell in column])
+                padded.append([cell.ljust(size) for cell in column])
         else:
             widths = [width(cell) for cell in column]
             size = max(widths)
-            pads = [" " * (size - w) for w in widths]
             if i in right_set:
-                laid.append([pad + cell for pad, cell in zip(pads, column, strict=True)])
+                padded.append([" " * (size - w) + cell for cell, w in zip(column, widths, strict=True)])
             else:
-                laid.append([cell + pad for pad, cell in zip(pads, column, strict=True)])
-    return "\n".join(map(_GAP.join, zip(*laid, strict=True))) + "\n"
+                padded.append([cell + " " * (size - w) for cell, w in zip(column, widths, strict=True)])
+    return "\n".join(map(_GAP.join, zip(*padded, strict=True))) + "\n"
 
 
 def entries(items: Sequence[Mapping[str, Any]]) -> str:
-    """A table of entries (ID, DATE, DONE, TITLE); nothing at all for no entries."""
+    """A table of entries (ID, DATE, DONE, [TAGS,] TITLE); nothing at all for no entries.
+
+    The TAGS column is there when an entry shown has a tag.
+    """
     if not items:
         return ""
-    ids = [str(e["id"]) for e in items]
-    dates = clean_all([str(e["date"]) for e in items])
-    done = ["yes" if e["done"] else "no" for e in items]
-    titles = clean_all([str(e["title"]) for e in items])
-    return table(zip(ids, dates, done, titles, strict=True), header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+    if not any(e.get("tags") for e in items):
+        rows: Iterable[Sequence[str]] = (
+            (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"])))
+            for e in items
+        )
+        return table(rows, header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+    rows = (
+        (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", tags(e), clean(str(e["title"])))
+        for e in items
+    )
+    return table(rows, header=("ID", "DATE", "DONE", "TAGS", "TITLE"), right=(0,))
+
+
+def tags(entry: Mapping[str, Any]) -> str:
+    """An entry's tags as one cell, ``work,urgent``; ``-`` for none."""
+    found = entry.get("tags")
+    return clean(",".join(map(str, found))) if found else "-"
+
+
+def found(items: Sequence[Mapping[str, Any]]) -> str:
+    """A table of entries of several lists (DATE, LIST, ID, DONE, TAGS, TITLE) in the order given."""
+    if not items:
+        return ""
+    rows = (
+        (
+            clean(str(e["date"])),
+            clean(str(e["list"])),
+            str(e["id"]),
+            "yes" if e["done"] else "no",
+            tags(e),
+            clean(str(e["title"])),
+        )
+        for e in items
+    )
+    return table(rows, header=("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE"), right=(2,))
+
+
+#: Bold red, for overdue entries on a terminal.
+_OVERDUE_ON, _OVERDUE_OFF = "\x1b[1;31m", "\x1b[0m"
+
+
+def agenda(items: Sequence[Mapping[str, Any]], today: str, color: bool) -> str:
+    """Entries grouped by date under a heading per date, overdue dates marked.
+
+    Args:
+        items: pending entries in date order, with their ``list``.
+        today: the local date, ``YYYY-MM-DD``; earlier dates are overdue.
+        color: mark overdue groups in bold red as well as in words.
+
+    Returns:
+        A heading line per date (``2026-11-28  overdue``), then that date's
+        entries as aligned rows (LIST, ID, TAGS, TITLE) indented by two
+        spaces; the columns line up across all groups.
+    """
+    if not items:
+        return ""
+    rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
+    lines = table(rows, right=(1,)).splitlines()
+    out: list[str] = []
+    current = None
+    for entry, line in zip(items, lines, strict=True):
+        date = str(entry["date"])
+        overdue = date < today
+        if date != current:
+            current = date
+            label = "overdue" if overdue else "today" if date == today else ""
+            heading = f"{clean(date)}  {label}".rstrip()
+            out.append(f"{_OVERDUE_ON}{heading}{_OVERDUE_OFF}" if color and overdue else heading)
+        out.append(f"  {_OVERDUE_ON}{line}{_OVERDUE_OFF}" if color and overdue else f"  {line}")
+    return "\n".join(out) + "\n"
+
+
+def use_color(stream: Any) -> bool:
+    """Whether to colour ``stream``: a terminal, and ``NO_COLOR`` unset or empty (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _what(event: Mapping[str, Any]) -> str:
-    """The entry's title after an event (before it, for a removal), and what an undo or redo reverted."""
+    """The entry's title and tags after an event (before it, for a removal), and what an undo or redo reverted."""
     entry = event.get("after") or event.get("before") or {}
     text = clean(str(entry.get("title", "")))
+    if entry.get("tags"):  # a change of tags alone would otherwise show nothing changed
+        text += f" (tags {tags(entry)})"
     if event.get("after") is None:
         text += " (removed)"
     if event.get("target") is not None:

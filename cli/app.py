@@ -16,7 +16,7 @@ option here, run ``python -m cli._gen``.
 import functools
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from cli import _commands, _lazy, _params
 from cli._commands import (
@@ -30,7 +30,7 @@ from cli._commands import (
     exit_code,
 )
 from cli._params import MAX_TIMEOUT
-from todod import __version__
+from todod import __version__, protocol
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
 # until used, 7-14 ms of every Typer run (help, usage errors, each completion
@@ -136,6 +136,17 @@ NoStart = Annotated[
     bool,
     typer.Option("--no-start", envvar="TODOD_NO_START", help="Do not start the daemon if it is not running."),
 ]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        metavar="TAG",
+        help="A tag (a word of letters, digits, '-', '_'); repeat for more.",
+        show_default=False,
+    ),
+]
+#: The date forms, for the help of every date option.
+_DATE_HELP: Final = "YYYY-MM-DD, today, tomorrow, yesterday, +3d, -2d, +1w or mon..sun."
 IfVersion = Annotated[
     int | None,
     typer.Option(
@@ -190,12 +201,13 @@ def add(
         str | None,
         typer.Option(
             "--date",
-            metavar="YYYY-MM-DD",
+            metavar="DATE",
             parser=_parser(_params.date),
-            help="The entry's date (default: today).",
+            help="The entry's date (default: today): " + _DATE_HELP,
             show_default=False,
         ),
     ] = None,
+    tag: Tags = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -213,9 +225,9 @@ def entries(
         str | None,
         typer.Option(
             "--date",
-            metavar="YYYY-MM-DD",
+            metavar="DATE",
             parser=_parser(_params.date),
-            help="Only the entries of this date.",
+            help="Only the entries of this date: " + _DATE_HELP,
             show_default=False,
         ),
     ] = None,
@@ -249,12 +261,17 @@ def update(
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", parser=_parser(_params.date), help="A new date.", show_default=False
+            "--date", metavar="DATE", parser=_parser(_params.date), help="A new date: " + _DATE_HELP, show_default=False
         ),
     ] = None,
     done: Annotated[
         bool | None,
         typer.Option("--done/--undone", help="Mark the entry done or not done.", show_default=False),
+    ] = None,
+    tag: Tags = None,
+    untag: Annotated[
+        list[str] | None,
+        typer.Option("--untag", metavar="TAG", help="A tag to remove; repeat for more.", show_default=False),
     ] = None,
     if_version: IfVersion = None,
     json: Json = False,
@@ -263,7 +280,7 @@ def update(
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Change the title, date or done mark of entry ID in LIST."""
+    """Change the title, date, done mark or tags of entry ID in LIST."""
     _run(_commands.update, locals())
 
 
@@ -280,6 +297,84 @@ def delete(
 ) -> None:
     """Delete entry ID from LIST and show what it was."""
     _run(_commands.delete, locals())
+
+
+@app.command()
+def find(
+    list_names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--list",
+            metavar="LIST",
+            help="Only this list; repeat for any of several.",
+            show_default=False,
+            autocompletion=_complete_list,
+        ),
+    ] = None,
+    date_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="DATE",
+            parser=_parser(_params.date),
+            help="Dated on or after: " + _DATE_HELP,
+            show_default=False,
+        ),
+    ] = None,
+    date_to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", metavar="DATE", parser=_parser(_params.date), help="Dated on or before DATE.", show_default=False
+        ),
+    ] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Only entries not done.")] = False,
+    done: Annotated[bool, typer.Option("--done", help="Only entries done.")] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag", metavar="TAG", help="Only entries with this tag; repeat for all of several.", show_default=False
+        ),
+    ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search",
+            metavar="TEXT",
+            help="Titles holding every word of TEXT, in any case (words of 3+ characters also inside words).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            min=1,
+            max=protocol.MAX_FIND,
+            help="At most N entries (default and most: 10000).",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Find entries across lists, in date order, then list, then id."""
+    _run(_commands.find, locals())
+
+
+@app.command()
+def today(
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Show what is pending and due today or overdue, across all lists, overdue first."""
+    _run(_commands.today, locals())
 
 
 @app.command()

@@ -255,9 +255,16 @@ def read_database(data_dir: Path) -> tuple[str, dict[str, int], dict[tuple[str, 
         verdict = "\n".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
         next_ids = dict(conn.execute("SELECT name, next_id FROM lists"))
         entries = {
-            (name, entry_id): {"id": entry_id, "date": date, "title": title, "done": bool(done), "version": version}
-            for name, entry_id, date, title, done, version in conn.execute(
-                "SELECT l.name, e.id, e.date, e.title, e.done, e.version "
+            (name, entry_id): {
+                "id": entry_id,
+                "date": date,
+                "title": title,
+                "done": bool(done),
+                "version": version,
+                "tags": json.loads(tags),
+            }
+            for name, entry_id, date, title, done, version, tags in conn.execute(
+                "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags "
                 "FROM entries e JOIN lists l ON l.id = e.list_id"
             )
         }

@@ -65,6 +65,13 @@ def test_list_names_come_from_the_daemon(daemon: Daemon, shell: str) -> None:
     assert done.stderr == ""
 
 
+def test_find_list_option_completes_list_names(daemon: Daemon) -> None:
+    """The value of `todo find --list` completes from the daemon's list names too."""
+    done = complete("bash", "todo find --pending --list ho", daemon.cli_env())
+    assert done.returncode == 0, done.stderr
+    assert offered("bash", done.stdout) == ["holiday", "home"]
+
+
 def test_list_names_use_the_socket_given_on_the_line(daemon: Daemon) -> None:
     """A --socket typed before the list name is the daemon asked, whatever $TODOD_SOCKET says."""
     env = {**daemon.cli_env(), "TODOD_SOCKET": "/nonexistent/todod.sock"}

@@ -35,7 +35,7 @@ from todod import protocol
 
 runner = CliRunner()
 
-ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False}
+ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False, "version": 1, "tags": ["home"]}
 RESULTS: dict[str, Any] = {
     "add": ENTRY,
     "update": {**ENTRY, "done": True},
@@ -44,6 +44,14 @@ RESULTS: dict[str, Any] = {
     "lists": [{"name": "home", "entries": 2}, {"name": "仕事", "entries": 12}],
     "status": {"version": "0.1.0", "protocol": 1, "pid": 1, "uptime": 61.5, "stats": {"requests": 3}},
     "stop": {"pid": None},  # no pid: `todo stop` does not wait for a process
+    "find": {
+        "entries": [
+            {**ENTRY, "list": "home", "date": "2000-01-01", "tags": ["urgent", "work"]},
+            {"id": 3, "date": "2999-12-31", "title": "call 日本\x1b", "done": True, "version": 2, "list": "仕事"}
+            | {"tags": []},
+        ],
+        "more": True,
+    },
     "history": {
         "list": "home",
         "horizon": 2,
@@ -96,7 +104,9 @@ VALID = {
     # The parser= functions of cli._params, by name.
     "entry_id": st.integers(0, 2**63).map(str),
     "timeout": st.sampled_from(["0.001", "0.5", "2", "10", "1e3", "3600", "3600.5", "2.5E1", ".25", "7."]),
-    "date": st.sampled_from(["2024-05-01", "2024-13-01", "tomorrow", "x"]),
+    "date": st.sampled_from(
+        ["2024-05-01", "2024-13-01", "today", "tomorrow", "Yesterday", "+3d", "-2d", "+1w", "fri", " mon ", "x", "+d"]
+    ),
     "path": st.sampled_from(["/nonexistent/todod.sock", "rel/todod.sock", "Café/x", "-", "", " "]),
 }
 
@@ -128,7 +138,10 @@ def command_lines(draw: st.DrawFn) -> tuple[list[str], dict[str, str | None]]:
         if arguments and draw(st.integers(0, 7)) == 0:
             arguments.pop()
         tokens += [[_value(draw, params.get(arg, {"type": ("str",)})["type"])] for arg in arguments]
-        for option in draw(st.lists(st.sampled_from(sorted(spec["options"])), max_size=5)):
+        chosen = draw(st.lists(st.sampled_from(sorted(spec["options"])), max_size=5))
+        # A repeatable option (--tag, --list) often given again, with its own value.
+        chosen += [o for o in chosen if params[spec["options"][o][0]]["multiple"]] * draw(st.integers(0, 2))
+        for option in chosen:
             param, flag = spec["options"][option]
             if flag is not None:
                 tokens.append([option])
@@ -315,6 +328,17 @@ EVERYDAY = [
     ["delete", "home", "7", "--json"],
     ["stop"],
     ["stop", "--json", "--timeout", "3"],
+    ["add", "home", "buy milk", "--date", "tomorrow", "--tag", "work", "--tag=urgent"],
+    ["entries", "home", "--date", "-2d"],
+    ["update", "home", "7", "--tag", "a", "--untag", "b", "--untag", "c", "--date", "fri"],
+    ["find"],
+    ["find", "--json"],
+    ["find", "--list", "home", "--list", "work", "--tag", "a", "--tag", "b", "--from", "yesterday", "--to", "+1w"],
+    ["find", "--pending", "--search", "milk", "--limit", "5"],
+    ["find", "--done", "--from", "2024-05-01", "--to=today"],
+    ["find", "--to", "nope"],
+    ["today"],
+    ["today", "--json", "--no-start"],
 ]
 
 
@@ -342,6 +366,10 @@ def test_everyday_command_lines_take_the_fast_path(argv: list[str]) -> None:
         ["delete", "home", "+3"],
         ["list", "--timeout", "nan"],
         ["entries", "home", "--date", ""],
+        ["find", "--pending", "--done"],
+        ["find", "--from", ""],
+        ["find", "--limit", "0"],
+        ["update", "home", "7", "--tag"],
     ],
     ids=repr,
 )
@@ -420,20 +448,38 @@ def test_console_script_is_the_light_entry_point() -> None:
 
 
 # Run the way pip's console-script wrapper runs it, and report what got imported.
-OPS = {"add": ["add"], "entries": ["entries", "lists"], "list": ["lists"], "status": ["status"]}
+OPS = {
+    "add": ["add"],
+    "entries": ["entries", "lists"],
+    "list": ["lists"],
+    "status": ["status"],
+    "find": ["find"],
+    "today": ["find"],
+}
 NO_TYPER = """
 import re, sys
 from cli._main import main
 code = main(sys.argv[1:])
-HEAVY = {"typer", "click", "rich", "trio", "attrs", "inspect", "typing"}
+HEAVY = {"typer", "click", "rich", "trio", "attrs", "inspect", "typing", "datetime"}
 heavy = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
 print("IMPORTED", ",".join(heavy), code)
 """
 
 
-@pytest.mark.parametrize("argv", [["add", "home", "buy milk"], ["entries", "home"], ["list", "--json"], ["status"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["add", "home", "buy milk"],
+        ["add", "home", "buy milk", "--date", "fri", "--tag", "a", "--tag", "b"],
+        ["entries", "home", "--date", "+3d"],
+        ["list", "--json"],
+        ["status"],
+        ["find", "--list", "home", "--tag", "a", "--from", "-1w", "--to", "tomorrow"],
+        ["today"],
+    ],
+)
 def test_a_fast_run_imports_no_typer(argv: list[str]) -> None:
-    """A whole everyday `todo` run, against a daemon, never imports Typer, click, rich, inspect or typing."""
+    """A whole everyday `todo` run, against a daemon, never imports Typer, click, rich, inspect, typing or datetime."""
     root = tempfile.mkdtemp(prefix="todo-fast-", dir="/tmp")
     try:
         with FakeDaemon(os.path.join(root, "todod.sock")) as fake:

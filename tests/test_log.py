@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.old_schemas import make_database
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Entry, Origin, Stale
 from todod._server import RevertChanges
@@ -172,6 +173,54 @@ async def test_conflicting_undo_is_refused(data_dir: str) -> None:
         await in_step(core)
 
 
+
+async def test_tags_round_trip_through_the_log_undo_redo_and_compaction(data_dir: str) -> None:
+    """An entry's tags are in its events' before and after: undo restores them, redo re-applies them, and
+    rebuild, compaction and a reopen keep them as the entries have them."""
+    async with open_core(data_dir) as core:
+        await core.add("l", "Pay rent", DAY, tags=["bills", "home"])
+        await core.update("l", 1, tag=["urgent"], untag=["home"])
+        await core.add("l", "a:b  c", DAY)  # a title with a colon and double spaces next to a tagged entry
+        history = await core.history("l")
+        assert [(e["before"] and e["before"]["tags"], e["after"]["tags"]) for e in history["events"]] == [
+            (None, ["bills", "home"]),
+            (["bills", "home"], ["bills", "urgent"]),
+            (None, []),
+        ]
+        await in_step(core)
+        await core.undo("l", steps=2)
+        assert await core.entries("l") == (Entry(1, DAY, "Pay rent", version=3, tags=("bills", "home")),)
+        await in_step(core)
+        await core.redo("l", steps=2)
+        assert (await core.entries("l"))[0].tags == ("bills", "urgent")
+        assert (await core.entries("l"))[1].title == "a:b  c"
+        await in_step(core)
+        assert (await core.compact(keep_days=0)).dropped == 7
+        view = await in_step(core)
+        assert view["l"][1].tags == ("bills", "urgent") and view["l"][2].tags == ()
+        await core.update("l", 2, tag=["later"])
+        await core.undo("l")
+        assert (await core.entries("l"))[1].tags == ()
+    async with open_core(data_dir) as core:
+        assert [e.tags for e in await core.entries("l")] == [("bills", "urgent"), ()]
+        await in_step(core)
+
+
+async def test_an_undo_is_refused_when_the_tags_changed_since(data_dir: str) -> None:
+    """Tags are values like the title: a revert whose entry has other tags than the change left is a conflict."""
+    async with open_core(data_dir) as core:
+        await core.add("l", "t", DAY, tags=["a"])
+        await core.update("l", 1, title="u")
+        plan = await core.store.undo_plan("l", 1)
+        (step,) = plan.steps
+        assert step.events[0].after is not None and step.events[0].after.tags == ("a",)
+        forged = attrs.evolve(step.events[0], after=attrs.evolve(step.events[0].after, tags=("b",)))
+        with pytest.raises(Conflict, match="entry 1 changed since"):
+            await core.registry.call("l", RevertChanges("undo", plan.head, (attrs.evolve(step, events=(forged,)),)))
+        assert await core.entries("l") == (Entry(1, DAY, "u", version=2, tags=("a",)),)
+        await in_step(core)
+
+
 V1_SCHEMA = (
     "CREATE TABLE lists (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
     "next_id INTEGER NOT NULL CHECK (next_id >= 1))",
@@ -212,7 +261,7 @@ async def test_a_database_made_before_the_log_migrates_with_no_loss(data_dir: st
         assert await core.entries("home") == (Entry(1, DAY, "Dentist", version=3), Entry(3, LATER, "Milk", done=True))
         await in_step(core)
     with closing(sqlite3.connect(os.path.join(data_dir, "todod.sqlite3"))) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 async def test_compaction_keeps_the_state_and_history_and_undo_stop_at_the_horizon(data_dir: str) -> None:
@@ -253,12 +302,15 @@ async def test_the_daemon_setting_compacts_at_start(data_dir: str) -> None:
         assert await core.entries("l") == (Entry(1, DAY, "a"),)
 
 
-Values = dict[int, tuple[str, bool]]
+Values = dict[int, tuple[str, bool, tuple[str, ...]]]
+TAGS = ("p", "q")
+tag_sets = st.sampled_from([(), ("p",), ("q",), ("p", "q")])
 
 operations = st.lists(
     st.one_of(
-        st.tuples(st.just("add"), st.sampled_from("abc")),
-        st.tuples(st.just("update"), st.integers(0, 5), st.sampled_from("xyz"), st.booleans()),
+        st.tuples(st.just("add"), st.sampled_from("abc"), tag_sets),
+        # An update sets the title (or leaves it: None), the done mark and the tags.
+        st.tuples(st.just("update"), st.integers(0, 5), st.sampled_from(["x", "y", None]), st.booleans(), tag_sets),
         st.tuples(st.just("delete"), st.integers(0, 5)),
         st.tuples(st.just("undo"), st.sampled_from([1, 1, 2])),
         st.tuples(st.just("undo"), st.sampled_from([1, 1, 2])),
@@ -272,7 +324,7 @@ operations = st.lists(
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
 async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence: list[tuple[Any, ...]]) -> None:
-    """Random changes, undos and redos leave the list as a plain undo stack of snapshots says, log and view in step."""
+    """Random changes (tags too), undos and redos leave the list as a stack of snapshots says, log and view in step."""
     state: Values = {}
     undo_stack: list[Values] = []
     redo_stack: list[Values] = []
@@ -280,17 +332,19 @@ async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence
         for op, *args in sequence:
             ids = sorted(state)
             if op == "add":
-                entry = await core.add("l", args[0], DAY)
+                entry = await core.add("l", args[0], DAY, tags=args[1])
                 undo_stack.append(dict(state))
                 redo_stack.clear()
-                state[entry.id] = (entry.title, entry.done)
+                state[entry.id] = (entry.title, entry.done, args[1])
             elif op in ("update", "delete") and ids:
                 entry_id = ids[args[0] % len(ids)]
                 undo_stack.append(dict(state))
                 redo_stack.clear()
                 if op == "update":
-                    await core.update("l", entry_id, title=args[1], done=args[2])
-                    state[entry_id] = (args[1], args[2])
+                    title, done, tags = args[1], args[2], args[3]
+                    untag = [t for t in TAGS if t not in tags]
+                    await core.update("l", entry_id, title=title, done=done, tag=tags, untag=untag)
+                    state[entry_id] = (state[entry_id][0] if title is None else title, done, tags)
                 else:
                     await core.delete("l", entry_id)
                     del state[entry_id]
@@ -305,6 +359,51 @@ async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence
                 for _ in range(steps):
                     target.append(dict(state))
                     state = source.pop()
-            served = {e.id: (e.title, e.done) for e in await core.entries("l")}
+            served = {e.id: (e.title, e.done, e.tags) for e in await core.entries("l")}
             assert served == state, (op, args)
         await in_step(core)
+
+
+async def test_a_database_of_schema_3_migrates_and_its_old_events_read_as_untagged(data_dir: str) -> None:
+    """A schema-3 database (log events in the encoding before tags) opens at version 4 with nothing lost: its
+    history reads, undo reverts its old events, and new tagged events sit beside them."""
+    conn = make_database(data_dir, 3)
+    conn.execute("INSERT INTO lists (id, name, next_id, seq, head, base_seq) VALUES (1, 'home', 3, 3, 3, 0)")
+    conn.execute(
+        "INSERT INTO entries (list_id, id, date, title, done, version) VALUES "
+        "(1, 1, '2026-02-03', 'Dentist at 9', 1, 2), (1, 2, '2026-03-04', 'Milk: 2 l', 0, 1)"
+    )
+    events = [
+        (1, 1, 1, "add", 1, None, "2026-02-03 0 1 Dentist", 0),
+        (2, 2, 2, "add", 2, None, "2026-03-04 0 1 Milk: 2 l", 1),
+        (3, 3, 3, "update", 1, "2026-02-03 0 1 Dentist", "2026-02-03 1 2 Dentist at 9", 2),
+    ]
+    for position, seq, change, op, entry, before, after, prev in events:
+        conn.execute(
+            "INSERT INTO events VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, 1000, 42, NULL, ?)",
+            (position, seq, change, op, entry, before, after, time.time(), prev),
+        )
+    conn.close()
+    async with open_core(data_dir) as core:
+        assert await core.entries("home") == (
+            Entry(1, DAY, "Dentist at 9", done=True, version=2),
+            Entry(2, LATER, "Milk: 2 l"),
+        )
+        await in_step(core)
+        history = await core.history("home")
+        assert [e["after"]["title"] for e in history["events"]] == ["Dentist", "Milk: 2 l", "Dentist at 9"]
+        assert history["events"][2]["before"] == {
+            "id": 1, "date": "2026-02-03", "title": "Dentist", "done": False, "version": 1, "tags": [],
+        }
+        await core.update("home", 2, tag=["shop"])
+        assert (await core.undo("home", steps=2))[1] == Entry(1, DAY, "Dentist", version=3)
+        assert (await core.entries("home"))[1].tags == ()
+        await core.redo("home", steps=2)
+        entries = await core.entries("home")
+        assert [(e.title, e.tags) for e in entries] == [("Dentist at 9", ()), ("Milk: 2 l", ("shop",))]
+        found, more = await core.find(tags=["shop"], search="milk")
+        assert [(e["list"], e["id"], e["version"]) for e in found] == [("home", 2, 4)] and not more
+        await in_step(core)
+    with closing(sqlite3.connect(os.path.join(data_dir, "todod.sqlite3"))) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

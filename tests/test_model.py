@@ -29,6 +29,8 @@ from todod._model import (
     parse_date,
     replay,
     validate_list_name,
+    validate_tag,
+    validate_tags,
     validate_title,
 )
 from todod.protocol import Invalid, NotFound
@@ -293,6 +295,51 @@ def test_control_check_matches_the_unicode_categories(text: str) -> None:
 def test_validate_list_name_accepts(name: str) -> None:
     """Names of 1 to 200 characters without '/' or control characters are returned unchanged."""
     assert validate_list_name(name) == name
+
+
+# --- tags ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["", "two words", "a/b", "#work", "x" * 33, "tab\t", "é\u0301x!"])
+def test_validate_tag_rejects(tag: str) -> None:
+    """A tag that is empty, longer than 32 characters, or not one word of letters, digits, '-', '_' is invalid."""
+    with pytest.raises(Invalid):
+        validate_tag(tag)
+
+
+def test_validate_tag_lower_cases_and_keeps_unicode_letters() -> None:
+    """Tags are lower-cased (and NFC-composed), so `Work` and `work` are one tag."""
+    assert validate_tag("Work") == "work"
+    assert validate_tag("Q4-plan_2") == "q4-plan_2"
+    assert validate_tag("Cafe\u0301") == "café"
+    assert validate_tag("x" * 32) == "x" * 32
+
+
+def test_entry_tags_are_sorted_and_on_the_wire() -> None:
+    """An entry keeps its tags sorted without duplicates, and its wire form carries them."""
+    entry = Entry(1, datetime.date(2026, 1, 2), "t", tags=["b", "a", "b"])
+    assert entry.tags == ("a", "b")
+    assert entry.to_wire()["tags"] == ["a", "b"]
+    assert Entry(1, datetime.date(2026, 1, 2), "t").to_wire()["tags"] == []
+
+
+def test_update_adds_and_removes_tags_within_the_limit() -> None:
+    """update tags and untags; removing a missing tag is harmless; a 17th tag or a tag both ways is invalid."""
+    day = datetime.date(2026, 1, 2)
+    todo, entry, _ = TodoList().add(day, "t", validate_tags(["a", "b"]))
+    assert entry.tags == ("a", "b")
+    before = entry
+    todo, entry, change = todo.update(entry.id, tag={"c"}, untag={"a", "zzz"})
+    assert entry.tags == ("b", "c") and [(e.before, e.after) for e in change.events] == [(before, entry)]
+    todo, entry, _ = todo.update(entry.id, done=True)
+    assert entry.tags == ("b", "c")
+    with pytest.raises(Invalid, match="both added and removed"):
+        todo.update(entry.id, tag={"b"}, untag={"b"})
+    with pytest.raises(Invalid, match="at most 16 tags"):
+        todo.update(entry.id, tag={f"t{i}" for i in range(15)})
+    with pytest.raises(Invalid, match="at most 16 tags"):
+        validate_tags([f"t{i}" for i in range(17)])
+    assert len(validate_tags([f"t{i}" for i in range(16)] + ["T0"])) == 16
 
 
 @pytest.mark.parametrize("name", ["  home", "home  ", "\thome\u3000"])

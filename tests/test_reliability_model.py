@@ -95,6 +95,7 @@ class TodoMachine(RuleBasedStateMachine):
             "title": expected,
             "done": False,
             "version": 1,
+            "tags": [],
         }
         assert date is not None or result["date"] in today
         self.lists.setdefault(name, {})[entry_id] = result

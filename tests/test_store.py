@@ -17,6 +17,7 @@ import trio.testing
 
 from tests.changes import PutEntry, RemoveEntry
 from tests.conftest import CommitGate
+from tests.old_schemas import make_database
 from todod._model import Entry, TodoList
 from todod._store import (
     APPLICATION_ID,
@@ -362,13 +363,12 @@ async def test_an_sqlite_too_old_for_the_schema_is_refused_with_a_clear_error(
 async def test_migration_renames_lists_whose_names_are_not_stripped_or_visible(data_dir: str) -> None:
     """A version-2 store's lists named ' home', 'work ', blank or invisible become reachable names, entries kept."""
     names = {" home": "milk", "home": "bread", "work ": "report", "\u3164": "hidden", "  ": "blank", " x\t": "x"}
-    async with running_store(data_dir) as store:
-        for name, title in names.items():  # the store writes any name, as todod before issue 9 did
-            todo, _, change = TodoList().add(DAY, title)
-            await store.commit(name, todo.next_id, [change])
-    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
-    conn.execute("PRAGMA user_version = 2")
-    conn.commit()
+    conn = make_database(data_dir, 2)
+    for list_id, (name, title) in enumerate(names.items(), 1):  # any name, as todod before issue 9 stored it
+        conn.execute("INSERT INTO lists (id, name, next_id) VALUES (?, ?, 2)", (list_id, name))
+        row = (list_id, DAY.isoformat(), title)
+        conn.execute("INSERT INTO entries (list_id, id, date, title, done) VALUES (?, 1, ?, ?, 0)", row)
+        conn.execute("INSERT INTO base_entries VALUES (?, 1, ?, ?, 0, 1)", row)
     conn.close()
 
     async with open_store(data_dir) as store:
@@ -383,5 +383,5 @@ async def test_migration_renames_lists_whose_names_are_not_stripped_or_visible(d
         "x": ["x"],
     }
     conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()

@@ -213,3 +213,30 @@ def test_a_watcher_does_not_hold_up_a_clean_stop(daemon: Daemon) -> None:
     assert watcher.reader.line() == b"", "the subscription was not ended"
     assert "still in flight" not in daemon.log(), "shutdown waited out its timeout for the subscription"
     watcher.close()
+
+
+async def test_watch_events_carry_tags_live_and_replayed_alike(data_dir: str) -> None:
+    """A watcher sees each entry's tags in before and after, live exactly as replayed from the log with since."""
+    async with open_core(data_dir) as core, trio.open_nursery() as nursery:
+        live = GatedConnection(want=5)
+        live.gate.set()
+        nursery.start_soon(core.hub.serve, Connection(NOBODY, live.send), 1, None, None)
+        await trio.testing.wait_all_tasks_blocked()
+        await core.add("l", "t", DAY, tags=["b", "a"])
+        await core.update("l", 1, tag=["c"], untag=["a"])
+        await core.undo("l")
+        await core.delete("l", 1)
+        await live.got_all.wait()
+        events = [line["event"] for line in live.lines[1:]]
+        assert [(e["op"], e["before"] and e["before"]["tags"], e["after"] and e["after"]["tags"]) for e in events] == [
+            ("add", None, ["a", "b"]),
+            ("update", ["a", "b"], ["b", "c"]),
+            ("undo", ["b", "c"], ["a", "b"]),
+            ("delete", ["a", "b"], None),
+        ]
+        replayed = GatedConnection(want=5)
+        replayed.gate.set()
+        nursery.start_soon(core.hub.serve, Connection(NOBODY, replayed.send), 2, None, 0)
+        await replayed.got_all.wait()
+        assert [line["event"] for line in replayed.lines[1:]] == events
+        nursery.cancel_scope.cancel()

@@ -22,7 +22,7 @@ import datetime
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,7 +30,18 @@ import attrs
 import trio
 
 from todod._log import Compaction
-from todod._model import NOBODY, Entry, Origin, Stale, validate_list_name, validate_title
+from todod._model import (
+    MAX_TAGS,
+    MAX_TITLE,
+    NOBODY,
+    Entry,
+    Origin,
+    Stale,
+    validate_list_name,
+    validate_tags,
+    validate_title,
+)
+from todod._query import FindQuery, search_words
 from todod._registry import Registry
 from todod._server import (
     AddEntry,
@@ -45,7 +56,7 @@ from todod._server import (
 from todod._store import Store, StoreError, StoreFaults, open_store
 from todod._subscription import Hub
 from todod._supervisor import ChildSpec, Supervisor
-from todod.protocol import Compacted, Conflict, Invalid, NotFound, Timeout
+from todod.protocol import MAX_FIND, Compacted, Conflict, Invalid, NotFound, Timeout
 
 #: Most changes one undo or redo request reverts (each is one change of the
 #: log, all committed together): a bound on the plan read and held in memory.
@@ -102,9 +113,9 @@ class CoreStatistics:
         return attrs.asdict(self)
 
 
-def add_op(title: str, date: datetime.date, origin: Origin = NOBODY) -> AddEntry:
-    """The message of an add, its title validated (raises Invalid)."""
-    return AddEntry(date, validate_title(title), origin)
+def add_op(title: str, date: datetime.date, origin: Origin = NOBODY, tags: Iterable[str] = ()) -> AddEntry:
+    """The message of an add, its title and tags validated (raises Invalid)."""
+    return AddEntry(date, validate_title(title), validate_tags(tags), origin)
 
 
 def update_op(
@@ -113,11 +124,14 @@ def update_op(
     title: str | None = None,
     date: datetime.date | None = None,
     done: bool | None = None,
+    tag: Iterable[str] = (),
+    untag: Iterable[str] = (),
     if_version: int | None = None,
     origin: Origin = NOBODY,
 ) -> UpdateEntry:
-    """The message of an update, its title validated if given (raises Invalid)."""
-    return UpdateEntry(entry_id, None if title is None else validate_title(title), date, done, if_version, origin)
+    """The message of an update, its title (if given) and tags validated (raises Invalid)."""
+    title = None if title is None else validate_title(title)
+    return UpdateEntry(entry_id, title, date, done, validate_tags(tag), validate_tags(untag), if_version, origin)
 
 
 @attrs.define(eq=False)
@@ -132,9 +146,16 @@ class Core:
     # List names are stripped here, where titles are: the registry then sees
     # the one name a list is stored under (it validates names again itself).
 
-    async def add(self, list_name: str, title: str, date: datetime.date, origin: Origin = NOBODY) -> Entry:
+    async def add(
+        self,
+        list_name: str,
+        title: str,
+        date: datetime.date,
+        origin: Origin = NOBODY,
+        tags: Iterable[str] = (),
+    ) -> Entry:
         list_name = validate_list_name(list_name)
-        result: Entry = await self.registry.call(list_name, add_op(title, date, origin))
+        result: Entry = await self.registry.call(list_name, add_op(title, date, origin, tags))
         return result
 
     async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
@@ -149,11 +170,15 @@ class Core:
         title: str | None = None,
         date: datetime.date | None = None,
         done: bool | None = None,
+        tag: Iterable[str] = (),
+        untag: Iterable[str] = (),
         if_version: int | None = None,
         origin: Origin = NOBODY,
     ) -> Entry:
         list_name = validate_list_name(list_name)
-        op = update_op(entry_id, title=title, date=date, done=done, if_version=if_version, origin=origin)
+        op = update_op(
+            entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=if_version, origin=origin
+        )
         result: Entry = await self.registry.call(list_name, op)
         return result
 
@@ -284,6 +309,44 @@ class Core:
             return await self.store.lists()
         raise Timeout(f"the lists could not be read within {limit:g} s")
 
+    async def find(
+        self,
+        *,
+        lists: Iterable[str] | None = None,
+        date_from: datetime.date | None = None,
+        date_to: datetime.date | None = None,
+        done: bool | None = None,
+        tags: Iterable[str] = (),
+        search: str | None = None,
+        limit: int = MAX_FIND,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Entries of all lists (or of ``lists``) matching every filter, from the committed state.
+
+        It asks no list server: the store holds exactly what the servers have
+        acknowledged, so the answer holds every change acknowledged before
+        this call (docs/ARCHITECTURE.md, "Queries across lists").
+
+        Returns:
+            The entries' wire forms, each with its ``"list"``, in date, list,
+            id order, at most ``limit``; and whether more entries matched.
+
+        Raises:
+            Invalid: a bad list name, tag, search text, range or limit.
+            Timeout: the query did not finish within the call timeout.
+        """
+        query = FindQuery(
+            lists=None if lists is None else _check_lists(lists),
+            date_from=date_from,
+            date_to=date_to,
+            done=done,
+            tags=_check_query_tags(tags),
+            words=() if search is None else _check_search(search),
+            limit=_check_limit(limit),
+        )
+        if date_from is not None and date_to is not None and date_from > date_to:
+            raise Invalid(f"the range is empty: from {date_from.isoformat()} is after to {date_to.isoformat()}")
+        return await self.store.find(query, self.registry.call_timeout)
+
     def statistics(self) -> CoreStatistics:
         ev = self.registry.events
         st = self.store.statistics()
@@ -312,6 +375,43 @@ class Core:
         )
 
 
+#: More lists than this in one query is a mistake, not a filter.
+MAX_QUERY_LISTS = 1000
+
+
+def _check_lists(lists: Iterable[str]) -> frozenset[str]:
+    names = frozenset(validate_list_name(name) for name in lists)
+    if not names:
+        raise Invalid("'lists' must name at least one list")
+    if len(names) > MAX_QUERY_LISTS:
+        raise Invalid(f"a query names at most {MAX_QUERY_LISTS} lists (got {len(names)})")
+    return names
+
+
+def _check_query_tags(tags: Iterable[str]) -> frozenset[str]:
+    try:
+        return validate_tags(tags)
+    except Invalid as exc:
+        if "at most" in exc.message:
+            raise Invalid(f"a query asks for at most {MAX_TAGS} tags: no entry has more") from None
+        raise
+
+
+def _check_search(search: str) -> tuple[str, ...]:
+    if len(search) > MAX_TITLE:
+        raise Invalid(f"a search text is at most {MAX_TITLE} characters (got {len(search)})")
+    words = search_words(search)
+    if not words:
+        raise Invalid("a search text must hold a word")
+    return words
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_FIND:
+        raise Invalid(f"a limit is 1 to {MAX_FIND} (got {limit})")
+    return limit
+
+
 @asynccontextmanager
 async def open_core(
     data_dir: str,
@@ -319,8 +419,11 @@ async def open_core(
     *,
     store_faults: StoreFaults | None = None,
     server_faults: ServerFaults | None = None,
+    full_text: bool = True,
 ) -> AsyncIterator[Core]:
     """Open the store and run the core's task tree for the body's duration.
+
+    ``full_text=False`` leaves out the FTS5 title index (searches scan).
 
     Raises:
         StoreError: the store cannot be opened.
@@ -329,7 +432,7 @@ async def open_core(
     """
     config = config or CoreConfig()
     async with (
-        open_store(data_dir, faults=store_faults, change_log=config.change_log) as store,
+        open_store(data_dir, faults=store_faults, full_text=full_text, change_log=config.change_log) as store,
         trio.open_nursery() as nursery,
     ):
         store.inline_commits = config.inline_commits

@@ -24,7 +24,7 @@ from todod._core import Core, add_op, update_op
 from todod._model import NOBODY, Origin, parse_date, validate_list_name
 from todod._server import DeleteEntry, GetEntries, Op
 from todod._subscription import CONNECTION, NO_REPLY, current_origin
-from todod.protocol import PROTOCOL_VERSION, BadRequest, Request
+from todod.protocol import MAX_FIND, PROTOCOL_VERSION, BadRequest, Request
 
 Reply = Callable[[outcome.Outcome[Any]], None]
 
@@ -84,7 +84,7 @@ class Dispatcher:
                 return {"protocol": PROTOCOL_VERSION, "version": __version__, "pid": os.getpid()}
             case "add":
                 date = _date(args.get("date")) or datetime.date.today()
-                entry = await self.core.add(args["list"], args["title"], date, current_origin())
+                entry = await self.core.add(args["list"], args["title"], date, current_origin(), args.get("tags", ()))
                 return entry.to_wire()
             case "entries":
                 entries = await self.core.entries(args["list"], _date(args.get("date")))
@@ -92,14 +92,16 @@ class Dispatcher:
             case "lists":
                 return [{"name": name, "entries": count} for name, count in await self.core.lists()]
             case "update":
-                if not {"title", "date", "done"} & args.keys():
-                    raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done'")
+                if not {"title", "date", "done", "tag", "untag"} & args.keys():
+                    raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done', 'tag', 'untag'")
                 entry = await self.core.update(
                     args["list"],
                     args["entry"],
                     title=args.get("title"),
                     date=_date(args.get("date")),
                     done=args.get("done"),
+                    tag=args.get("tag", ()),
+                    untag=args.get("untag", ()),
                     if_version=args.get("if_version"),
                     origin=current_origin(),
                 )
@@ -107,6 +109,17 @@ class Dispatcher:
             case "delete":
                 entry = await self.core.delete(args["list"], args["entry"], args.get("if_version"), current_origin())
                 return entry.to_wire()
+            case "find":
+                found, more = await self.core.find(
+                    lists=args.get("lists"),
+                    date_from=_date(args.get("from")),
+                    date_to=_date(args.get("to")),
+                    done=args.get("done"),
+                    tags=args.get("tags", ()),
+                    search=args.get("search"),
+                    limit=args.get("limit", MAX_FIND),
+                )
+                return {"entries": found, "more": more}
             case "history":
                 return await self.core.history(args["list"], args.get("limit"))
             case "undo" | "redo":
@@ -145,17 +158,19 @@ def _list_op(request: Request, origin: Origin) -> Op | None:
     args = request.args
     match request.op:
         case "add":
-            return add_op(args["title"], _date(args.get("date")) or datetime.date.today(), origin)
+            return add_op(args["title"], _date(args.get("date")) or datetime.date.today(), origin, args.get("tags", ()))
         case "entries":
             return GetEntries(_date(args.get("date")))
         case "update":
-            if not {"title", "date", "done"} & args.keys():
-                raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done'")
+            if not {"title", "date", "done", "tag", "untag"} & args.keys():
+                raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done', 'tag', 'untag'")
             return update_op(
                 args["entry"],
                 title=args.get("title"),
                 date=_date(args.get("date")),
                 done=args.get("done"),
+                tag=args.get("tag", ()),
+                untag=args.get("untag", ()),
                 if_version=args.get("if_version"),
                 origin=origin,
             )

@@ -12,6 +12,7 @@ state plus its events, replayed in seq order.
 from __future__ import annotations
 
 import datetime
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import attrs
 
 from todod._model import DO_OPS, Change, Entry, Event, Step, replay
+from todod._query import tags_column
 
 #: Schema version 2: versions, the change log, its horizon and the undo state.
 #: Entries that exist when it runs become each list's base state, so a
@@ -84,6 +86,12 @@ MIGRATION: tuple[str, ...] = (
     "INSERT INTO log_meta VALUES (1, 0, 0)",
 )
 
+#: The log's part of schema version 4 (tags, see todod/_query.py): the base
+#: state keeps each entry's tags, as the entries table does (a JSON array,
+#: '[]' for none, which every entry older than tags gets).  The events need
+#: no new column: their texts carry the tags (see :func:`_encode`).
+MIGRATION_TAGS: tuple[str, ...] = ("ALTER TABLE base_entries ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",)
+
 INSERT_EVENT = (
     "INSERT INTO events (position, list_id, seq, change, op, entry, before, after, time, uid, pid, target, prev) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -100,22 +108,39 @@ EventRow = tuple[int, int, int, int, str, int, str | None, str | None, float, in
 
 def _encode(entry: Entry | None) -> str | None:
     # Dates and numbers hold no space, so the title is whatever follows the
-    # third one, spaces and all.
-    return None if entry is None else f"{entry.date.isoformat()} {int(entry.done)} {entry.version} {entry.title}"
+    # third field, spaces and all.  An entry with tags has them after its
+    # done mark, as "1:home,urgent": a tag is letters, digits, '-' and '_'
+    # (validate_tag), so neither ':' nor ',' nor a space can be in one.  An
+    # entry without tags is written as before tags existed ("DATE DONE
+    # VERSION TITLE"), so the events written before schema version 4 read
+    # as entries without tags, and an untagged entry costs nothing more.
+    if entry is None:
+        return None
+    done = "1" if entry.done else "0"
+    if entry.tags:
+        done += ":" + ",".join(entry.tags)
+    return f"{entry.date.isoformat()} {done} {entry.version} {entry.title}"
+
+
+def _fields(text: str) -> tuple[str, bool, int, str, tuple[str, ...]]:
+    """Date, done, version, title and tags of an event's entry text (either encoding)."""
+    date, done, version, title = text.split(" ", 3)
+    mark, _, tags = done.partition(":")
+    return date, mark == "1", int(version), title, tuple(tags.split(",")) if tags else ()
 
 
 def _decode(entry_id: int, text: str | None) -> Entry | None:
     if text is None:
         return None
-    date, done, version, title = text.split(" ", 3)
-    return Entry(entry_id, datetime.date.fromisoformat(date), title, done == "1", int(version))
+    date, done, version, title, tags = _fields(text)
+    return Entry(entry_id, datetime.date.fromisoformat(date), title, done, version, tags)
 
 
 def _decode_wire(entry_id: int, text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    date, done, version, title = text.split(" ", 3)
-    return {"id": entry_id, "date": date, "title": title, "done": done == "1", "version": int(version)}
+    date, done, version, title, tags = _fields(text)
+    return {"id": entry_id, "date": date, "title": title, "done": done, "version": version, "tags": list(tags)}
 
 
 def wire_time(seconds: float) -> str:
@@ -387,9 +412,14 @@ def _fold(conn: sqlite3.Connection, cut: int) -> int:
         if entry is None:
             removes.append((list_id, entry_id))
         else:
-            puts.append((list_id, entry.id, entry.date.isoformat(), entry.title, int(entry.done), entry.version))
+            date, done, version = entry.date.isoformat(), int(entry.done), entry.version
+            puts.append((list_id, entry.id, date, entry.title, done, version, tags_column(entry)))
     conn.executemany("DELETE FROM base_entries WHERE list_id = ? AND id = ?", removes)
-    conn.executemany("INSERT OR REPLACE INTO base_entries VALUES (?, ?, ?, ?, ?, ?)", puts)
+    conn.executemany(
+        "INSERT OR REPLACE INTO base_entries (list_id, id, date, title, done, version, tags) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        puts,
+    )
     conn.executemany(
         "UPDATE lists SET base_seq = ? WHERE id = ?",
         conn.execute("SELECT max(seq), list_id FROM events WHERE position <= ? GROUP BY list_id", (cut,)).fetchall(),
@@ -412,8 +442,10 @@ def rebuild(conn: sqlite3.Connection) -> dict[str, dict[int, Entry]]:
     """Every list rebuilt from its base state and its log alone (the view is not read)."""
     names = dict(conn.execute("SELECT id, name FROM lists").fetchall())
     base: dict[int, list[Entry]] = {list_id: [] for list_id in names}
-    for list_id, i, d, t, done, v in conn.execute("SELECT list_id, id, date, title, done, version FROM base_entries"):
-        base[list_id].append(Entry(i, datetime.date.fromisoformat(d), t, bool(done), v))
+    for list_id, i, d, t, done, v, tags in conn.execute(
+        "SELECT list_id, id, date, title, done, version, tags FROM base_entries"
+    ):
+        base[list_id].append(Entry(i, datetime.date.fromisoformat(d), t, bool(done), v, json.loads(tags)))
     events: dict[int, list[Event]] = {list_id: [] for list_id in names}
     for list_id, seq, entry, before, after in conn.execute(
         "SELECT list_id, seq, entry, before, after FROM events ORDER BY position"
@@ -427,8 +459,9 @@ def read_view(conn: sqlite3.Connection) -> dict[str, dict[int, Entry]]:
     result: dict[str, dict[int, Entry]] = {}
     for (name,) in conn.execute("SELECT name FROM lists").fetchall():
         result[name] = {}
-    for name, i, d, t, done, v in conn.execute(
-        "SELECT l.name, e.id, e.date, e.title, e.done, e.version FROM entries e JOIN lists l ON l.id = e.list_id"
+    for name, i, d, t, done, v, tags in conn.execute(
+        "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM entries e "
+        "JOIN lists l ON l.id = e.list_id"
     ):
-        result[name][i] = Entry(i, datetime.date.fromisoformat(d), t, bool(done), v)
+        result[name][i] = Entry(i, datetime.date.fromisoformat(d), t, bool(done), v, json.loads(tags))
     return result

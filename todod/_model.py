@@ -23,6 +23,11 @@ from todod.protocol import Conflict, Invalid, NotFound
 
 MAX_TITLE = 1000
 MAX_LIST_NAME = 200
+#: A tag is a short word for grouping entries across lists; 16 of 32
+#: characters keep an entry's tags on one table line and bound the tag index
+#: at 16 rows per entry.
+MAX_TAG = 32
+MAX_TAGS = 16
 
 
 def _has_control(text: str) -> bool:
@@ -90,6 +95,28 @@ def validate_list_name(name: str) -> str:
     return name
 
 
+def validate_tag(tag: str) -> str:
+    """Return the tag lower-cased (NFC); raise :class:`Invalid` unless it is 1-32 letters, digits, ``-``, ``_``."""
+    folded = unicodedata.normalize("NFC", tag).lower()
+    if not 1 <= len(folded) <= MAX_TAG:
+        raise Invalid(f"a tag is 1 to {MAX_TAG} characters (got {len(folded)})")
+    if not all(ch.isalnum() or ch in "-_" for ch in folded):
+        raise Invalid(f"a tag is one word of letters, digits, '-' and '_' (got {folded[:40]!r})")
+    return folded
+
+
+def validate_tags(tags: Iterable[str]) -> frozenset[str]:
+    """The set of valid tags; raise :class:`Invalid` for a bad tag or more than 16 of them."""
+    result = frozenset(validate_tag(t) for t in tags)
+    if len(result) > MAX_TAGS:
+        raise Invalid(f"an entry has at most {MAX_TAGS} tags (got {len(result)})")
+    return result
+
+
+def _sorted_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(tags)))
+
+
 def parse_date(text: str) -> datetime.date:
     """Parse a strict ``YYYY-MM-DD`` date; raise :class:`Invalid` for anything else."""
     if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.replace("-", "").isascii():
@@ -109,6 +136,9 @@ class Entry:
     title: str
     done: bool = False
     version: int = 1
+    #: Sorted and without duplicates, so equal entries compare equal and the
+    #: wire shows them in one order.
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_sorted_tags)
 
     def to_wire(self) -> dict[str, object]:
         return {
@@ -117,15 +147,17 @@ class Entry:
             "title": self.title,
             "done": self.done,
             "version": self.version,
+            "tags": list(self.tags),
         }
 
     def same_values(self, other: Entry | None) -> bool:
-        """Whether ``other`` has this entry's date, title and done mark (versions aside)."""
+        """Whether ``other`` has this entry's date, title, done mark and tags (versions aside)."""
         return (
             other is not None
             and other.date == self.date
             and other.title == self.title
             and other.done == self.done
+            and other.tags == self.tags
         )
 
 
@@ -235,9 +267,11 @@ class TodoList:
         """All entries, or those of one date, in id order."""
         return _select(self.entries, date)
 
-    def add(self, date: datetime.date, title: str) -> tuple[TodoList, Entry, Change]:
+    def add(
+        self, date: datetime.date, title: str, tags: Iterable[str] = ()
+    ) -> tuple[TodoList, Entry, Change]:
         draft = Draft(self)
-        entry, change = draft.add(date, title)
+        entry, change = draft.add(date, title, tags)
         return draft.freeze(), entry, change
 
     def update(
@@ -247,16 +281,26 @@ class TodoList:
         title: str | None = None,
         date: datetime.date | None = None,
         done: bool | None = None,
+        tag: Iterable[str] = (),
+        untag: Iterable[str] = (),
         if_version: int | None = None,
     ) -> tuple[TodoList, Entry, Change]:
         draft = Draft(self)
-        entry, change = draft.update(entry_id, title=title, date=date, done=done, if_version=if_version)
+        entry, change = draft.update(
+            entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=if_version
+        )
         return draft.freeze(), entry, change
 
     def delete(self, entry_id: int, if_version: int | None = None) -> tuple[TodoList, Entry, Change]:
         draft = Draft(self)
         entry, change = draft.delete(entry_id, if_version)
         return draft.freeze(), entry, change
+
+
+def _check_count(tags: frozenset[str]) -> frozenset[str]:
+    if len(tags) > MAX_TAGS:
+        raise Invalid(f"an entry has at most {MAX_TAGS} tags (it would have {len(tags)})")
+    return tags
 
 
 class Draft:
@@ -293,8 +337,10 @@ class Draft:
         self.seq += 1
         return Change(op, self.seq, (Event(self.seq, entry_id, before, after),), origin)
 
-    def add(self, date: datetime.date, title: str, origin: Origin = NOBODY) -> tuple[Entry, Change]:
-        entry = Entry(self.next_id, date, title)
+    def add(
+        self, date: datetime.date, title: str, tags: Iterable[str] = (), origin: Origin = NOBODY
+    ) -> tuple[Entry, Change]:
+        entry = Entry(self.next_id, date, title, tags=_check_count(frozenset(tags)))
         self._entries[entry.id] = entry
         self.next_id += 1
         return entry, self._one("add", entry.id, None, entry, origin)
@@ -310,16 +356,23 @@ class Draft:
         title: str | None = None,
         date: datetime.date | None = None,
         done: bool | None = None,
+        tag: Iterable[str] = (),
+        untag: Iterable[str] = (),
         if_version: int | None = None,
         origin: Origin = NOBODY,
     ) -> tuple[Entry, Change]:
         old = self.get(entry_id)
         self._expect(old, if_version)
+        added, removed = frozenset(tag), frozenset(untag)
+        if added & removed:
+            raise Invalid(f"a tag cannot be both added and removed: {', '.join(sorted(added & removed))}")
+        tags = old.tags if not (added or removed) else _check_count((frozenset(old.tags) | added) - removed)
         new = attrs.evolve(
             old,
             title=old.title if title is None else title,
             date=old.date if date is None else date,
             done=old.done if done is None else done,
+            tags=tags,
             version=old.version + 1,
         )
         self._entries[entry_id] = new

@@ -40,6 +40,7 @@ log = logging.getLogger("todod.server")
 class AddEntry:
     date: datetime.date
     title: str
+    tags: frozenset[str] = frozenset()
     origin: Origin = NOBODY
 
 
@@ -49,6 +50,8 @@ class UpdateEntry:
     title: str | None = None
     date: datetime.date | None = None
     done: bool | None = None
+    tag: frozenset[str] = frozenset()
+    untag: frozenset[str] = frozenset()
     if_version: int | None = None
     origin: Origin = NOBODY
 
@@ -90,11 +93,15 @@ Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | Flush | RevertChanges
 def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
     """Apply one op to the batch's draft: its result and the changes to persist."""
     match op:
-        case AddEntry(date=date, title=title, origin=origin):
-            entry, change = draft.add(date, title, origin)
+        case AddEntry(date=date, title=title, tags=tags, origin=origin):
+            entry, change = draft.add(date, title, tags, origin)
             return entry, (change,)
-        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done, if_version=v, origin=origin):
-            entry, change = draft.update(entry_id, title=title, date=date, done=done, if_version=v, origin=origin)
+        case UpdateEntry(
+            entry_id=entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=v, origin=origin
+        ):
+            entry, change = draft.update(
+                entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=v, origin=origin
+            )
             return entry, (change,)
         case DeleteEntry(entry_id=entry_id, if_version=v, origin=origin):
             entry, change = draft.delete(entry_id, v, origin)

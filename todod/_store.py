@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -27,11 +28,11 @@ import attrs
 import outcome
 import trio
 
-from todod import _log
+from todod import _log, _query
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
 from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
-from todod.protocol import Invalid, Unavailable
+from todod.protocol import Invalid, Timeout, Unavailable
 
 log = logging.getLogger("todod.store")
 
@@ -82,7 +83,9 @@ MigrationStep = str | Callable[[sqlite3.Connection], None]
 #: Schema migrations: version N is reached by running MIGRATIONS[N-1].
 #: Version 1 holds the entries; version 2 adds versions and the change log
 #: (todod/_log.py), filled from the same events in the same transaction;
-#: version 3 normalizes list names (see :func:`_normalize_list_names`).
+#: version 3 normalizes list names (see :func:`_normalize_list_names`); version 4
+#: adds tags and the query indexes (todod/_query.py) and the tags of the
+#: log's base state (todod/_log.py).
 MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         """CREATE TABLE lists (
@@ -101,6 +104,9 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     ),
     _log.MIGRATION,
     (_normalize_list_names,),
+    # Version 4: tags, and the indexes of queries across lists (todod/_query.py);
+    # the log's base state gets its tags column too (todod/_log.py).
+    (*_query.MIGRATION_TAGS_AND_INDEXES, *_log.MIGRATION_TAGS),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -119,7 +125,13 @@ READ_WORKERS = 3
 MIN_SQLITE = (3, 35, 0)
 
 
-_PUT = "INSERT OR REPLACE INTO entries (list_id, id, date, title, done, version) VALUES (?, ?, ?, ?, ?, ?)"
+# An upsert, not INSERT OR REPLACE: a replace deletes the old row without
+# firing delete triggers, which would leave the tag and text indexes stale.
+_PUT = (
+    "INSERT INTO entries (list_id, id, date, title, done, version, tags) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (list_id, id) DO UPDATE SET date = excluded.date, title = excluded.title, "
+    "done = excluded.done, version = excluded.version, tags = excluded.tags"
+)
 _DELETE = "DELETE FROM entries WHERE list_id = ? AND id = ?"
 
 
@@ -279,6 +291,8 @@ class Store:
     on_commit: CommitListener | None = None
     #: Commit in the event loop rather than in a worker thread (see run_writer).
     inline_commits: bool = False
+    #: Whether searches may use the FTS5 title index (see todod/_query.py).
+    text_index: bool = attrs.field(default=False, kw_only=True)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
     _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
@@ -443,7 +457,7 @@ class Store:
             # Runs are flushed as the kind changes, so every event is applied
             # in the order it was made (a put then a remove of one id).  The
             # log gets the same events, in the same transaction.
-            puts: list[tuple[int, int, str, str, int, int]] = []
+            puts: list[tuple[int, int, str, str, int, int, str]] = []
             removes: list[tuple[int, int]] = []
             heads: list[tuple[int, int, int, int]] = []
             rows: list[_log.EventRow] = []
@@ -469,7 +483,8 @@ class Store:
                             if removes:
                                 conn.executemany(_DELETE, removes)
                                 removes = []
-                            puts.append((list_id, e.id, e.date.isoformat(), e.title, int(e.done), e.version))
+                            date, tags = e.date.isoformat(), _query.tags_column(e)
+                            puts.append((list_id, e.id, date, e.title, int(e.done), e.version, tags))
                         else:
                             if puts:
                                 conn.executemany(_PUT, puts)
@@ -493,6 +508,8 @@ class Store:
                 conn.executemany(_log.INSERT_EVENT, rows)
                 conn.executemany(_log.INSERT_UNDO, undone)
                 conn.executemany(_log.DELETE_UNDO, redone)
+            if self.text_index:  # the query step's hook: index the titles of this transaction
+                _query.flush_text_index(conn)
             conn.execute("COMMIT")
             self._position = position
             self._committed = (start, now)
@@ -592,11 +609,14 @@ class Store:
                 if row is None:
                     return TodoList()
                 rows = conn.execute(
-                    "SELECT id, date, title, done, version FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
+                    "SELECT id, date, title, done, version, tags FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            entries = [Entry(i, datetime.date.fromisoformat(d), t, bool(done), v) for i, d, t, done, v in rows]
+            entries = [
+                Entry(i, datetime.date.fromisoformat(d), t, bool(done), v, () if tags == "[]" else json.loads(tags))
+                for i, d, t, done, v, tags in rows
+            ]
             return TodoList.from_entries(entries, row[1], row[2])
 
         self._loads += 1
@@ -614,6 +634,34 @@ class Store:
 
         result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
         return result
+
+    async def find(self, query: _query.FindQuery, time_limit: float) -> tuple[list[dict[str, Any]], bool]:
+        """Entries of any list matching ``query``, from the committed state, through the read pool.
+
+        Returns:
+            The entries' wire forms with their ``list``, in date, list name, id
+            order (at most ``query.limit``), and whether more matched.
+
+        Raises:
+            StoreError: the read failed.
+            Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
+        """
+        deadline = time.monotonic() + time_limit
+
+        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
+            return _query.run_find(conn, query, self.text_index, deadline)
+
+        # The scope bounds the wait for a reader; the deadline, checked by
+        # SQLite's progress handler, bounds the query in its thread.
+        with trio.move_on_after(time_limit):
+            try:
+                result: tuple[list[dict[str, Any]], bool] = await self._read(read, "could not run the query")
+            except StoreError:
+                if time.monotonic() <= deadline:
+                    raise
+            else:
+                return result
+        raise Timeout(f"the query did not finish within {time_limit:g} s")
 
     # --- the change log -------------------------------------------------------
 
@@ -720,7 +768,9 @@ def _snapshot(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> A
         conn.execute("COMMIT")
 
 
-def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection]]:
+def _open_sync(
+    data_dir: str, read_workers: int, full_text: bool
+) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection], bool]:
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise StoreError(
             f"todod needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python uses {sqlite3.sqlite_version}"
@@ -736,6 +786,7 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
         writer = _connect(path)
         conns.append(writer)
         _check_and_migrate(writer, path)
+        text_index = _query.ensure_text_index(writer, full_text)
         writer.execute("PRAGMA synchronous = FULL")
         writer.execute("PRAGMA foreign_keys = ON")
         # Checkpoints belong to run_checkpointer, not to the commit that
@@ -745,7 +796,8 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
             reader = _connect(path)
             conns.append(reader)
             reader.execute("PRAGMA query_only = ON")
-        return lock_fd, writer, conns[1:]
+            _query.prepare_reader(reader)
+        return lock_fd, writer, conns[1:], text_index
     except BaseException:
         for conn in conns:
             conn.close()
@@ -759,6 +811,7 @@ async def open_store(
     *,
     read_workers: int = READ_WORKERS,
     faults: StoreFaults | None = None,
+    full_text: bool = True,
     change_log: bool = True,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the store in ``data_dir``.
@@ -767,13 +820,17 @@ async def open_store(
     ``change_log=False`` (benchmarks only) writes the entries without the log.
     On exit the WAL is checkpointed into the main file and everything closed;
     the caller must have stopped the writer first.
+    ``full_text=False`` leaves the FTS5 title index out, as on an SQLite
+    without FTS5: searches then scan the titles (tests force the fallback so).
 
     Raises:
         StoreError: the directory is locked by another todod, the file is not a
             todod database, its schema is newer than ours, or it cannot be opened.
     """
     try:
-        lock_fd, writer, readers = await trio.to_thread.run_sync(_open_sync, data_dir, read_workers)
+        lock_fd, writer, readers, text_index = await trio.to_thread.run_sync(
+            _open_sync, data_dir, read_workers, full_text
+        )
     except Exception as exc:
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
     try:
@@ -782,7 +839,13 @@ async def open_store(
         await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd)
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
     store = Store(
-        os.path.join(data_dir, DB_NAME), writer, readers, faults or StoreFaults(), change_log, position
+        os.path.join(data_dir, DB_NAME),
+        writer,
+        readers,
+        faults or StoreFaults(),
+        change_log,
+        position,
+        text_index=text_index,
     )
     try:
         yield store

@@ -153,10 +153,10 @@ def error_from_wire(error: object) -> TodoError:
 # --- requests ---------------------------------------------------------------
 
 #: For each op, its fields: name → (type, required).  ``int`` never accepts a
-#: bool (JSON ``true`` is not an entry id).
+#: bool (JSON ``true`` is not an entry id); ``list`` is an array of strings.
 OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "hello": {},
-    "add": {"list": (str, True), "title": (str, True), "date": (str, False)},
+    "add": {"list": (str, True), "title": (str, True), "date": (str, False), "tags": (list, False)},
     "entries": {"list": (str, True), "date": (str, False)},
     "lists": {},
     "update": {
@@ -165,10 +165,21 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
         "title": (str, False),
         "date": (str, False),
         "done": (bool, False),
+        "tag": (list, False),
+        "untag": (list, False),
         "if_version": (int, False),
     },
     "delete": {"list": (str, True), "entry": (int, True), "if_version": (int, False)},
     "status": {},
+    "find": {
+        "lists": (list, False),
+        "from": (str, False),
+        "to": (str, False),
+        "done": (bool, False),
+        "tags": (list, False),
+        "search": (str, False),
+        "limit": (int, False),
+    },
     "stop": {},
     "history": {"list": (str, True), "limit": (int, False)},
     "undo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
@@ -176,6 +187,11 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "watch": {"list": (str, False), "since": (int, False)},
     "compact": {"keep_days": (int, False)},
 }
+
+#: At most this many entries in one ``find`` answer (its ``limit`` defaults to
+#: it): 10,000 entries of the longest titles stay well under MAX_RESPONSE,
+#: and a terminal or a script wants a narrower query long before that.
+MAX_FIND: Final = 10_000
 
 
 if TYPE_CHECKING:
@@ -258,10 +274,17 @@ def parse_request(line: bytes) -> Request:
     return Request(op, request_id, args)
 
 
-_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false"}
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    list: "an array of strings",
+}
 
 
 def _is(value: object, kind: type) -> bool:
+    if kind is list:
+        return type(value) is list and all(type(item) is str for item in value)
     if kind is int:
         return type(value) is int and 0 <= value <= MAX_INT  # type: ignore[operator]
     return type(value) is kind
