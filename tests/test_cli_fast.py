@@ -27,13 +27,43 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli import _client, _commands, _fast, _gen, _main, _table
+from cli import _client, _commands, _fast, _gen, _main, _procs, _table
 from cli.app import app
 from cli.app import main as typer_main
 from tests.fake_daemon import FakeDaemon
 from todod import protocol
 
 runner = CliRunner()
+
+#: Where the generated environments point: a path in a private directory of
+#: this run that nothing creates (the stand-ins below refuse to start a
+#: daemon), so no lock file or daemon of anyone else's can be found there.
+NOWHERE = os.path.join(tempfile.mkdtemp(prefix="todo-fast-"), "nowhere")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_nowhere() -> Iterator[None]:
+    yield
+    shutil.rmtree(os.path.dirname(NOWHERE), ignore_errors=True)
+
+
+def _refuse(what: str) -> Any:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the CLI under test tried to {what}: {args}")
+
+    return refused
+
+
+def _stand_in(patch: pytest.MonkeyPatch, daemon: Daemon) -> None:
+    """Replace the daemon with ``daemon``, and make any attempt to start or signal a real process fail.
+
+    ``todo stop`` signals the holder of a socket's lock file and auto-start
+    runs ``todod``: neither may touch a real process from a property test.
+    """
+    patch.setattr(_client, "request", daemon.request)
+    patch.setattr(_client, "subscribe", daemon.subscribe)
+    patch.setattr(_client, "_start_daemon", _refuse("start a daemon"))
+    patch.setattr(_procs, "terminate", _refuse("signal a process"))
 
 ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False, "version": 1, "tags": ["home"]}
 RESULTS: dict[str, Any] = {
@@ -107,7 +137,7 @@ VALID = {
     "date": st.sampled_from(
         ["2024-05-01", "2024-13-01", "today", "tomorrow", "Yesterday", "+3d", "-2d", "+1w", "fri", " mon ", "x", "+d"]
     ),
-    "path": st.sampled_from(["/nonexistent/todod.sock", "rel/todod.sock", "Café/x", "-", "", " "]),
+    "path": st.sampled_from([NOWHERE + "/todod.sock", "rel/todod.sock", "Café/x", "-", "", " "]),
 }
 
 
@@ -157,10 +187,10 @@ def command_lines(draw: st.DrawFn) -> tuple[list[str], dict[str, str | None]]:
         argv.insert(draw(st.integers(1, len(argv))), "--")
     env: dict[str, str | None] = {
         "TODOD_NO_START": draw(st.sampled_from(ENVS)),
-        "TODOD_SOCKET": draw(st.sampled_from([None, "/nonexistent/todod.sock"])),
-        "TODOD_DATA_DIR": "/nonexistent/data",
-        "XDG_RUNTIME_DIR": "/nonexistent/run",
-        "HOME": "/nonexistent/home",  # whatever runs, it never writes to the real home
+        "TODOD_SOCKET": draw(st.sampled_from([None, NOWHERE + "/todod.sock"])),
+        "TODOD_DATA_DIR": NOWHERE + "/data",
+        "XDG_RUNTIME_DIR": NOWHERE + "/run",
+        "HOME": NOWHERE + "/home",  # whatever runs, it never writes to the real home
         "_TODO_COMPLETE": None,
     }
     return argv, env
@@ -231,8 +261,7 @@ def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) ->
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
     ):
-        patch.setattr(_client, "request", daemon.request)
-        patch.setattr(_client, "subscribe", daemon.subscribe)
+        _stand_in(patch, daemon)
         try:
             typer_main(argv)
         except SystemExit as exc:
@@ -251,8 +280,7 @@ def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> 
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
     ):
-        patch.setattr(_client, "request", daemon.request)
-        patch.setattr(_client, "subscribe", daemon.subscribe)
+        _stand_in(patch, daemon)
         invocation = _fast.parse(argv, os.environ)
         if invocation is None:
             return None
@@ -273,8 +301,7 @@ def run_console(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) 
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
     ):
-        patch.setattr(_client, "request", daemon.request)
-        patch.setattr(_client, "subscribe", daemon.subscribe)
+        _stand_in(patch, daemon)
         try:
             code = _main.main(argv)
         except SystemExit as exc:
@@ -345,7 +372,7 @@ EVERYDAY = [
 @pytest.mark.parametrize("argv", EVERYDAY, ids=" ".join)
 def test_everyday_command_lines_take_the_fast_path(argv: list[str]) -> None:
     """Each everyday command line is accepted by the fast path and matches Typer's run of it."""
-    env = {"TODOD_NO_START": "1", "TODOD_SOCKET": "/nonexistent/todod.sock", "_TODO_COMPLETE": None}
+    env = {"TODOD_NO_START": "1", "TODOD_SOCKET": NOWHERE + "/todod.sock", "_TODO_COMPLETE": None}
     fast_daemon, typer_daemon = Daemon(None), Daemon(None)
     fast = run_fast(argv, env, fast_daemon)
     assert fast is not None
