@@ -15,18 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import TODO, Daemon, request, run_cli, short_tempdir, wait_until
+from tests.daemon import TODO, Daemon, request, run_cli, running_daemon, short_tempdir, wait_until
 
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    root = short_tempdir()
-    d = Daemon(root)
-    try:
-        yield d.start()
-    finally:
-        d.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+    with running_daemon() as d:
+        yield d
 
 
 def todo(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.daemon import TODO, Daemon, LineReader, PipeLines, connect, short_tempdir
+from tests.daemon import TODO, Daemon, LineReader, PipeLines, connect, running_daemon
 from todod._core import open_core
 from todod._model import NOBODY
 from todod._subscription import Connection
@@ -28,13 +27,8 @@ DAY = datetime.date(2026, 2, 3)
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    root = short_tempdir()
-    d = Daemon(root)
-    try:
-        yield d.start()
-    finally:
-        d.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+    with running_daemon() as d:
+        yield d
 
 
 def pipelined_adds(daemon: Daemon, name: str, titles: list[str]) -> None:
