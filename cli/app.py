@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Final, NoReturn
 
-from cli import _client, _lazy, _render
+from cli import _client, _lazy, _paging, _render
 from todod import paths, protocol
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
@@ -124,9 +124,18 @@ def entries(
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Show the entries of LIST."""
-    result = _call("entries", {"list": list_name, "date": date}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.entries(result))
+    """Show the entries of LIST, page by page as they come (--timeout is per page)."""
+    try:
+        _paging.stream_entries(
+            list_name,
+            date,
+            as_json=json,
+            socket_path=paths.resolve_socket(socket),
+            timeout=timeout,
+            data_dir=None if no_start else paths.resolve_data_dir(data_dir),
+        )
+    except protocol.TodoError as exc:
+        _fail(exc)
 
 
 @app.command("list")

@@ -193,6 +193,12 @@ class Draft:
         self._entries = current.mutate()
         return _select(current, date)
 
+    def current(self) -> immutables.Map[int, Entry]:
+        """The draft's current entries, as a value that later changes to the draft leave alone."""
+        current = self._entries.finish()
+        self._entries = current.mutate()
+        return current
+
     def get(self, entry_id: int) -> Entry:
         try:
             return self._entries[entry_id]

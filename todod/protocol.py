@@ -22,9 +22,20 @@ PROTOCOL_VERSION: Final = 1
 #: connection can make the daemon buffer.
 MAX_LINE: Final = 1 << 20
 
-#: The longest response line the daemon sends (an ``entries`` answer for a
-#: very large list); a longer one is replaced by a ``too_large`` error.
+#: The longest response line the daemon sends; a longer one is replaced by
+#: a ``too_large`` error.  An ``entries`` answer never comes near it: it is
+#: one page, at most MAX_PAGE_BYTES of entries.
 MAX_RESPONSE: Final = 64 << 20
+
+#: The most entries one ``entries`` page holds (its ``limit`` is 1 to this),
+#: and the most bytes of entries' JSON it holds, whichever comes first.
+#: 10,000 entries of short titles are about 0.7 MB and 15 ms of the daemon's
+#: time, spent in chunks; a MiB of text keeps eight pages within one
+#: connection's default byte budget (docs/PROTOCOL.md, "Byte budgets").
+MAX_PAGE_ENTRIES: Final = 10_000
+MAX_PAGE_BYTES: Final = 1 << 20
+#: An ``entries`` page when the request names no ``limit`` but a cursor.
+DEFAULT_PAGE_ENTRIES: Final = 1_000
 
 #: Entry ids and other integers must fit SQLite's signed 64-bit INTEGER.
 MAX_INT: Final = (1 << 63) - 1
@@ -41,9 +52,10 @@ class ErrorCode:
     TOO_LARGE: Final = "too_large"  # a request line over MAX_LINE
     INTERNAL: Final = "internal"  # the list server crashed on this request; nothing was applied
     FORBIDDEN: Final = "forbidden"  # the peer's uid is neither the daemon's nor root
+    EXPIRED: Final = "expired"  # the snapshot a paging cursor names is gone; read again from the start
 
     ALL: Final = frozenset(
-        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN}
+        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN, EXPIRED}
     )
 
 
@@ -102,8 +114,13 @@ class Forbidden(TodoError):
     code = ErrorCode.FORBIDDEN
 
 
+class Expired(TodoError):
+    code = ErrorCode.EXPIRED
+
+
 _BY_CODE: dict[str, type[TodoError]] = {
-    cls.code: cls for cls in (BadRequest, Invalid, NotFound, Unavailable, Timeout, TooLarge, Internal, Forbidden)
+    cls.code: cls
+    for cls in (BadRequest, Invalid, NotFound, Unavailable, Timeout, TooLarge, Internal, Forbidden, Expired)
 }
 
 
@@ -127,7 +144,7 @@ def error_from_wire(error: object) -> TodoError:
 OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "hello": {},
     "add": {"list": (str, True), "title": (str, True), "date": (str, False)},
-    "entries": {"list": (str, True), "date": (str, False)},
+    "entries": {"list": (str, True), "date": (str, False), "limit": (int, False), "after": (str, False)},
     "lists": {},
     "update": {
         "list": (str, True),
@@ -259,8 +276,17 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
 
 
+class RawResult(NamedTuple):
+    """A result already encoded as JSON text (ASCII), put in the response line as it is."""
+
+    json: str
+
+
 def encode_ok(request_id: Any, result: Any) -> bytes:
-    """Encode a success response line."""
+    """Encode a success response line (``result`` may be a :class:`RawResult`)."""
+    if type(result) is RawResult:
+        head = '{"ok":true,"result":' if request_id is None else f'{{"id":{json.dumps(request_id)},"ok":true,"result":'
+        return (head + result.json + "}\n").encode("ascii")
     obj: dict[str, Any] = {"ok": True, "result": result}
     if request_id is not None:
         obj = {"id": request_id, **obj}
