@@ -1,0 +1,161 @@
+"""Big-list reads (issue 11): `todo entries` of a big list against sqlite3, its memory, and others' latency.
+
+Run by hand::
+
+    .venv/bin/python bench/big_read.py [--entries 200000] [--reps 5] [--readers 16]
+
+Starts a todod on a temporary socket and data directory, fills one list
+with ``--entries`` entries through pipelined ``add`` requests, then, in
+interleaved repetitions:
+
+* ``todo entries big`` (the whole process, output to /dev/null) and its
+  peak RSS (``wait4``'s ru_maxrss);
+* the baseline: a Python process that reads the same rows from the
+  daemon's database with ``sqlite3`` and prints them (to /dev/null).
+
+Then ``--readers`` connections page through the whole list at once, each
+with its next request sent as soon as a page arrives, while another client
+sends ``hello`` after ``hello``: its latencies' p50 and p99.  Prints JSON:
+medians and the ratio against the baseline measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.daemon import Daemon, LineReader, connect, short_tempdir
+from todod.protocol import encode_request
+
+BIN = Path(sys.executable).parent
+SQLITE_READ = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+out = sys.stdout
+for row in db.execute(
+    "SELECT e.id, e.date, e.done, e.title FROM entries e JOIN lists l ON l.id = e.list_id"
+    " WHERE l.name = ? ORDER BY e.id", ("big",)
+):
+    out.write(f"{row[0]}  {row[1]}  {'yes' if row[2] else 'no '}  {row[3]}\\n")
+"""
+
+
+def fill(daemon: Daemon, count: int) -> None:
+    with connect(daemon.socket, timeout=60) as sock:
+        reader = LineReader(sock)
+        for start in range(0, count, 1000):
+            n = min(1000, count - start)
+            sock.sendall(
+                b"".join(encode_request("add", list="big", title=f"entry number {i} of the big list") for i in range(n))
+            )
+            for _ in range(n):
+                assert reader.response()["ok"]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one process, its output thrown away."""
+    started = time.perf_counter()
+    with open(os.devnull, "wb") as null:
+        proc = subprocess.Popen(argv, stdout=null, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, argv
+    return took, usage.ru_maxrss
+
+
+def page_through(path: Path) -> None:
+    with connect(path, timeout=60) as sock:
+        reader = LineReader(sock)
+        cursor: str | None = None
+        while True:
+            sock.sendall(encode_request("entries", list="big", limit=10_000, after=cursor))
+            result = reader.response()["result"]
+            cursor = result["next"]
+            if cursor is None:
+                return
+
+
+def latency_during_reads(daemon: Daemon, readers: int) -> list[float]:
+    done = threading.Event()
+    threads = [threading.Thread(target=page_through, args=(daemon.socket,)) for _ in range(readers)]
+    latencies: list[float] = []
+    with connect(daemon.socket, timeout=60) as sock:
+        reader = LineReader(sock)
+        for t in threads:
+            t.start()
+
+        def watch() -> None:
+            for t in threads:
+                t.join()
+            done.set()
+
+        threading.Thread(target=watch).start()
+        while not done.is_set():
+            started = time.perf_counter()
+            sock.sendall(encode_request("hello"))
+            assert reader.response()["ok"]
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.002)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=200_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=16)
+    args = parser.parse_args()
+    root = short_tempdir()
+    daemon = Daemon(root)
+    try:
+        daemon.start()
+        fill(daemon, args.entries)
+        env = {**daemon.cli_env()}
+        db = str(daemon.data_dir / "todod.sqlite3")
+        if not os.path.exists(db):
+            db = str(next(daemon.data_dir.glob("*.sqlite*")))
+        todo_times, todo_rss, base_times, base_rss = [], [], [], []
+        for _ in range(args.reps):
+            took, rss = timed([str(BIN / "todo"), "entries", "big"], env)
+            todo_times.append(took)
+            todo_rss.append(rss)
+            took, rss = timed([sys.executable, "-c", SQLITE_READ, db], env)
+            base_times.append(took)
+            base_rss.append(rss)
+        latencies = sorted(latency_during_reads(daemon, args.readers))
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        report = {
+            "entries": args.entries,
+            "reps": args.reps,
+            "todo_entries_s_median": round(statistics.median(todo_times), 3),
+            "sqlite3_print_s_median": round(statistics.median(base_times), 3),
+            "ratio_todo_over_sqlite3": round(statistics.median(t / b for t, b in zip(todo_times, base_times)), 2),
+            "todo_peak_rss_mb_max": round(max(todo_rss) / 1024, 1),
+            "sqlite3_peak_rss_mb_max": round(max(base_rss) / 1024, 1),
+            "readers": args.readers,
+            "hello_samples": len(latencies),
+            "hello_p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "hello_p99_ms": round(p99 * 1000, 2),
+            "hello_max_ms": round(latencies[-1] * 1000, 2),
+        }
+        print(json.dumps(report, indent=2))
+    finally:
+        daemon.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(60)
+    main()
