@@ -13,16 +13,24 @@ interleaved repetitions:
 * the baseline: a Python process that reads the same rows from the
   daemon's database with ``sqlite3`` and prints them (to /dev/null).
 
-Then ``--readers`` connections page through the whole list at once, each
-with its next request sent as soon as a page arrives, while another client
-sends ``hello`` after ``hello``: its latencies' p50 and p99.  Prints JSON:
-medians and the ratio against the baseline measured in this run.
+Both run in a plain venv (bench/cli_startup.py's: this venv's packages and
+the source tree on its path, no editable-install hook), with byte-code
+caching on in a private cache, after one warm-up run each: as an installed
+``todo`` runs.
+
+Then ``--readers`` connections (in one process of their own) page through
+the whole list at once, each sending its next request as soon as a page
+arrives (the cursor read off the line's start, as ``todo entries`` does),
+while another process sends ``hello`` after ``hello``: its latencies' p50
+and p99.  Prints JSON: medians and the ratio against the baseline measured
+in this run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import shutil
 import socket
@@ -35,10 +43,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cli_startup import _plain_venv
 from tests.daemon import Daemon, LineReader, connect, short_tempdir
 from todod.protocol import encode_request
 
-BIN = Path(sys.executable).parent
 SQLITE_READ = """
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -75,39 +83,50 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     return took, usage.ru_maxrss
 
 
-def page_through(path: Path) -> None:
+def page_through(path: str) -> None:
+    """Read the whole list in pages without decoding them (the cursor is read off the line's start)."""
     with connect(path, timeout=60) as sock:
-        reader = LineReader(sock)
+        buffer = bytearray()
         cursor: str | None = None
         while True:
             sock.sendall(encode_request("entries", list="big", limit=10_000, after=cursor))
-            result = reader.response()["result"]
-            cursor = result["next"]
-            if cursor is None:
+            scanned = 0
+            while (end := buffer.find(b"\n", scanned)) < 0:
+                scanned = len(buffer)
+                chunk = sock.recv(1 << 18)
+                assert chunk, "the daemon hung up"
+                buffer += chunk
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            assert line.startswith(b'{"ok":true,"result":{"next":'), line[:300]
+            start = len(b'{"ok":true,"result":{"next":')
+            if line.startswith(b"null", start):
                 return
+            cursor = line[start + 1 : line.index(b'"', start + 1)].decode()
+
+
+def readers_main(path: str, readers: int) -> None:
+    threads = [threading.Thread(target=page_through, args=(path,)) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def latency_during_reads(daemon: Daemon, readers: int) -> list[float]:
-    done = threading.Event()
-    threads = [threading.Thread(target=page_through, args=(daemon.socket,)) for _ in range(readers)]
+    here = str(Path(__file__).parent)
+    code = f"import sys; sys.path.insert(0, {here!r}); import big_read; big_read.readers_main(sys.argv[1], {readers})"
     latencies: list[float] = []
     with connect(daemon.socket, timeout=60) as sock:
         reader = LineReader(sock)
-        for t in threads:
-            t.start()
-
-        def watch() -> None:
-            for t in threads:
-                t.join()
-            done.set()
-
-        threading.Thread(target=watch).start()
-        while not done.is_set():
+        proc = subprocess.Popen([sys.executable, "-c", code, str(daemon.socket)])
+        while proc.poll() is None:
             started = time.perf_counter()
             sock.sendall(encode_request("hello"))
             assert reader.response()["ok"]
             latencies.append(time.perf_counter() - started)
             time.sleep(0.002)
+        assert proc.returncode == 0, "a reader failed"
     return latencies
 
 
@@ -122,16 +141,18 @@ def main() -> None:
     try:
         daemon.start()
         fill(daemon, args.entries)
-        env = {**daemon.cli_env()}
+        env = {k: v for k, v in daemon.cli_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        python, todo = _plain_venv(str(root / "plain"))
         db = str(daemon.data_dir / "todod.sqlite3")
-        if not os.path.exists(db):
-            db = str(next(daemon.data_dir.glob("*.sqlite*")))
         todo_times, todo_rss, base_times, base_rss = [], [], [], []
+        timed([todo, "entries", "big"], env)  # warm-up: byte-code caches
+        timed([python, "-c", SQLITE_READ, db], env)
         for _ in range(args.reps):
-            took, rss = timed([str(BIN / "todo"), "entries", "big"], env)
+            took, rss = timed([todo, "entries", "big"], env)
             todo_times.append(took)
             todo_rss.append(rss)
-            took, rss = timed([sys.executable, "-c", SQLITE_READ, db], env)
+            took, rss = timed([python, "-c", SQLITE_READ, db], env)
             base_times.append(took)
             base_rss.append(rss)
         latencies = sorted(latency_during_reads(daemon, args.readers))
@@ -141,7 +162,7 @@ def main() -> None:
             "reps": args.reps,
             "todo_entries_s_median": round(statistics.median(todo_times), 3),
             "sqlite3_print_s_median": round(statistics.median(base_times), 3),
-            "ratio_todo_over_sqlite3": round(statistics.median(t / b for t, b in zip(todo_times, base_times)), 2),
+            "ratio_todo_over_sqlite3": round(statistics.median(map(operator.truediv, todo_times, base_times)), 2),
             "todo_peak_rss_mb_max": round(max(todo_rss) / 1024, 1),
             "sqlite3_peak_rss_mb_max": round(max(base_rss) / 1024, 1),
             "readers": args.readers,

@@ -120,9 +120,30 @@ async def test_a_snapshot_expires_after_its_time_and_beyond_its_count(
         await trio.sleep(6)
         with pytest.raises(Expired, match="read again from the start"):
             await page(registry, "l", 10, late["next"])
-        old, _newer, _newest = [await page(registry, "l", 10) for _ in range(3)]
+        versions = []
+        for n in range(3):
+            await registry.call("l", AddEntry(DAY, f"version {n}"))
+            versions.append(await page(registry, "l", 10))
         with pytest.raises(Expired):
-            await page(registry, "l", 10, old["next"])
+            await page(registry, "l", 10, versions[0]["next"])
+        assert len((await page(registry, "l", 10, versions[1]["next"]))["entries"]) == 10
+
+
+async def test_readers_of_one_version_share_its_snapshot(open_registry: OpenRegistry) -> None:
+    """Many more readers of one version than the snapshots a list keeps all page through it: they share one."""
+    async with open_registry(ServerConfig(max_snapshots=2)) as (_store, registry):
+        await fill(registry, "l", 50)
+        firsts = [await page(registry, "l", 10) for _ in range(20)]
+        assert len({f["next"] for f in firsts}) == 1
+        await registry.call("l", AddEntry(DAY, "later"))
+        for first in firsts:
+            cursor = first["next"]
+            seen = list(first["entries"])
+            while cursor is not None:
+                result = await page(registry, "l", 10, cursor)
+                seen.extend(result["entries"])
+                cursor = result["next"]
+            assert [e["id"] for e in seen] == list(range(1, 51))
 
 
 async def test_a_bare_id_cursor_reads_the_current_version_after_it(open_registry: OpenRegistry) -> None:

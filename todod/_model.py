@@ -177,13 +177,14 @@ class Draft:
     changed, and :meth:`freeze` hands the result over as a new value.
     """
 
-    __slots__ = ("_entries", "_frozen", "base", "next_id")
+    __slots__ = ("_changed", "_entries", "_frozen", "base", "next_id")
 
     def __init__(self, base: TodoList) -> None:
         self.base = base
         self._entries = base.entries.mutate()
         self.next_id = base.next_id
         self._frozen = False
+        self._changed = False
 
     def list_entries(self, date: datetime.date | None = None) -> tuple[Entry, ...]:
         """Like :meth:`TodoList.list_entries`, on the draft's current state."""
@@ -194,7 +195,13 @@ class Draft:
         return _select(current, date)
 
     def current(self) -> immutables.Map[int, Entry]:
-        """The draft's current entries, as a value that later changes to the draft leave alone."""
+        """The draft's current entries, as a value that later changes to the draft leave alone.
+
+        Unchanged, it is the base list's own map, the same object every time:
+        readers of one version can share one snapshot of it.
+        """
+        if not self._changed:
+            return self.base.entries
         current = self._entries.finish()
         self._entries = current.mutate()
         return current
@@ -208,6 +215,7 @@ class Draft:
     def add(self, date: datetime.date, title: str) -> tuple[Entry, Change]:
         entry = Entry(self.next_id, date, title)
         self._entries[entry.id] = entry
+        self._changed = True
         self.next_id += 1
         return entry, PutEntry(entry)
 
@@ -227,11 +235,13 @@ class Draft:
             done=old.done if done is None else done,
         )
         self._entries[entry_id] = new
+        self._changed = True
         return new, PutEntry(new)
 
     def delete(self, entry_id: int) -> tuple[Entry, Change]:
         old = self.get(entry_id)
         del self._entries[entry_id]
+        self._changed = True
         return old, RemoveEntry(entry_id)
 
     def freeze(self) -> TodoList:

@@ -101,8 +101,14 @@ class Snapshots:
         return len(self._kept)
 
     def keep(self, snapshot: Snapshot) -> str:
-        """Keep ``snapshot`` and return its new id."""
+        """Keep ``snapshot`` and return its id: a new one, or that of a kept snapshot of the same version."""
         self.prune()
+        for name, (kept, _until) in self._kept.items():
+            if kept.entries is snapshot.entries and kept.last_id == snapshot.last_id:
+                # Readers of one version share its snapshot (and its count).
+                del self._kept[name]
+                self._kept[name] = (kept, trio.current_time() + self.ttl)
+                return name
         while len(self._kept) >= self.limit:
             del self._kept[next(iter(self._kept))]
         # Random, not counted: a cursor from a server that has since stopped
@@ -127,9 +133,6 @@ class Snapshots:
             )
         self._kept[name] = (kept[0], trio.current_time() + self.ttl)
         return kept[0]
-
-    def drop(self, name: str) -> None:
-        self._kept.pop(name, None)
 
     def clear(self) -> None:
         self._kept.clear()

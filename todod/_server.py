@@ -166,7 +166,7 @@ class ServerConfig:
     #: the list's map, which shares all but what was written since with the
     #: live one, so its cost is what writers change while it lives.
     snapshot_ttl: float = 30.0
-    max_snapshots: int = 8
+    max_snapshots: int = 32
 
 
 @attrs.define(eq=False)
@@ -493,8 +493,8 @@ class ListServer:
         if after is not None:
             name = request.snapshot or self._snapshots.keep(snapshot)
             cursor = f"{name}.{after}"
-        elif request.snapshot is not None:
-            self._snapshots.drop(request.snapshot)
+        # A snapshot is not dropped at a read's last page: readers of one
+        # version share it, so it goes by its time or its count.
         return page_result(parts, cursor, snapshot.last_id)
 
     def _committed(self, item: _Pipelined, error: StoreError | None) -> None:
