@@ -110,14 +110,19 @@ def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int) -> str:
     cannot come from the rows: the id's comes from the list's highest id,
     the others are fixed (a date is ten characters).
     """
-    parts = []
+    out: list[str] = []
+    append = out.append
     for e in items:
-        date = clean(str(e["date"]))
-        parts.append(
-            f"{e['id']:>{id_width}}  {date}{' ' * (10 - width(date))}  {'yes ' if e['done'] else 'no  '}"
-            f"  {clean(str(e['title']))}\n"
-        )
-    return "".join(parts)
+        date, title = e["date"], e["title"]
+        # What the daemon sends is clean: a ten-character ASCII date, a
+        # printable title; only anything else takes the slow, careful way.
+        if type(date) is not str or len(date) != 10 or not (date.isascii() and date.isprintable()):
+            date = clean(str(date))
+            date += " " * (10 - width(date))
+        if type(title) is not str or not title.isprintable():
+            title = clean(str(title))
+        append(f"{str(e['id']).rjust(id_width)}  {date}  {'yes ' if e['done'] else 'no  '}  {title}\n")
+    return "".join(out)
 
 
 _WIRE_KEYS = ("id", "date", "title", "done")
