@@ -15,6 +15,11 @@ by default ``$TMPDIR`` or else the current directory):
 2. durable adds per second through :func:`todod._core.open_core` with 64
    concurrent tasks spread over 1,000 lists, then 64 tasks all on one list.
 
+3. the cost of the change log: the same durable adds with the log and
+   without it (``CoreConfig(change_log=False)``, a bench-only switch), in
+   interleaved repetitions, in both scenarios.  The target is a ratio of at
+   least 0.8.  ``--change-log-only`` runs this part alone.
+
 Each figure is the median of ``--reps`` runs of ``--seconds`` each.  The
 target is that the daemon reaches at least half of the raw batched limit at
 its own group size.  The whole run takes well under a minute by default.
@@ -40,7 +45,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from todod._core import Core, CoreStatistics, open_core
+from todod._core import Core, CoreConfig, CoreStatistics, open_core
 
 T = TypeVar("T")
 
@@ -215,12 +220,14 @@ async def skeleton_adds(base: str, seconds: float, list_of: Callable[[int, int],
 # --- the daemon -----------------------------------------------------------------------
 
 
-async def daemon_adds(base: str, seconds: float, list_of: Callable[[int, int], str]) -> DaemonRun:
+async def daemon_adds(
+    base: str, seconds: float, list_of: Callable[[int, int], str], change_log: bool = True
+) -> DaemonRun:
     """Durable adds per second through open_core, TASKS tasks, after a warm-up that writes every list once."""
     workdir = tempfile.mkdtemp(prefix="core-", dir=base)
     names = {list_of(i, n) for i in range(TASKS) for n in range(LISTS)}
     try:
-        async with open_core(os.path.join(workdir, "data")) as core:
+        async with open_core(os.path.join(workdir, "data"), CoreConfig(change_log=change_log)) as core:
             # One add per list, so every list exists and its server is
             # running before the clock starts (a never-written list keeps no
             # server, so a mere read would not warm it up).
@@ -282,6 +289,32 @@ def spread(values: list[float]) -> str:
     return f"(min {min(values):,.0f}, max {max(values):,.0f})"
 
 
+def change_log_cost(
+    base: str, seconds: float, reps: int, scenarios: list[tuple[str, Callable[[int, int], str], int]]
+) -> bool:
+    """Print durable adds with the change log against the same without it, interleaved; True if >= 0.8x."""
+    ok = True
+    for label, list_of, _lists in scenarios:
+        with_log: list[float] = []
+        without: list[float] = []
+        for _ in range(reps):
+            # Interleaved, so that the machine's drift (other users, fsync
+            # times) hits both sides alike.
+            without.append(trio.run(daemon_adds, base, seconds, list_of, False).adds_per_second)
+            with_log.append(trio.run(daemon_adds, base, seconds, list_of, True).adds_per_second)
+        ratio = median(with_log) / median(without)
+        ratios = sorted(w / o for w, o in zip(with_log, without, strict=True))
+        ok = ok and ratio >= 0.8
+        print(f"\nchange log, {label}:")
+        print(f"  without the log:  {median(without):>10,.0f} adds/s {spread(without)}")
+        print(f"  with the log:     {median(with_log):>10,.0f} adds/s {spread(with_log)}")
+        print(
+            f"  with / without = {ratio:.2f} (pairwise ratios {', '.join(f'{r:.2f}' for r in ratios)})   "
+            f"target >= 0.8: {'PASS' if ratio >= 0.8 else 'FAIL'}"
+        )
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=os.environ.get("TMPDIR") or ".", help="where to create temp dirs")
@@ -289,6 +322,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one daemon run")
     parser.add_argument("--raw-seconds", type=float, default=1.0, help="length of one raw SQLite run")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of one many-lists daemon run")
+    parser.add_argument("--change-log-only", action="store_true", help="only compare adds with and without the log")
     args = parser.parse_args()
 
     base = tempfile.mkdtemp(prefix="todod-bench-", dir=os.path.abspath(args.dir))
@@ -313,6 +347,8 @@ def main() -> int:
             (f"{TASKS} tasks over {LISTS:,} lists", many_lists, LISTS),
             (f"{TASKS} tasks on one list", one_list, 1),
         ]
+        if args.change_log_only:
+            return 0 if change_log_cost(base, args.seconds, args.reps, scenarios) else 1
         results: dict[str, list[DaemonRun]] = {}
         ceilings: dict[str, list[float]] = {}
         for label, list_of, _lists in scenarios:
@@ -360,6 +396,7 @@ def main() -> int:
                 f"checkpoints {last.checkpoints}, failed_commits {last.failed_commits}"
             )
             print(f"  target (daemon >= 1/2 of raw batched): {'PASS' if ratio >= 0.5 else 'FAIL'}")
+        verdicts.append(change_log_cost(base, args.seconds, args.reps, scenarios))
         print(f"\noverall: {'PASS' if all(verdicts) else 'FAIL'}")
         return 0 if all(verdicts) else 1
     finally:

@@ -44,7 +44,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make tests.daemon importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemon import Daemon, connect, exchange, read_database, request, short_tempdir, wait_until
+from tests.daemon import (
+    Daemon,
+    connect,
+    exchange,
+    log_out_of_step,
+    read_database,
+    request,
+    short_tempdir,
+    wait_until,
+)
 
 Key = tuple[str, int]  # (list name, entry id)
 Wire = dict[str, Any]  # an entry as the protocol shows it
@@ -76,7 +85,7 @@ def _choose(rng: random.Random, owned: dict[Key, Wire], lists: list[str], tag: s
         kind, fields = "date", {"date": rng.choice([d for d in DATES if d != before["date"]])}
     else:
         kind, fields = "delete", {}
-    after: Wire | None = None if kind == "delete" else {**before, **fields}
+    after: Wire | None = None if kind == "delete" else {**before, **fields, "version": before["version"] + 1}
     return {"kind": kind, "list": name, "entry": entry_id, "fields": fields, "before": before, "after": after}
 
 
@@ -347,6 +356,7 @@ def run_rounds(
                 assert proc.exitcode == 0, f"client {proc.name} ended with {proc.exitcode}"
             verdict, next_ids, entries = read_database(daemon.data_dir)
             problems = [] if verdict == "ok" else [f"integrity_check after the kill: {verdict}"]
+            problems += log_out_of_step(daemon.data_dir)
             problems += check_round(ledger, {c: read_journal(p) for c, p in journals.items()}, entries, next_ids)
             daemon.start()  # the stale socket and the lock of the killed daemon need no manual step
             served = {

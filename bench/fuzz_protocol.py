@@ -119,9 +119,12 @@ field_values = {
     "done": st.one_of(st.booleans(), json_values),
     "id": st.one_of(st.integers(), st.sampled_from(HUGE_NUMBERS), texts, json_values),
 }
+#: Every op but ``stop``, whose well-formed request ends the daemon under test
+#: (tests/test_cli_e2e_edges.py covers it).
+FUZZED_OPS = sorted(set(OPS) - {"stop"})
 requests = st.builds(
     lambda op, fields: {"op": op, **fields},
-    st.one_of(st.sampled_from(sorted(OPS)), texts, json_values),
+    st.one_of(st.sampled_from(FUZZED_OPS), texts, json_values),
     st.fixed_dictionaries({}, optional=field_values),
 )
 #: Requests with every field of the right type and nasty values: they get

@@ -1,5 +1,7 @@
 """``python -m cli``: the same as the ``todo`` console script."""
 
-from cli.app import main
+import sys
 
-main()
+from cli._main import main
+
+sys.exit(main())

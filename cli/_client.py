@@ -2,6 +2,13 @@
 
 Low-level errors are translated here, once: the commands only ever see
 :class:`todod.protocol.TodoError` and its subclasses, plus :class:`Unreachable`.
+
+Nothing is sent to a daemon the user cannot trust: the socket's directory must
+be owned by the user or root and writable by no one else, and the process
+listening on it must run as the user or as root (``SO_PEERCRED``).
+Otherwise another local user who got to the socket's path first (the
+``$TMPDIR/todod-UID/`` fallback is guessable) would receive every title and
+list name, and its forged answers would be printed as the daemon's.
 """
 
 from __future__ import annotations
@@ -10,9 +17,14 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Final
 
+from cli import _procs
 from todod import paths, protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, Final
 
 #: How long an auto-started daemon may take to answer ``hello``.  It opens
 #: SQLite and binds the socket in well under a second; ten seconds leaves room
@@ -34,6 +46,18 @@ class Unreachable(protocol.TodoError):
     """No daemon answers on the socket, and none could be started (or auto-start is off)."""
 
     code = protocol.ErrorCode.UNAVAILABLE
+
+
+class NotRunning(Unreachable):
+    """Nothing listens on the socket and auto-start is off."""
+
+
+class Untrusted(Unreachable):
+    """The socket's directory, or the process listening on it, belongs to another user."""
+
+
+class Busy(protocol.Timeout):
+    """The daemon's listen backlog stayed full (it is stopped or swamped) until the deadline."""
 
 
 def request(
@@ -70,9 +94,8 @@ def request(
             response = _exchange(socket_path, line, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             if data_dir is None:
-                raise Unreachable(
-                    f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off"
-                ) from None
+                hint = _procs.holder_hint(socket_path)
+                raise NotRunning(f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}") from None
             # --timeout bounds the whole command, a daemon's start included.
             _start_daemon(socket_path, data_dir, deadline)
             response = _exchange(socket_path, line, _remaining(deadline))
@@ -95,23 +118,27 @@ class Connection:
         self._timeout = timeout
         self._buffer = bytearray()
         deadline = time.monotonic() + timeout
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with _translated(socket_path, timeout):
+                check_directory(socket_path)
                 try:
-                    self._sock.settimeout(timeout)
-                    self._sock.connect(socket_path)
+                    _connect(sock, socket_path, deadline)
                 except (FileNotFoundError, ConnectionRefusedError) as exc:
                     if data_dir is None:
-                        raise Unreachable(
-                            f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off"
+                        hint = _procs.holder_hint(socket_path)
+                        raise NotRunning(
+                            f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}"
                         ) from None
                     _start_daemon(socket_path, data_dir, deadline)
-                    self._sock.settimeout(_remaining(deadline))
-                    self._sock.connect(socket_path)
+                    sock.close()
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    _connect(sock, socket_path, deadline)
+                check_peer(sock, socket_path)
         except BaseException:
-            self._sock.close()
+            sock.close()
             raise
+        self._sock = sock
 
     def __enter__(self) -> Connection:
         return self
@@ -169,6 +196,75 @@ class _translated:
             raise protocol.Timeout(f"no response from the daemon within {self._timeout:g} s") from None
         if isinstance(exc, OSError):
             raise Unreachable(f"cannot talk to the daemon at {self._path}: {exc.strerror or exc}") from None
+def subscribe(
+    op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
+) -> Iterator[Any]:
+    """Send a subscription request (``watch``) and yield each event it streams, forever.
+
+    ``timeout`` bounds only the start (connecting, a daemon's start, the
+    first response); then events are waited for as long as it takes.  The
+    same trust checks as :func:`request` run before anything is sent.
+
+    Raises:
+        TodoError: the daemon refused the subscription (its subclass by code).
+        Unreachable: no daemon answers, or it closed the subscription (it
+            stopped: resume with ``--since`` the last position processed).
+        protocol.Timeout: no first response within ``timeout``.
+    """
+    line = protocol.encode_request(op, **fields)
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            check_directory(socket_path)
+            try:
+                _connect(sock, socket_path, deadline)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if data_dir is None:
+                    hint = _procs.holder_hint(socket_path)
+                    raise NotRunning(
+                        f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}"
+                    ) from None
+                _start_daemon(socket_path, data_dir, deadline)
+                sock.close()
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                _connect(sock, socket_path, deadline)
+            check_peer(sock, socket_path)
+            sock.settimeout(_remaining(deadline))
+            sock.sendall(line)
+            lines = _lines(sock)
+            protocol.parse_response(next(lines))
+        except TimeoutError:
+            raise protocol.Timeout(f"no response from the daemon within {timeout:g} s") from None
+        except OSError as exc:
+            raise Unreachable(f"cannot talk to the daemon at {socket_path}: {exc.strerror or exc}") from None
+        sock.settimeout(None)
+        try:
+            for received in lines:
+                message = protocol.parse_line(received)
+                if "event" in message:
+                    yield message["event"]
+        except OSError as exc:
+            raise Unreachable(f"the subscription broke: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+
+
+def _lines(sock: socket.socket) -> Iterator[bytes]:
+    """Each line the socket receives, newline included; Unreachable at EOF."""
+    buffer = bytearray()
+    while True:
+        end = buffer.find(b"\n")
+        if end >= 0:
+            yield bytes(buffer[: end + 1])
+            del buffer[: end + 1]
+            continue
+        if len(buffer) > MAX_RESPONSE:
+            raise protocol.TooLarge(f"a line is longer than {MAX_RESPONSE} bytes")
+        chunk = sock.recv(_RECV_SIZE)
+        if not chunk:
+            raise Unreachable("the daemon closed the connection (resume with --since the last position processed)")
+        buffer += chunk
 
 
 def _exchange(socket_path: str, line: bytes, timeout: float) -> bytes:
@@ -176,13 +272,17 @@ def _exchange(socket_path: str, line: bytes, timeout: float) -> bytes:
 
     Raises:
         OSError: from the socket; ``TimeoutError`` when the time is up.
+        Untrusted: the socket's directory or its listener is another user's;
+            nothing was sent.
+        Busy: the listen backlog stayed full until the deadline.
         Unreachable: the daemon closed the connection without a whole line.
         protocol.TooLarge: no newline within :data:`MAX_RESPONSE` bytes.
     """
     deadline = time.monotonic() + timeout
+    check_directory(socket_path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
+        _connect(sock, socket_path, deadline)
+        check_peer(sock, socket_path)
         sock.settimeout(_remaining(deadline))
         try:
             sock.sendall(line)
@@ -205,6 +305,83 @@ def _exchange(socket_path: str, line: bytes, timeout: float) -> bytes:
                 return bytes(received)
 
 
+def _connect(sock: socket.socket, socket_path: str, deadline: float) -> None:
+    """Connect, retrying while the daemon's listen backlog is full, until ``deadline``.
+
+    A full backlog (``EAGAIN`` from a Unix socket's connect) is a daemon that
+    exists but does not accept right now (stopped with SIGSTOP, or swamped):
+    worth waiting for, unlike a socket nobody listens on.
+
+    Raises:
+        Busy: the backlog was still full at ``deadline``.
+        OSError: any other failure to connect; ``TimeoutError`` when the time is up.
+    """
+    delay = _FIRST_POLL
+    sock.settimeout(_remaining(deadline))
+    while True:
+        try:
+            sock.connect(socket_path)
+            return
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left > 0:
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, _LAST_POLL)
+            left = deadline - time.monotonic()
+        if left <= 0:
+            raise Busy(f"the daemon at {socket_path} accepts no connections (its listen backlog is full)")
+        sock.settimeout(left)
+
+
+def check_directory(socket_path: str) -> None:
+    """Refuse a socket whose directory another user owns or may write to.
+
+    Whoever may write to the directory can replace the socket file with one
+    of their own.  A missing directory passes: connecting then fails, and an
+    auto-started daemon creates the directory itself, private.
+
+    Raises:
+        Untrusted: the directory is owned by neither the user nor root, or is
+            writable by its group or by others.
+    """
+    directory = os.path.dirname(socket_path) or "."
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return
+    uid = os.getuid()
+    if st.st_uid not in (uid, 0):
+        raise Untrusted(
+            f"refusing the socket {socket_path}: its directory is owned by uid {st.st_uid}, not by you "
+            f"(uid {uid}) or root; remove {directory} or use another --socket"
+        )
+    if st.st_mode & 0o022:
+        shared = st.st_mode & 0o1000 or st.st_uid != uid  # sticky: a shared directory such as /tmp
+        fix = "use a socket in a private directory" if shared else f"run: chmod 700 {directory}"
+        raise Untrusted(
+            f"refusing the socket {socket_path}: its directory is writable by other users "
+            f"(mode {st.st_mode & 0o7777:o}); {fix}"
+        )
+
+
+def check_peer(sock: socket.socket, socket_path: str) -> None:
+    """Refuse a connected socket whose listener runs as neither the user nor root (``SO_PEERCRED``).
+
+    Raises:
+        Untrusted: the listener's uid is another user's.
+    """
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # struct ucred: pid, uid, gid
+    pid = int.from_bytes(creds[0:4], sys.byteorder, signed=True)
+    peer = int.from_bytes(creds[4:8], sys.byteorder, signed=True)
+    uid = os.getuid()
+    if peer not in (uid, 0):
+        raise Untrusted(
+            f"refusing the daemon at {socket_path}: it runs as uid {peer} (pid {pid}), not as you "
+            f"(uid {uid}) or root; nothing was sent"
+        )
+
+
 def _remaining(deadline: float) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -220,21 +397,29 @@ def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
 
     The child is never waited for: it is a daemon and outlives us.  If another
     ``todo`` starts one at the same moment, the daemon's lock lets only one
-    survive; either way we just poll the socket until someone answers.
+    survive: a child that exits while a socket file is in place lost that race,
+    and we poll the socket until the winner answers.  A child that exits with no
+    socket in place failed (another daemon holds the data directory, the socket
+    path is a regular file, ...): we say so at once, with its own error line
+    from the log.
 
     Raises:
         Unreachable: the data directory is unsafe, the daemon could not be
-            started, or nothing answered within :data:`START_DEADLINE`.
+            started or exited, or nothing answered within :data:`START_DEADLINE`.
+        Untrusted: what answers on the socket is another user's.
         TimeoutError: ``deadline`` came first, with the daemon still starting.
     """
     import subprocess  # only on the rare start-up path
 
     log_path = os.path.join(data_dir, "todod.log")
-    argv = [sys.executable, "-m", "todod", "--socket", socket_path, "--data-dir", data_dir]
+    # -P: the current directory is not put on sys.path, or a `todod` package
+    # there (another version's checkout, a planted file) would run instead.
+    argv = [sys.executable, "-P", "-m", "todod", "--socket", socket_path, "--data-dir", data_dir]
     try:
         paths.ensure_private_dir(data_dir)
         log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            log_start = os.lseek(log, 0, os.SEEK_END)  # where this child's lines begin
             child = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -256,9 +441,17 @@ def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
         try:
             protocol.parse_response(_exchange(socket_path, hello, max(wait_until - time.monotonic(), 0.01)))
             return
+        except Untrusted:
+            raise
         except (OSError, protocol.TodoError):
             pass  # not listening yet, or still starting up
         exited = child.poll()  # also reaps a child that lost a start-up race
+        if exited is not None and not _is_socket(socket_path):
+            line = _last_error_line(log_path, log_start)
+            raise Unreachable(
+                f"started the daemon (pid {child.pid}) but it exited with status {exited}"
+                f"{': ' + repr(line) if line else ''}{_procs.holder_hint(socket_path)}; see {log_path}"
+            )
         if time.monotonic() >= wait_until:
             if exited is None and wait_until < start_deadline:
                 raise TimeoutError  # the caller's --timeout: the daemon may yet come up
@@ -269,3 +462,37 @@ def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
             )
         time.sleep(min(delay, max(wait_until - time.monotonic(), 0.0)))
         delay = min(delay * 2, _LAST_POLL)
+
+
+def _is_socket(path: str) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+#: How much of the log an exited daemon's error line is looked for in: its
+#: start-up writes a few lines, a traceback at most a few KiB.
+_LOG_TAIL: Final = 16 * 1024
+
+
+def _last_error_line(log_path: str, start: int) -> str:
+    """The daemon's last ERROR or CRITICAL line written since ``start``, else its last line ("" if none).
+
+    The timestamp is left out: ``todod: cannot start: ...``.
+    """
+    try:
+        with open(log_path, "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(start, size - _LOG_TAIL))
+            text = file.read(_LOG_TAIL).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        for level in (" CRITICAL ", " ERROR "):
+            if level in line:
+                return line.partition(level)[2]
+    return lines[-1] if lines else ""

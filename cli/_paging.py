@@ -9,11 +9,13 @@ whatever the list's size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Final
-
 from cli import _client, _render
 from todod import protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Final
 
 #: Entries asked for per page: the daemon's most.  Fewer round trips; a page
 #: is at most a MiB of JSON either way.
@@ -45,13 +47,19 @@ def stream_entries(
     timeout: float,
     data_dir: str | None,
     write: Callable[[str], None] = _render.write,
-) -> None:
+) -> int:
     """Read every entry of ``list_name`` (of one ``date``, if given) page by page and write them out as they come.
 
     The human table's ID column is as wide as the highest id the list's
-    version may hold (its ``last_id``), so every page lines up with the first.
+    version may hold (its ``last_id``), so every page lines up with the
+    first.  The TAGS column (there when an entry has a tag) is as wide as
+    each page needs; it starts at the first page with a tag, under a header
+    line of its own.
     ``timeout`` bounds each page's exchange, not the whole read.  All pages
     come from one snapshot of the list (docs/PROTOCOL.md, "Paging").
+
+    Returns:
+        How many entries were written.
 
     Raises:
         TodoError: as :func:`cli._client.request`; what was written before
@@ -59,8 +67,9 @@ def stream_entries(
     """
     fields: dict[str, Any] = {"list": list_name, "date": date, "limit": PAGE_ENTRIES}
     id_width = 0
+    tag_width: int | None = None
     wrote_any = False
-    written = 0  # entries written so far (for the JSON array's commas)
+    written = 0  # entries written so far
     with _client.Connection(socket_path, timeout=timeout, data_dir=data_dir) as conn:
         conn.send(protocol.encode_request("entries", **fields))
         while True:
@@ -79,15 +88,20 @@ def stream_entries(
             entries = result["entries"]
             if as_json:
                 write(_render.json_entries(entries, written, last=cursor is None))
-                written += len(entries)
             elif entries:
-                if not wrote_any:
-                    id_width = max(len("ID"), len(str(result["last_id"])))
-                    write(_render.entries_header(id_width))
+                page_tags = _render.tags_width(entries)
+                if not wrote_any or (tag_width is None and page_tags is not None):
+                    # The header, and again when a TAGS column first shows.
+                    id_width = id_width or max(len("ID"), len(str(result["last_id"])))
+                    tag_width = page_tags
+                    write(_render.entries_header(id_width, tag_width))
                     wrote_any = True
-                write(_render.entry_rows(entries, id_width))
+                elif tag_width is not None:
+                    tag_width = page_tags or len("TAGS")
+                write(_render.entry_rows(entries, id_width, tag_width))
+            written += len(entries)
             if cursor is None:
-                return
+                return written
             del line, result, entries
 
 

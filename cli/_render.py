@@ -9,10 +9,14 @@ rich, which would cost about 100 ms of imports at every start.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _encode_string  # type: ignore[attr-defined]
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
+if TYPE_CHECKING:
+    from typing import Any
 
 # Every C0 and C1 control character (Unicode category Cc), plus the bidi
 # embedding, override and isolate characters, which can make a line display in
@@ -27,9 +31,9 @@ _GAP = "  "
 
 def clean(text: str) -> str:
     """``text`` with control characters replaced by visible escapes such as ``\\x1b``."""
-    # Every character escaped is a control (Cc) or a format character (Cf),
-    # and str.isprintable() is False for both: a printable text (nearly all)
-    # skips the per-character translation, 30 ns a character.
+    # Every character of _ESCAPES is non-printable (Cc or Cf), so a printable
+    # text has none: isprintable() is 30 times cheaper than translate(), which
+    # was most of the time of a table of thousands of entries.
     return text if text.isprintable() else text.translate(_ESCAPES)
 
 
@@ -62,53 +66,197 @@ def table(
         The lines, each ending in a newline (an empty string for no rows); the
         last column is not padded, so no line ends in spaces.
     """
-    lines = [list(row) for row in rows]
+    lines = [tuple(row) for row in rows]
     if header is not None:
-        lines.insert(0, list(header))
+        lines.insert(0, tuple(header))
     if not lines:
         return ""
-    columns = len(lines[0])
-    widths = [max(width(line[i]) for line in lines) for i in range(columns)]
     right_set = frozenset(right)
-    last = columns - 1
-    out = []
-    for line in lines:
-        parts = []
-        for i, cell in enumerate(line):
-            pad = " " * (widths[i] - width(cell))
+    last = len(lines[0]) - 1
+    # Column by column, with str.ljust/rjust where a column is all ASCII (one
+    # character, one terminal column): a table of thousands of entries (a
+    # `todo find`) took longer to lay out cell by cell than to query.
+    padded: list[Sequence[str]] = []
+    for i, column in enumerate(zip(*lines, strict=True)):
+        if i == last and i not in right_set:
+            padded.append(column)
+        elif "".join(column).isascii():
+            size = max(map(len, column))
             if i in right_set:
-                parts.append(pad + cell)
-            elif i == last:
-                parts.append(cell)
+                padded.append([cell.rjust(size) for cell in column])
             else:
-                parts.append(cell + pad)
-        out.append(_GAP.join(parts))
-    return "\n".join(out) + "\n"
+                padded.append([cell.ljust(size) for cell in column])
+        else:
+            widths = [width(cell) for cell in column]
+            size = max(widths)
+            if i in right_set:
+                padded.append([" " * (size - w) + cell for cell, w in zip(column, widths, strict=True)])
+            else:
+                padded.append([cell + " " * (size - w) for cell, w in zip(column, widths, strict=True)])
+    return "\n".join(map(_GAP.join, zip(*padded, strict=True))) + "\n"
 
 
 def entries(items: Sequence[Mapping[str, Any]]) -> str:
-    """A table of entries (ID, DATE, DONE, TITLE); nothing at all for no entries."""
+    """A table of entries (ID, DATE, DONE, [TAGS,] TITLE); nothing at all for no entries.
+
+    The TAGS column is there when an entry shown has a tag.
+    """
+    if not items:
+        return ""
+    if not any(e.get("tags") for e in items):
+        rows: Iterable[Sequence[str]] = (
+            (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"])))
+            for e in items
+        )
+        return table(rows, header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+    rows = (
+        (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", tags(e), clean(str(e["title"])))
+        for e in items
+    )
+    return table(rows, header=("ID", "DATE", "DONE", "TAGS", "TITLE"), right=(0,))
+
+
+def tags(entry: Mapping[str, Any]) -> str:
+    """An entry's tags as one cell, ``work,urgent``; ``-`` for none."""
+    found = entry.get("tags")
+    return clean(",".join(map(str, found))) if found else "-"
+
+
+def found(items: Sequence[Mapping[str, Any]]) -> str:
+    """A table of entries of several lists (DATE, LIST, ID, DONE, TAGS, TITLE) in the order given."""
     if not items:
         return ""
     rows = (
-        (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"])))
+        (
+            clean(str(e["date"])),
+            clean(str(e["list"])),
+            str(e["id"]),
+            "yes" if e["done"] else "no",
+            tags(e),
+            clean(str(e["title"])),
+        )
         for e in items
     )
-    return table(rows, header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
+    return table(rows, header=("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE"), right=(2,))
 
 
-def entries_header(id_width: int) -> str:
-    """The header line of a streamed entries table whose ids take at most ``id_width`` columns."""
-    return f"{'ID':>{id_width}}  DATE        DONE  TITLE\n"
+#: Bold red, for overdue entries on a terminal.
+_OVERDUE_ON, _OVERDUE_OFF = "\x1b[1;31m", "\x1b[0m"
 
 
-def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int) -> str:
+def agenda(items: Sequence[Mapping[str, Any]], today: str, color: bool) -> str:
+    """Entries grouped by date under a heading per date, overdue dates marked.
+
+    Args:
+        items: pending entries in date order, with their ``list``.
+        today: the local date, ``YYYY-MM-DD``; earlier dates are overdue.
+        color: mark overdue groups in bold red as well as in words.
+
+    Returns:
+        A heading line per date (``2026-11-28  overdue``), then that date's
+        entries as aligned rows (LIST, ID, TAGS, TITLE) indented by two
+        spaces; the columns line up across all groups.
+    """
+    if not items:
+        return ""
+    rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
+    lines = table(rows, right=(1,)).splitlines()
+    out: list[str] = []
+    current = None
+    for entry, line in zip(items, lines, strict=True):
+        date = str(entry["date"])
+        overdue = date < today
+        if date != current:
+            current = date
+            label = "overdue" if overdue else "today" if date == today else ""
+            heading = f"{clean(date)}  {label}".rstrip()
+            out.append(f"{_OVERDUE_ON}{heading}{_OVERDUE_OFF}" if color and overdue else heading)
+        out.append(f"  {_OVERDUE_ON}{line}{_OVERDUE_OFF}" if color and overdue else f"  {line}")
+    return "\n".join(out) + "\n"
+
+
+def use_color(stream: Any) -> bool:
+    """Whether to colour ``stream``: a terminal, and ``NO_COLOR`` unset or empty (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _what(event: Mapping[str, Any]) -> str:
+    """The entry's title and tags after an event (before it, for a removal), and what an undo or redo reverted."""
+    entry = event.get("after") or event.get("before") or {}
+    text = clean(str(entry.get("title", "")))
+    if entry.get("tags"):  # a change of tags alone would otherwise show nothing changed
+        text += f" (tags {tags(entry)})"
+    if event.get("after") is None:
+        text += " (removed)"
+    if event.get("target") is not None:
+        text += f" [{clean(str(event['op']))} of {event['target']}]"
+    return text
+
+
+def history(result: Mapping[str, Any], *, limited: bool = False) -> str:
+    """A table of a list's events (SEQ, POSITION, TIME, OP, ID, VERSION, ENTRY), with a note at the horizon."""
+    items: Sequence[Mapping[str, Any]] = result.get("events", [])
+    note = ""
+    reached_start = not limited or not items or items[0].get("seq") == result.get("horizon", 0) + 1
+    if reached_start and (result.get("horizon") or result.get("base_entries")):
+        note = (
+            f"(the log starts after seq {result.get('horizon', 0)}: older changes were compacted or predate the log; "
+            f"{result.get('base_entries', 0)} entries come from before it)\n"
+        )
+    if not items:
+        return note
+    rows = (
+        (
+            str(e["seq"]),
+            str(e["position"]),
+            clean(str(e["time"])),
+            clean(str(e["op"])),
+            str(e["entry"]),
+            str((e.get("after") or {}).get("version", "-")),
+            _what(e),
+        )
+        for e in items
+    )
+    return note + table(rows, header=("SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY"), right=(0, 1, 4, 5))
+
+
+def event(item: Mapping[str, Any]) -> str:
+    """One line for one watched event: position, list, seq, op, entry id and title."""
+    return (
+        f"{item['position']}  {clean(str(item['list']))}  #{item['seq']}  {clean(str(item['op']))}  "
+        f"{item['entry']}  {_what(item)}\n"
+    )
+
+
+def dump_line(result: object) -> str:
+    """The result as one line of JSON, ASCII only (for streams: one object per line)."""
+    return json.dumps(result, separators=(",", ":")) + "\n"
+
+
+def entries_header(id_width: int, tags_width: int | None = None) -> str:
+    """The header line of a streamed entries table (with a TAGS column ``tags_width`` wide, if given)."""
+    tags_cell = "" if tags_width is None else "TAGS".ljust(tags_width) + "  "
+    return f"{'ID':>{id_width}}  DATE        DONE  {tags_cell}TITLE\n"
+
+
+def tags_width(items: Sequence[Mapping[str, Any]]) -> int | None:
+    """The TAGS column's width for these entries, or None when none has a tag (no column)."""
+    if not any(e.get("tags") for e in items):
+        return None
+    return max(len("TAGS"), *(width(tags(e)) for e in items))
+
+
+def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int | None = None) -> str:
     """The lines of a streamed entries table, laid out as :func:`entries` lays them out.
 
     Columns: the id right-aligned in ``id_width``, the date, the done mark,
-    the title (last, so never padded).  A page at a time, so the widths
-    cannot come from the rows: the id's comes from the list's highest id,
-    the others are fixed (a date is ten characters).
+    the tags if ``tag_width`` is given, the title (last, so never padded).
+    A page at a time, so the widths cannot come from all the rows: the id's
+    comes from the list's highest id, the TAGS column's from the page, the
+    others are fixed (a date is ten characters).
     """
     out: list[str] = []
     append = out.append
@@ -121,11 +269,14 @@ def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int) -> str:
             date += " " * (10 - width(date))
         if type(title) is not str or not title.isprintable():
             title = clean(str(title))
+        if tag_width is not None:
+            cell = tags(e)
+            title = cell + " " * (tag_width - width(cell)) + "  " + title
         append(f"{str(e['id']).rjust(id_width)}  {date}  {'yes ' if e['done'] else 'no  '}  {title}\n")
     return "".join(out)
 
 
-_WIRE_KEYS = ("id", "date", "title", "done")
+_WIRE_KEYS = ("id", "date", "title", "done", "version", "tags")
 
 
 def json_entries(items: Sequence[Mapping[str, Any]], written: int, *, last: bool) -> str:
@@ -138,12 +289,19 @@ def json_entries(items: Sequence[Mapping[str, Any]], written: int, *, last: bool
     """
     blocks = []
     for e in items:
-        if tuple(e) == _WIRE_KEYS and type(e["id"]) is int and type(e["done"]) is bool:
+        if (
+            tuple(e) == _WIRE_KEYS
+            and type(e["id"]) is int
+            and type(e["done"]) is bool
+            and type(e["version"]) is int
+            and e["tags"] == []
+        ):
             blocks.append(
                 f'  {{\n    "id": {e["id"]},\n    "date": {_string(e["date"])},\n'
-                f'    "title": {_string(e["title"])},\n    "done": {"true" if e["done"] else "false"}\n  }}'
+                f'    "title": {_string(e["title"])},\n    "done": {"true" if e["done"] else "false"},\n'
+                f'    "version": {e["version"]},\n    "tags": []\n  }}'
             )
-        else:  # a shape this fast path does not know: the slow, general way
+        else:  # tags, or a shape this fast path does not know: the general way
             blocks.append("  " + json.dumps(e, indent=2).replace("\n", "\n  "))
     out = "[" if written == 0 else ""
     if blocks:
@@ -204,12 +362,91 @@ def _scalar(value: object) -> str:
 
 
 def dump_json(result: object) -> str:
-    """The result as indented JSON, ASCII only (non-ASCII and controls as ``\\uXXXX``)."""
-    return json.dumps(result, indent=2) + "\n"
+    """The result as indented UTF-8 JSON (``grep Café`` finds it), terminal-safe.
+
+    Characters that :func:`clean` escapes in tables (C1 controls, bidi
+    overrides), line separators and lone surrogates are written as ``\\uXXXX``
+    escapes, which mean the same to a JSON reader; C0 controls json escapes itself.
+    """
+    return _json_safe(json.dumps(result, indent=2, ensure_ascii=False)) + "\n"
+
+
+def json_line(result: object) -> str:
+    """Like :func:`dump_json` but on one line: an error object on stderr."""
+    return _json_safe(json.dumps(result, ensure_ascii=False)) + "\n"
+
+
+_JSON_ESCAPES: dict[int, str] = {}
+
+
+def _json_safe(text: str) -> str:
+    if text.isascii():
+        return text
+    if not _JSON_ESCAPES:  # built on the first non-ASCII output only
+        unsafe = (*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+        _JSON_ESCAPES.update({c: f"\\u{c:04x}" for c in (*unsafe, *range(0xD800, 0xE000))})
+    return text.translate(_JSON_ESCAPES)
+
+
+class OutputError(Exception):
+    """The output could not be written (a full disk, a closed stdout).
+
+    ``quiet`` is set for a reader that went away (``| head``): nothing to report.
+    """
+
+    def __init__(self, message: str, *, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.quiet = quiet
 
 
 def write(text: str) -> None:
-    """Write ``text`` to stdout in one call."""
-    if text:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    """Write ``text`` to stdout in one call and flush it.
+
+    Raises:
+        OutputError: stdout is closed or the write failed.  stdout is then
+            pointed at /dev/null, so that the interpreter's own flush at exit
+            fails no second time.
+    """
+    if not text:
+        return
+    stream = sys.stdout
+    if stream is None:  # started with fd 1 closed
+        raise OutputError("cannot write the output: stdout is closed")
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _silence(stream)
+        raise OutputError("cannot write the output: the reader closed the pipe", quiet=True) from None
+    except (OSError, ValueError) as exc:
+        _silence(stream)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OutputError(f"cannot write the output: {reason}") from None
+
+
+def write_error(code: str, message: str, as_json: bool) -> None:
+    """Write one error to stderr: ``todo: <code>: <message>``, or with ``as_json`` a JSON error object.
+
+    A stderr that fails too is ignored: the exit code is all that is left.
+    """
+    if as_json:
+        line = json_line({"error": {"code": code, "message": message}})
+    else:
+        line = f"todo: {code.replace('_', ' ')}: {clean(message)}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _silence(stream: object) -> None:
+    import os
+
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass

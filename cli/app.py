@@ -2,67 +2,112 @@
 
 Every command takes the connection options (``--json``, ``--socket``,
 ``--data-dir``, ``--timeout``, ``--no-start``) itself, so they go after the
-command name: ``todo add --json home "buy milk"``.
+command name: ``todo add --json home buy milk``.
 
-Exit codes (names from sysexits.h):
-
-- 0: success.
-- 1: the daemon reported an error (``not_found``, ``unavailable``, ``internal``).
-- 2: usage error (reported by Typer).
-- 65 (EX_DATAERR): the daemon rejected the data (``invalid``, ``bad_request``, ``too_large``).
-- 69 (EX_UNAVAILABLE): no daemon answers and none could be started, or it hung up.
-- 75 (EX_TEMPFAIL): no answer in time (``--timeout``, or the daemon's ``timeout``).
-
-Start time is the point of this module's shape: Typer without completion or
-pretty exceptions, and nothing imported that only some commands need.
+This module is the definition of the command line: its names, arguments,
+options, help, usage errors and shell completion.  The command bodies live in
+``cli._commands`` (exit codes and error lines there), and the parameter types
+in ``cli._params``, shared with the fast path of ``cli._main``, which runs
+everyday command lines without importing Typer after parsing them by the
+table that ``cli._gen`` derives from this app.  After changing a command or
+option here, run ``python -m cli._gen``.
 """
 
+import functools
 import sys
-import time
 from collections.abc import Callable
-from typing import Annotated, Any, Final, NoReturn
+from typing import Annotated, Any, Final
 
-from cli import _client, _lazy, _paging, _render
-from todod import paths, protocol
+from cli import _commands, _lazy, _params
+from cli._commands import (
+    DEFAULT_TIMEOUT,
+    EX_DATAERR,
+    EX_ERROR,
+    EX_IOERR,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    exit_code,
+)
+from cli._params import MAX_TIMEOUT
+from todod import __version__, protocol
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
-# until used, 7-14 ms of a ~145 ms `todo add` here: see cli/_lazy.py.
+# until used, 7-14 ms of every Typer run (help, usage errors, each completion
+# request of the shell): see cli/_lazy.py.
 with _lazy.deferred_imports():
     import typer
 
-EX_ERROR: Final = 1
-EX_DATAERR: Final = 65
-EX_UNAVAILABLE: Final = 69
-EX_TEMPFAIL: Final = 75
+    from cli import _usage  # imports Typer too: inside the block
 
-_EXIT_BY_CODE: Final = {
-    protocol.ErrorCode.INVALID: EX_DATAERR,
-    protocol.ErrorCode.BAD_REQUEST: EX_DATAERR,
-    protocol.ErrorCode.TOO_LARGE: EX_DATAERR,
-    protocol.ErrorCode.TIMEOUT: EX_TEMPFAIL,
-}
 
-#: Seconds for one whole exchange with the daemon.  Requests take
-#: milliseconds; the daemon's own deadlines are shorter than this, so a
-#: timeout here means the daemon is stuck, not slow.
-DEFAULT_TIMEOUT: Final = 10.0
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "EX_DATAERR",
+    "EX_ERROR",
+    "EX_IOERR",
+    "EX_TEMPFAIL",
+    "EX_UNAVAILABLE",
+    "EX_USAGE",
+    "MAX_TIMEOUT",
+    "app",
+    "exit_code",
+    "main",
+]
 
 app = typer.Typer(
     name="todo",
     help="Keep to-do lists in the todod daemon (started on first use).",
-    add_completion=False,
+    # `todo --install-completion` / `--show-completion`; the completion
+    # requests themselves (_TODO_COMPLETE set) are run by Typer, never by the fast path.
+    add_completion=True,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
 )
 
-ListName = Annotated[str, typer.Argument(metavar="LIST", help="The list's name.", show_default=False)]
-EntryId = Annotated[int, typer.Argument(metavar="ID", min=0, help="The entry's id.", show_default=False)]
+
+def _parser(parse: Callable[[str], Any], name: str | None = None) -> Callable[[str], Any]:
+    """A ``cli._params`` function as a Typer ``parser=``: its ValueError becomes Typer's usage error.
+
+    The wrapper keeps the function as ``__wrapped__``, which ``cli._gen``
+    records so that the fast path calls the function itself.
+    """
+
+    @functools.wraps(parse)
+    def typer_parse(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    if name is not None:
+        typer_parse.__name__ = name  # what --help shows as its type
+    return typer_parse
+
+
+def _complete_list(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The daemon's list names for shell completion (on ``--socket`` if given so far)."""
+    socket = ctx.params.get("socket")
+    return _commands.list_names(socket if isinstance(socket, str) else None, incomplete)
+
+
+ListName = Annotated[
+    str,
+    typer.Argument(metavar="LIST", help="The list's name.", show_default=False, autocompletion=_complete_list),
+]
+EntryId = Annotated[
+    int,
+    typer.Argument(
+        metavar="ID", parser=_parser(_params.entry_id, "integer"), help="The entry's id.", show_default=False
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Socket = Annotated[
     str | None,
     typer.Option(
         "--socket",
         metavar="PATH",
+        parser=_parser(_params.path, "path"),
         help="The daemon's socket (default: $TODOD_SOCKET, else $XDG_RUNTIME_DIR/todod.sock).",
         show_default=False,
     ),
@@ -72,30 +117,97 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         metavar="DIR",
+        parser=_parser(_params.path, "path"),
         help="Where an auto-started daemon keeps its data "
         "(default: $TODOD_DATA_DIR, else $XDG_DATA_HOME/todod).",
         show_default=False,
     ),
 ]
 Timeout = Annotated[
-    float, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Give up after this long.")
+    float,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        parser=_parser(_params.timeout),
+        help=f"Give up after this long (at most {MAX_TIMEOUT:g}).",
+    ),
 ]
 NoStart = Annotated[
     bool,
     typer.Option("--no-start", envvar="TODOD_NO_START", help="Do not start the daemon if it is not running."),
 ]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        metavar="TAG",
+        help="A tag (a word of letters, digits, '-', '_'); repeat for more.",
+        show_default=False,
+    ),
+]
+#: The date forms, for the help of every date option.
+_DATE_HELP: Final = "YYYY-MM-DD, today, tomorrow, yesterday, +3d, -2d, +1w or mon..sun."
+IfVersion = Annotated[
+    int | None,
+    typer.Option(
+        "--if-version",
+        metavar="N",
+        parser=_parser(_params.number, "integer"),
+        help="Refuse (conflict) unless the entry is still at version N.",
+        show_default=False,
+    ),
+]
+Steps = Annotated[
+    int,
+    typer.Option("--steps", metavar="N", parser=_parser(_params.number, "integer"), help="How many changes."),
+]
+IfSeq = Annotated[
+    int | None,
+    typer.Option(
+        "--if-seq",
+        metavar="SEQ",
+        parser=_parser(_params.number, "integer"),
+        help="Refuse (conflict) unless the list's last change is still SEQ (see todo history).",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        raise typer.Exit(_commands.output(f"todo {__version__}\n", False))
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Keep to-do lists in the todod daemon (started on first use)."""
 
 
 @app.command()
 def add(
     list_name: ListName,
-    title: Annotated[str, typer.Argument(metavar="TITLE", help="What to do.", show_default=False)],
+    title: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TITLE...", help="What to do: the remaining words, joined by spaces.", show_default=False
+        ),
+    ],
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="The entry's date (default: today).", show_default=False
+            "--date",
+            metavar="DATE",
+            parser=_parser(_params.date),
+            help="The entry's date (default: today): " + _DATE_HELP,
+            show_default=False,
         ),
     ] = None,
+    tag: Tags = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -103,10 +215,7 @@ def add(
     no_start: NoStart = False,
 ) -> None:
     """Add an entry to LIST and print its id."""
-    # time.strftime gives the local date without importing datetime.
-    fields = {"list": list_name, "title": title, "date": date or time.strftime("%Y-%m-%d")}
-    entry = _call("add", fields, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else f"{entry['id']}\n")
+    _run(_commands.add, locals())
 
 
 @app.command()
@@ -115,7 +224,11 @@ def entries(
     date: Annotated[
         str | None,
         typer.Option(
-            "--date", metavar="YYYY-MM-DD", help="Only the entries of this date.", show_default=False
+            "--date",
+            metavar="DATE",
+            parser=_parser(_params.date),
+            help="Only the entries of this date: " + _DATE_HELP,
+            show_default=False,
         ),
     ] = None,
     json: Json = False,
@@ -124,18 +237,8 @@ def entries(
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Show the entries of LIST, page by page as they come (--timeout is per page)."""
-    try:
-        _paging.stream_entries(
-            list_name,
-            date,
-            as_json=json,
-            socket_path=paths.resolve_socket(socket),
-            timeout=timeout,
-            data_dir=None if no_start else paths.resolve_data_dir(data_dir),
-        )
-    except protocol.TodoError as exc:
-        _fail(exc)
+    """Show the entries of LIST."""
+    _run(_commands.entries, locals())
 
 
 @app.command("list")
@@ -147,8 +250,7 @@ def list_(
     no_start: NoStart = False,
 ) -> None:
     """Show every list and how many entries it has."""
-    result = _call("lists", {}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.lists(result))
+    _run(_commands.list_, locals())
 
 
 @app.command()
@@ -157,30 +259,36 @@ def update(
     entry_id: EntryId,
     title: Annotated[str | None, typer.Option("--title", help="A new title.", show_default=False)] = None,
     date: Annotated[
-        str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="A new date.", show_default=False)
+        str | None,
+        typer.Option(
+            "--date", metavar="DATE", parser=_parser(_params.date), help="A new date: " + _DATE_HELP, show_default=False
+        ),
     ] = None,
     done: Annotated[
         bool | None,
         typer.Option("--done/--undone", help="Mark the entry done or not done.", show_default=False),
     ] = None,
+    tag: Tags = None,
+    untag: Annotated[
+        list[str] | None,
+        typer.Option("--untag", metavar="TAG", help="A tag to remove; repeat for more.", show_default=False),
+    ] = None,
+    if_version: IfVersion = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Change the title, date or done mark of entry ID in LIST."""
-    if title is None and date is None and done is None:
-        raise typer.BadParameter("nothing to change: give --title, --date, --done or --undone")
-    fields = {"list": list_name, "entry": entry_id, "title": title, "date": date, "done": done}
-    entry = _call("update", fields, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
+    """Change the title, date, done mark or tags of entry ID in LIST."""
+    _run(_commands.update, locals())
 
 
 @app.command()
 def delete(
     list_name: ListName,
     entry_id: EntryId,
+    if_version: IfVersion = None,
     json: Json = False,
     socket: Socket = None,
     data_dir: DataDir = None,
@@ -188,8 +296,190 @@ def delete(
     no_start: NoStart = False,
 ) -> None:
     """Delete entry ID from LIST and show what it was."""
-    entry = _call("delete", {"list": list_name, "entry": entry_id}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(entry) if json else _render.entries([entry]))
+    _run(_commands.delete, locals())
+
+
+@app.command()
+def find(
+    list_names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--list",
+            metavar="LIST",
+            help="Only this list; repeat for any of several.",
+            show_default=False,
+            autocompletion=_complete_list,
+        ),
+    ] = None,
+    date_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="DATE",
+            parser=_parser(_params.date),
+            help="Dated on or after: " + _DATE_HELP,
+            show_default=False,
+        ),
+    ] = None,
+    date_to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", metavar="DATE", parser=_parser(_params.date), help="Dated on or before DATE.", show_default=False
+        ),
+    ] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Only entries not done.")] = False,
+    done: Annotated[bool, typer.Option("--done", help="Only entries done.")] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag", metavar="TAG", help="Only entries with this tag; repeat for all of several.", show_default=False
+        ),
+    ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search",
+            metavar="TEXT",
+            help="Titles holding every word of TEXT, in any case (words of 3+ characters also inside words).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            min=1,
+            max=protocol.MAX_FIND,
+            help="At most N entries (default and most: 10000).",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Find entries across lists, in date order, then list, then id."""
+    _run(_commands.find, locals())
+
+
+@app.command()
+def today(
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Show what is pending and due today or overdue, across all lists, overdue first."""
+    _run(_commands.today, locals())
+
+
+@app.command()
+def history(
+    list_name: ListName,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            parser=_parser(_params.number, "integer"),
+            help="Only the last N events.",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Show the changes made to LIST, oldest first."""
+    _run(_commands.history, locals())
+
+
+@app.command()
+def undo(
+    list_name: ListName,
+    steps: Steps = 1,
+    if_seq: IfSeq = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Revert the last changes of LIST, newest first, and show the entries they touched."""
+    _run(_commands.undo, locals())
+
+
+@app.command()
+def redo(
+    list_name: ListName,
+    steps: Steps = 1,
+    if_seq: IfSeq = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Re-apply what undo reverted in LIST (until a new change is made)."""
+    _run(_commands.redo, locals())
+
+
+@app.command()
+def watch(
+    list_name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[LIST]",
+            help="Only this list's changes (default: every list).",
+            show_default=False,
+            autocompletion=_complete_list,
+        ),
+    ] = None,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            metavar="POSITION",
+            parser=_parser(_params.number, "integer"),
+            help="First replay every change after POSITION from the log (resume with the last one you processed).",
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Print changes as they happen, one per line, until interrupted."""
+    _run(_commands.watch, locals())
+
+
+@app.command()
+def compact(
+    keep_days: Annotated[
+        int,
+        typer.Option(
+            "--keep-days",
+            metavar="N",
+            parser=_parser(_params.number, "integer"),
+            help="Keep the changes of the last N days.",
+        ),
+    ] = 30,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Drop older changes from the log; every list keeps its current entries."""
+    _run(_commands.compact, locals())
 
 
 @app.command()
@@ -200,65 +490,39 @@ def status(
     timeout: Timeout = DEFAULT_TIMEOUT,
     no_start: NoStart = False,
 ) -> None:
-    """Show the daemon's version, uptime and statistics."""
-    result = _call("status", {}, socket, data_dir, timeout, no_start)
-    _render.write(_render.dump_json(result) if json else _render.status(result))
+    """Show the daemon's version, uptime, socket, data and statistics."""
+    _run(_commands.status, locals())
 
 
-def _call(
-    op: str, fields: dict[str, Any], socket: str | None, data_dir: str | None, timeout: float, no_start: bool
-) -> Any:
-    """Make the request; on an error, print one line to stderr and exit with its code."""
+@app.command()
+def stop(
+    json: Json = False,
+    socket: Socket = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+) -> None:
+    """Stop the daemon cleanly and wait until it has exited (never starts one)."""
+    _run(_commands.stop, locals())
+
+
+def _run(body: Callable[..., int], params: dict[str, Any]) -> None:
+    """Run a command's body from ``cli._commands`` with the parameters Typer parsed.
+
+    The callbacks pass their ``locals()``: their parameter names are the
+    body's, as the fast path relies on (``cli/_table.py`` records them).
+    """
     try:
-        return _client.request(
-            op,
-            fields,
-            socket_path=paths.resolve_socket(socket),
-            timeout=timeout,
-            data_dir=None if no_start else paths.resolve_data_dir(data_dir),
-        )
-    except protocol.TodoError as exc:
-        _fail(exc)
-
-
-def _fail(exc: protocol.TodoError) -> NoReturn:
-    sys.stderr.write(f"todo: {exc.code.replace('_', ' ')}: {_render.clean(exc.message)}\n")
-    raise typer.Exit(exit_code(exc)) from None
-
-
-def exit_code(exc: protocol.TodoError) -> int:
-    """The exit code for an error: see the module docstring."""
-    if isinstance(exc, _client.Unreachable):
-        return EX_UNAVAILABLE
-    return _EXIT_BY_CODE.get(exc.code, EX_ERROR)
+        code = body(**params)
+    except _commands.UsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The ``todo`` console script.
+    """Run the Typer app on ``argv`` (default: ``sys.argv[1:]``): the slow path of ``todo``.
 
-    Typer turns every command's signature into a click command on each run
-    (about 2 ms a command here).  When the first argument names a command,
-    only that one is built, as a one-command app that Typer runs as its root;
-    anything else (``todo``, ``todo --help``, a misspelt command) gets the
-    whole app, so help and usage errors are unchanged.
+    A usage error is one ``todo: usage: ...`` line (``cli._usage``).  The
+    ``todo`` console script is ``cli._main:main``, which runs everyday command
+    lines itself and hands the rest here.
     """
-    args = sys.argv[1:] if argv is None else argv
-    callback = _COMMANDS.get(args[0]) if args else None
-    if callback is None:
-        app(args=args, prog_name="todo")
-        return
-    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    single.command(args[0])(callback)
-    single(args=args[1:], prog_name=f"todo {args[0]}")
-
-
-#: The commands by name, for :func:`main`'s fast path (a test checks that it
-#: matches the app's commands).
-_COMMANDS: Final[dict[str, Callable[..., None]]] = {
-    "add": add,
-    "entries": entries,
-    "list": list_,
-    "update": update,
-    "delete": delete,
-    "status": status,
-}
+    _usage.run(app, sys.argv[1:] if argv is None else argv, "todo")

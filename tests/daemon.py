@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from todod.protocol import encode_request, parse_response
 
@@ -52,6 +53,43 @@ def read_line(sock: socket.socket, limit: int = 64 << 20) -> bytes:
         chunks += data
         assert len(chunks) <= limit
     return bytes(chunks[:-1])
+
+
+class PipeLines:
+    """The lines a child process writes to a pipe, each batch read with a deadline.
+
+    A plain ``readline()`` on a child's stdout blocks forever if the child
+    never writes the line (the very failure a test looks for); this reads the
+    pipe's descriptor with ``select`` instead, so a missing line fails the
+    test.  Use it for every read of that pipe: it bypasses the file object's
+    own buffer.
+    """
+
+    def __init__(self, stream: IO[Any] | None) -> None:
+        assert stream is not None, "the child's pipe was not opened"
+        self._fd = stream.fileno()
+        self._buffer = b""
+
+    def take(self, count: int, timeout: float = 30.0) -> list[str]:
+        """The next ``count`` lines (newlines kept); fail after ``timeout`` seconds or at EOF."""
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        while len(lines) < count:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                lines.append(self._buffer[: newline + 1].decode())
+                self._buffer = self._buffer[newline + 1 :]
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout} s with {len(lines)} of {count} lines")
+            readable, _, _ = select.select([self._fd], [], [], remaining)
+            if readable:
+                chunk = os.read(self._fd, 65536)
+                if not chunk:
+                    raise AssertionError(f"the pipe closed after {len(lines)} of {count} lines")
+                self._buffer += chunk
+        return lines
 
 
 def request(path: str | Path, op: str, timeout: float = 10.0, **fields: Any) -> Any:
@@ -217,12 +255,34 @@ def read_database(data_dir: Path) -> tuple[str, dict[str, int], dict[tuple[str, 
         verdict = "\n".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
         next_ids = dict(conn.execute("SELECT name, next_id FROM lists"))
         entries = {
-            (name, entry_id): {"id": entry_id, "date": date, "title": title, "done": bool(done)}
-            for name, entry_id, date, title, done in conn.execute(
-                "SELECT l.name, e.id, e.date, e.title, e.done FROM entries e JOIN lists l ON l.id = e.list_id"
+            (name, entry_id): {
+                "id": entry_id,
+                "date": date,
+                "title": title,
+                "done": bool(done),
+                "version": version,
+                "tags": json.loads(tags),
+            }
+            for name, entry_id, date, title, done, version, tags in conn.execute(
+                "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags "
+                "FROM entries e JOIN lists l ON l.id = e.list_id"
             )
         }
     return verdict, next_ids, entries
+
+
+def log_out_of_step(data_dir: Path) -> list[str]:
+    """Every difference between the lists rebuilt from a stopped daemon's change log and the entries it serves."""
+    from todod._log import read_view, rebuild  # the daemon's own replay; the test then compares
+
+    uri = f"file:{data_dir / 'todod.sqlite3'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        rebuilt, view = rebuild(conn), read_view(conn)
+    problems = []
+    for name in sorted(set(rebuilt) | set(view)):
+        if rebuilt.get(name) != view.get(name):
+            problems.append(f"list {name!r}: the log rebuilds {rebuilt.get(name)}, the view holds {view.get(name)}")
+    return problems
 
 
 class LineReader:

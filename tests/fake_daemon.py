@@ -146,6 +146,12 @@ class FakeDaemon:
             self._next_id += 1
             self._lists.setdefault(request["list"], []).append(entry)
             return ("ok", entry)
+        if op == "find":
+            # Date and done only: enough for a CLI that sends whatever it parsed.
+            every = [{**e, "list": name} for name, found in sorted(self._lists.items()) for e in found]
+            to, done = request.get("to"), request.get("done")
+            hits = [e for e in every if (to is None or e["date"] <= to) and (done is None or e["done"] == done)]
+            return ("ok", {"entries": sorted(hits, key=lambda e: (e["date"], e["list"], e["id"])), "more": False})
         return ("error", {"code": "bad_request", "message": f"the fake daemon does not do {op!r}"})
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,13 +48,13 @@ def test_session_survives_restart(daemon: Daemon) -> None:
     """add, entries (with and without date), list, update, done, delete and status work, and survive a restart."""
     assert ok(daemon, "add", "home", "Dentist", "--date", "2026-12-19").strip() == "1"
     added = as_json(daemon, "add", "home", "Buy milk", "--date", "2026-12-20")
-    assert added == {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": False}
+    assert added == {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": False, "version": 1, "tags": []}
     assert ok(daemon, "add", "work", "Write report").strip() == "1"
 
     table = ok(daemon, "entries", "home")
     assert "Dentist" in table and "Buy milk" in table
     assert as_json(daemon, "entries", "home", "--date", "2026-12-19") == [
-        {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False}
+        {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False, "version": 1, "tags": []}
     ]
     assert as_json(daemon, "list") == [{"name": "home", "entries": 2}, {"name": "work", "entries": 1}]
 
@@ -61,6 +63,8 @@ def test_session_survives_restart(daemon: Daemon) -> None:
         "date": "2026-12-18",
         "title": "Dentist at 9",
         "done": False,
+        "version": 2,
+        "tags": [],
     }
     assert as_json(daemon, "update", "home", "2", "--done")["done"] is True  # type: ignore[index]
     assert as_json(daemon, "delete", "work", "1")["title"] == "Write report"  # type: ignore[index]
@@ -71,8 +75,8 @@ def test_session_survives_restart(daemon: Daemon) -> None:
     assert daemon.stop(signal.SIGTERM) == 0
     daemon.start()
     assert as_json(daemon, "entries", "home") == [
-        {"id": 1, "date": "2026-12-18", "title": "Dentist at 9", "done": False},
-        {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": True},
+        {"id": 1, "date": "2026-12-18", "title": "Dentist at 9", "done": False, "version": 2, "tags": []},
+        {"id": 2, "date": "2026-12-20", "title": "Buy milk", "done": True, "version": 2, "tags": []},
     ]
     assert as_json(daemon, "list") == [{"name": "home", "entries": 2}, {"name": "work", "entries": 0}]
     # An id is never reused, even after a delete and a restart.
@@ -174,6 +178,96 @@ def test_two_clis_start_exactly_one_daemon() -> None:
         for pid in _daemon_pids(sock):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def titles(daemon: Daemon, *args: str) -> list[str]:
+    return [entry["title"] for entry in as_json(daemon, *args)]  # type: ignore[union-attr, index]
+
+
+def test_find_today_and_tags_across_lists(daemon: Daemon) -> None:
+    """Tags, relative dates, find and today work through the real CLI and daemon, and survive a restart."""
+    today = time.strftime("%Y-%m-%d")
+    ok(daemon, "add", "home", "Pay rent", "--date", "-2d", "--tag", "Bills")
+    ok(daemon, "add", "work", "Send the invoice", "--date", "yesterday", "--tag", "bills", "--tag", "work")
+    ok(daemon, "add", "home", "Dentist", "--date", "today")
+    ok(daemon, "add", "home", "Crème brûlée", "--date", "+1w", "--tag", "party")
+    ok(daemon, "update", "work", "1", "--untag", "work", "--tag", "urgent")
+    ok(daemon, "add", "work", "Old and done", "--date", "-3d")
+    ok(daemon, "update", "work", "2", "--done")
+
+    agenda = as_json(daemon, "today")
+    assert [(e["list"], e["title"]) for e in agenda] == [  # type: ignore[union-attr, index]
+        ("home", "Pay rent"),
+        ("work", "Send the invoice"),
+        ("home", "Dentist"),
+    ]
+    human = ok(daemon, "today")
+    assert human.splitlines()[0].endswith("overdue") and f"{today}  today" in human and "\x1b" not in human
+
+    assert titles(daemon, "find", "--tag", "bills") == ["Pay rent", "Send the invoice"]
+    assert titles(daemon, "find", "--tag", "bills", "--tag", "urgent") == ["Send the invoice"]
+    assert titles(daemon, "find", "--search", "BRÛL") == ["Crème brûlée"]
+    assert titles(daemon, "find", "--done") == ["Old and done"]
+    assert titles(daemon, "find", "--list", "work", "--pending") == ["Send the invoice"]
+    assert titles(daemon, "find", "--from", "tomorrow") == ["Crème brûlée"]
+    table = ok(daemon, "find", "--tag", "party")
+    assert table.splitlines()[0].split() == ["DATE", "LIST", "ID", "DONE", "TAGS", "TITLE"] and "party" in table
+
+    assert daemon.stop(signal.SIGTERM) == 0
+    daemon.start()
+    assert as_json(daemon, "today") == agenda
+    assert as_json(daemon, "entries", "work")[0]["tags"] == ["bills", "urgent"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("no_color", [None, "1"])
+def test_today_on_a_terminal_marks_overdue_unless_no_color(daemon: Daemon, no_color: str | None) -> None:
+    """On a terminal `todo today` shows overdue entries in bold red, and never with NO_COLOR set."""
+    ok(daemon, "add", "home", "Pay rent", "--date", "-2d")
+    ok(daemon, "add", "home", "Dentist")
+    env = daemon.cli_env()
+    env.pop("NO_COLOR", None)
+    if no_color is not None:
+        env["NO_COLOR"] = no_color
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([TODO, "today"], stdout=follower, stderr=subprocess.PIPE, env=env)
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    out = b"".join(chunks).decode()
+    assert "Pay rent" in out and "Dentist" in out
+    assert ("\x1b[1;31m" in out) is (no_color is None)
+
+
+def test_history_undo_redo_and_conditional_writes_from_the_cli(daemon: Daemon) -> None:
+    """todo history, undo, redo, compact and --if-version work end to end; a conflict exits 1 with one line."""
+    ok(daemon, "add", "home", "Dentist", "--date", "2026-12-19")
+    ok(daemon, "update", "home", "1", "--done", "--if-version", "1")
+    refused = todo(daemon, "delete", "home", "1", "--if-version", "1")
+    assert refused.returncode == 1 and refused.stderr == "todo: conflict: entry 1 is at version 2, not 1\n"
+    history = as_json(daemon, "history", "home")
+    assert [e["op"] for e in history["events"]] == ["add", "update"]  # type: ignore[index]
+    assert "update" in ok(daemon, "history", "home", "--limit", "1")
+    assert as_json(daemon, "undo", "home")[0]["done"] is False  # type: ignore[index]
+    assert as_json(daemon, "redo", "home")[0]["version"] == 4  # type: ignore[index]
+    assert todo(daemon, "redo", "home").returncode == 1
+    assert as_json(daemon, "compact", "--keep-days", "0") == {"dropped": 4, "horizon": 4}
+    assert "compacted" in ok(daemon, "history", "home")
+    at_horizon = todo(daemon, "undo", "home")
+    assert at_horizon.returncode == 1 and at_horizon.stderr.startswith("todo: compacted: nothing to undo")
 
 
 def test_entries_reads_a_list_too_big_for_one_answer_in_pages(daemon: Daemon) -> None:

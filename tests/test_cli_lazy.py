@@ -113,4 +113,4 @@ def test_help_and_usage_errors_still_work() -> None:
     assert "entries" in helped.stdout
     wrong = subprocess.run([TODO, "add"], capture_output=True, text=True, env=env, timeout=60)
     assert wrong.returncode == 2, wrong.stderr
-    assert "Missing argument" in wrong.stderr
+    assert wrong.stderr == "todo: usage: missing argument 'LIST' (see 'todo add --help')\n"

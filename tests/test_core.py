@@ -13,7 +13,7 @@ import trio.testing
 
 from tests.conftest import CommitGate
 from todod._core import Core, CoreConfig, open_core
-from todod._model import Entry, PutEntry
+from todod._model import Change, Entry, Event
 from todod._store import MAX_GROUP, StoreError, StoreFaults, open_store
 from todod._supervisor import SupervisorEscalation
 from todod.protocol import Invalid, NotFound
@@ -60,11 +60,11 @@ async def test_reopen_keeps_lists_entries_flags_dates_deletes_and_ids(data_dir: 
         await core.add("home", "milk", DAY)
         work = await core.entries("work")
 
-    assert work == (Entry(1, DAY, "one", done=True), Entry(2, later, "two, renamed"))
+    assert work == (Entry(1, DAY, "one", done=True, version=2), Entry(2, later, "two, renamed", version=2))
     async with open_core(data_dir) as core:
         assert await core.lists() == [("home", 1), ("work", 2)]
         assert await core.entries("work") == work
-        assert await core.entries("work", later) == (Entry(2, later, "two, renamed"),)
+        assert await core.entries("work", later) == (Entry(2, later, "two, renamed", version=2),)
         assert titles(await core.entries("home")) == ["milk"]
         four = await core.add("work", "four", DAY)
         assert four.id == 4, "the id of a deleted entry was handed out again"
@@ -221,7 +221,7 @@ async def test_escalation_does_not_wait_for_a_dead_writer_to_drain(
             first_done = trio.Event()
 
             async def first() -> None:
-                await core.store.commit("first", 2, [PutEntry(Entry(1, DAY, "first"))])
+                await core.store.commit("first", 2, [an_add(Entry(1, DAY, "first"))])
                 first_done.set()
 
             commit_gate.hold()
@@ -243,7 +243,11 @@ async def test_escalation_does_not_wait_for_a_dead_writer_to_drain(
 
 async def commit_or_fail(core: Core, name: str) -> None:
     with contextlib.suppress(StoreError):
-        await core.store.commit(name, 2, [PutEntry(Entry(1, DAY, name))])
+        await core.store.commit(name, 2, [an_add(Entry(1, DAY, name))])
+
+
+def an_add(entry: Entry) -> Change:
+    return Change("add", 1, (Event(1, entry.id, None, entry),))
 
 
 def crash_writer() -> None:

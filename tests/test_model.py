@@ -21,13 +21,16 @@ from hypothesis.stateful import (
 from todod._model import (
     MAX_LIST_NAME,
     MAX_TITLE,
+    Change,
     Draft,
     Entry,
-    PutEntry,
-    RemoveEntry,
+    Event,
     TodoList,
     parse_date,
+    replay,
     validate_list_name,
+    validate_tag,
+    validate_tags,
     validate_title,
 )
 from todod.protocol import Invalid, NotFound
@@ -51,13 +54,20 @@ class TodoListMachine(RuleBasedStateMachine):
         self.todo = TodoList()
         self.model: dict[int, tuple[datetime.date, str, bool]] = {}
         self.issued: set[int] = set()
+        self.log: list[Event] = []
+
+    def _logged(self, change: Change, before: Entry | None, after: Entry | None) -> None:
+        (event,) = change.events
+        assert (event.seq, event.before, event.after) == (self.todo.seq, before, after)
+        assert change.seq == event.seq == len(self.log) + 1
+        self.log.append(event)
 
     @rule(target=ids, date=dates, title=titles)
     def add(self, date: datetime.date, title: str) -> int:
         self.todo, entry, change = self.todo.add(date, title)
         assert entry.id not in self.issued, "an id was handed out twice"
-        assert entry == Entry(entry.id, date, title, False)
-        assert change == PutEntry(entry)
+        assert entry == Entry(entry.id, date, title, False, version=1)
+        self._logged(change, None, entry)
         self.issued.add(entry.id)
         self.model[entry.id] = (date, title, False)
         return entry.id
@@ -74,9 +84,11 @@ class TodoListMachine(RuleBasedStateMachine):
             old_title if title is None else title,
             old_done if done is None else done,
         )
+        old = self.todo.get(entry_id)
         self.todo, entry, change = self.todo.update(entry_id, title=title, date=date, done=done)
         assert (entry.date, entry.title, entry.done) == expected
-        assert change == PutEntry(entry)
+        assert entry.version == old.version + 1
+        self._logged(change, old, entry)
         self.model[entry_id] = expected
 
     @rule(entry_id=consumes(ids))
@@ -87,7 +99,7 @@ class TodoListMachine(RuleBasedStateMachine):
             return
         self.todo, entry, change = self.todo.delete(entry_id)
         assert entry.id == entry_id
-        assert change == RemoveEntry(entry_id)
+        self._logged(change, entry, None)
         del self.model[entry_id]
 
     @rule(entry_id=st.integers(min_value=0, max_value=10_000))
@@ -114,6 +126,8 @@ class TodoListMachine(RuleBasedStateMachine):
         assert got == [(i, *v) for i, v in sorted(self.model.items())]
         # ids are never reused: the next one is above every id ever issued.
         assert self.todo.next_id == max(self.issued, default=0) + 1
+        # The entries are what the log of their changes replays to.
+        assert replay((), self.log) == dict(self.todo.entries)
 
 
 def test_todo_list_matches_a_dict_model() -> None:
@@ -281,3 +295,70 @@ def test_control_check_matches_the_unicode_categories(text: str) -> None:
 def test_validate_list_name_accepts(name: str) -> None:
     """Names of 1 to 200 characters without '/' or control characters are returned unchanged."""
     assert validate_list_name(name) == name
+
+
+# --- tags ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["", "two words", "a/b", "#work", "x" * 33, "tab\t", "é\u0301x!"])
+def test_validate_tag_rejects(tag: str) -> None:
+    """A tag that is empty, longer than 32 characters, or not one word of letters, digits, '-', '_' is invalid."""
+    with pytest.raises(Invalid):
+        validate_tag(tag)
+
+
+def test_validate_tag_lower_cases_and_keeps_unicode_letters() -> None:
+    """Tags are lower-cased (and NFC-composed), so `Work` and `work` are one tag."""
+    assert validate_tag("Work") == "work"
+    assert validate_tag("Q4-plan_2") == "q4-plan_2"
+    assert validate_tag("Cafe\u0301") == "café"
+    assert validate_tag("x" * 32) == "x" * 32
+
+
+def test_entry_tags_are_sorted_and_on_the_wire() -> None:
+    """An entry keeps its tags sorted without duplicates, and its wire form carries them."""
+    entry = Entry(1, datetime.date(2026, 1, 2), "t", tags=["b", "a", "b"])
+    assert entry.tags == ("a", "b")
+    assert entry.to_wire()["tags"] == ["a", "b"]
+    assert Entry(1, datetime.date(2026, 1, 2), "t").to_wire()["tags"] == []
+
+
+def test_update_adds_and_removes_tags_within_the_limit() -> None:
+    """update tags and untags; removing a missing tag is harmless; a 17th tag or a tag both ways is invalid."""
+    day = datetime.date(2026, 1, 2)
+    todo, entry, _ = TodoList().add(day, "t", validate_tags(["a", "b"]))
+    assert entry.tags == ("a", "b")
+    before = entry
+    todo, entry, change = todo.update(entry.id, tag={"c"}, untag={"a", "zzz"})
+    assert entry.tags == ("b", "c") and [(e.before, e.after) for e in change.events] == [(before, entry)]
+    todo, entry, _ = todo.update(entry.id, done=True)
+    assert entry.tags == ("b", "c")
+    with pytest.raises(Invalid, match="both added and removed"):
+        todo.update(entry.id, tag={"b"}, untag={"b"})
+    with pytest.raises(Invalid, match="at most 16 tags"):
+        todo.update(entry.id, tag={f"t{i}" for i in range(15)})
+    with pytest.raises(Invalid, match="at most 16 tags"):
+        validate_tags([f"t{i}" for i in range(17)])
+    assert len(validate_tags([f"t{i}" for i in range(16)] + ["T0"])) == 16
+
+
+@pytest.mark.parametrize("name", ["  home", "home  ", "\thome\u3000"])
+def test_validate_list_name_strips(name: str) -> None:
+    """List names are stripped of surrounding white space, like titles."""
+    assert validate_list_name(name) == "home"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\u200b", "\u200b\u200d", "\u3164", "\u2800", "\u0301", "\ufeff "])
+def test_blank_names_and_titles_are_refused(blank: str) -> None:
+    """A list name or title of only white space or invisible characters is refused."""
+    with pytest.raises(Invalid):
+        validate_list_name(blank)
+    with pytest.raises(Invalid):
+        validate_title(blank)
+
+
+@pytest.mark.parametrize("text", ["a\u200b", "\u200bé", "日本", "\u0301e"])
+def test_text_with_a_visible_character_is_accepted(text: str) -> None:
+    """One visible character is enough, invisible ones around it are kept."""
+    assert validate_list_name(text) == text
+    assert validate_title(text) == text

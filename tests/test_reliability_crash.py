@@ -25,7 +25,7 @@ def test_acknowledged_changes_survive_sigkill_under_load() -> None:
 
 
 def _entry(entry_id: int, title: str, done: bool = False) -> dict[str, Any]:
-    return {"id": entry_id, "date": "2026-11-22", "title": title, "done": done}
+    return {"id": entry_id, "date": "2026-11-22", "title": title, "done": done, "tags": []}
 
 
 def _acked_add(entry_id: int, title: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import trio.testing
 from tests.conftest import CommitGate
 from tests.daemon import Daemon, running_daemon, short_tempdir, wait_until
 from todod._core import CoreConfig, open_core
-from todod._main import _serve
+from todod._main import _serve, _Where
 from todod._server import ServerConfig
 from todod._socket import SocketConfig, bind_unix
 from todod._store import StoreFaults
@@ -145,7 +145,8 @@ async def test_stop_while_the_writer_drains_does_not_restart_the_listener(
         async with open_core(data_dir, config, store_faults=StoreFaults(before_commit=commit_gate)) as core:
             signals_in, signals = trio.open_memory_channel[int](1)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_serve, core, bound, SocketConfig(), signals)
+                where = _Where(str(bound.path), None, data_dir)
+                nursery.start_soon(_serve, core, bound, SocketConfig(), signals, where)
                 commit_gate.hold()
                 # A commit outlives its caller's timeout: the writer is busy at the stop.
                 with pytest.raises(Timeout):

@@ -89,7 +89,14 @@ class TodoMachine(RuleBasedStateMachine):
             return
         assert ok, result
         entry_id = self.next_id.get(name, 1)
-        assert result == {"id": entry_id, "date": date or result["date"], "title": expected, "done": False}
+        assert result == {
+            "id": entry_id,
+            "date": date or result["date"],
+            "title": expected,
+            "done": False,
+            "version": 1,
+            "tags": [],
+        }
         assert date is not None or result["date"] in today
         self.lists.setdefault(name, {})[entry_id] = result
         self.next_id[name] = entry_id + 1
@@ -119,7 +126,7 @@ class TodoMachine(RuleBasedStateMachine):
             return
         if isinstance(title, str):
             fields["title"] = _model_title(title)
-        expected = {**current, **fields}
+        expected = {**current, **fields, "version": current["version"] + 1}
         assert (ok, result) == (True, expected)
         self.lists[name][entry_id] = expected
         self.writes_since_restart += 1
@@ -133,7 +140,7 @@ class TodoMachine(RuleBasedStateMachine):
         if current is None:
             assert (ok, result) == (False, "not_found")
             return
-        assert (ok, result) == (True, {**current, "done": True})
+        assert (ok, result) == (True, {**current, "done": True, "version": current["version"] + 1})
         self.lists[name][entry_id] = result
         self.writes_since_restart += 1
         self.total_writes += 1

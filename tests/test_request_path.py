@@ -15,7 +15,7 @@ import trio.testing
 
 from tests.conftest import CommitGate, OpenRegistry
 from todod import _socket
-from todod._model import Entry
+from todod._model import NOBODY, Entry, Origin
 from todod._server import AddEntry, GetEntries, Op, ServerFaults
 from todod._socket import SocketConfig, SocketServer, _Connection
 from todod._store import StoreFaults
@@ -183,7 +183,7 @@ class _HeldHandler:
     async def __call__(self, request: Request) -> Any:
         return {"op": request.op}
 
-    async def submit(self, request: Request, reply: Any) -> bool:
+    async def submit(self, request: Request, reply: Any, origin: Origin) -> bool:
         if request.op == "hello":
             return False
         self.replies.append((request, reply))
@@ -193,7 +193,7 @@ class _HeldHandler:
 async def _serve(server: SocketServer, stream: trio.SocketStream) -> None:
     """One connection as the listener serves it, without the peer check: closed at the end."""
     try:
-        await server._converse(stream)
+        await server._converse(stream, NOBODY)
     except* trio.BrokenResourceError:
         pass
     finally:
@@ -253,3 +253,25 @@ async def test_a_reply_after_the_connection_closed_is_dropped() -> None:
             reply(outcome.Value({"late": True}))  # the connection's writer ends on the broken socket
             await trio.testing.wait_all_tasks_blocked()
     reply(outcome.Error(Unavailable("still harmless")))
+
+
+async def test_the_error_that_ends_reading_comes_after_the_answers_still_owed() -> None:
+    """A line over the cap behind a request not yet answered: the request's answer is written first, then the
+    too_large error, then the connection closes."""
+    handler = _HeldHandler()
+    server = SocketServer(handler, SocketConfig(max_line=100))
+    a, b = trio.socket.socketpair()
+    ours, client = trio.SocketStream(a), trio.SocketStream(b)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_serve, server, ours)
+        await client.send_all(encode_request("add", request_id=1, list="l", title="t") + b"x" * 200 + b"\n")
+        await trio.testing.wait_all_tasks_blocked()
+        ((_request, reply),) = handler.replies
+        reply(outcome.Value({"answered": 1}))
+        data = bytearray()
+        with trio.fail_after(5):
+            while chunk := await client.receive_some(65536):
+                data += chunk
+    lines = [json.loads(line) for line in data.splitlines()]
+    assert [line.get("id") for line in lines] == [1, None]
+    assert lines[0]["ok"] is True and lines[1]["error"]["code"] == "too_large"

@@ -96,9 +96,9 @@ async def test_errors_of_one_request_do_not_affect_its_batch(
             commit_gate.release()
         assert isinstance(results["missing"], NotFound)
         assert "99" in results["missing"].message and "'l'" in results["missing"].message
-        assert results["done"] == Entry(1, DAY, "one", done=True)
+        assert results["done"] == Entry(1, DAY, "one", done=True, version=2)
         assert results["gone"] == Entry(2, DAY, "two")
-        assert await registry.call("l", GetEntries()) == (Entry(1, DAY, "one", done=True),)
+        assert await registry.call("l", GetEntries()) == (Entry(1, DAY, "one", done=True, version=2),)
         assert commit_gate.groups[-1] == 1, "the three requests were not one batch"
 
 

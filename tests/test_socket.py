@@ -40,7 +40,8 @@ def test_add_and_entries_round_trip(daemon: Daemon) -> None:
         daemon.socket,
         encode_request("add", request_id=7, list="rt", title="Dentist", date="2026-12-19"),
     )
-    assert added == {"id": 7, "ok": True, "result": {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False}}
+    entry = {"id": 1, "date": "2026-12-19", "title": "Dentist", "done": False, "version": 1, "tags": []}
+    assert added == {"id": 7, "ok": True, "result": entry}
     assert request(daemon.socket, "entries", list="rt") == [added["result"]]
 
 

@@ -15,8 +15,10 @@ import pytest
 import trio
 import trio.testing
 
+from tests.changes import PutEntry, RemoveEntry
 from tests.conftest import CommitGate
-from todod._model import Entry, PutEntry, RemoveEntry, TodoList
+from tests.old_schemas import make_database
+from todod._model import Entry, TodoList
 from todod._store import (
     APPLICATION_ID,
     DB_NAME,
@@ -108,7 +110,7 @@ async def test_reopen_keeps_lists_entries_flags_dates_and_next_id(data_dir: str)
         assert await store.load("never written") == TodoList()
     assert loaded == todo
     assert loaded.list_entries() == (
-        Entry(1, datetime.date(2030, 12, 31), "one", done=True),
+        Entry(1, datetime.date(2030, 12, 31), "one", done=True, version=2),
         Entry(2, DAY, "two", done=False),
     )
     assert loaded.next_id == 4, "the id of the deleted entry would be handed out again"
@@ -356,3 +358,30 @@ async def test_an_sqlite_too_old_for_the_schema_is_refused_with_a_clear_error(
     with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer; this Python uses 3\.31\.1"):
         async with open_store(data_dir):
             pass
+
+
+async def test_migration_renames_lists_whose_names_are_not_stripped_or_visible(data_dir: str) -> None:
+    """A version-2 store's lists named ' home', 'work ', blank or invisible become reachable names, entries kept."""
+    names = {" home": "milk", "home": "bread", "work ": "report", "\u3164": "hidden", "  ": "blank", " x\t": "x"}
+    conn = make_database(data_dir, 2)
+    for list_id, (name, title) in enumerate(names.items(), 1):  # any name, as todod before issue 9 stored it
+        conn.execute("INSERT INTO lists (id, name, next_id) VALUES (?, ?, 2)", (list_id, name))
+        row = (list_id, DAY.isoformat(), title)
+        conn.execute("INSERT INTO entries (list_id, id, date, title, done) VALUES (?, 1, ?, ?, 0)", row)
+        conn.execute("INSERT INTO base_entries VALUES (?, 1, ?, ?, 0, 1)", row)
+    conn.close()
+
+    async with open_store(data_dir) as store:
+        lists = dict(await store.lists())
+        titles = {name: [e.title for e in (await store.load(name)).list_entries()] for name in lists}
+    assert titles == {
+        "home": ["bread"],  # the list that had the name keeps it
+        "home (2)": ["milk"],  # ' home' would collide: kept apart, not merged
+        "work": ["report"],
+        "unnamed": ["hidden"],
+        "unnamed (2)": ["blank"],
+        "x": ["x"],
+    }
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    conn.close()

@@ -6,6 +6,7 @@
     ├── Supervisor.run                     (permanent children, restart intensity)
     │   ├── supervise:writer     → Store.run_writer
     │   ├── supervise:checkpointer → Store.run_checkpointer
+    │   ├── supervise:compactor  → Core.run_compactor (with --keep-days only)
     │   └── (the socket listener and watchdog, started by the entry point)
     └── Registry.run
         └── list:<name> → ListServer.run   (one per active list)
@@ -18,20 +19,50 @@ with a final checkpoint.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import trio
 
-from todod._model import Entry, validate_title
+from todod._log import Compaction
+from todod._model import (
+    MAX_TAGS,
+    MAX_TITLE,
+    NOBODY,
+    Entry,
+    Origin,
+    Stale,
+    validate_list_name,
+    validate_tags,
+    validate_title,
+)
+from todod._query import FindQuery, search_words
 from todod._registry import Registry
-from todod._server import AddEntry, DeleteEntry, GetEntries, ServerConfig, ServerFaults, UpdateEntry
-from todod._store import Store, StoreFaults, open_store
+from todod._server import (
+    AddEntry,
+    DeleteEntry,
+    Flush,
+    GetEntries,
+    RevertChanges,
+    ServerConfig,
+    ServerFaults,
+    UpdateEntry,
+)
+from todod._store import Store, StoreError, StoreFaults, open_store
+from todod._subscription import Hub
 from todod._supervisor import ChildSpec, Supervisor
-from todod.protocol import Timeout
+from todod.protocol import MAX_FIND, Compacted, Conflict, Invalid, NotFound, Timeout
+
+#: Most changes one undo or redo request reverts (each is one change of the
+#: log, all committed together): a bound on the plan read and held in memory.
+MAX_STEPS = 1000
+#: How often the daemon's own compaction (--keep-days) runs.
+COMPACT_EVERY = 3600.0
 
 log = logging.getLogger("todod.core")
 
@@ -44,6 +75,10 @@ class CoreConfig:
     max_seconds: float = 5.0
     #: How long shutdown waits for the writer to empty its queue.
     drain_timeout: float = 10.0
+    #: Compact the change log to this many days, at start and hourly (None: keep it all).
+    keep_days: int | None = None
+    #: False only in benchmarks: no change log (see Store.change_log).
+    change_log: bool = True
     #: Commit in the event loop instead of a worker thread (Store.inline_commits).
     inline_commits: bool = False
 
@@ -70,21 +105,33 @@ class CoreStatistics:
     checkpoints: int
     writer_queue: int
     child_restarts: int
+    log_position: int
+    watchers: int
+    watch_catchups: int
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
 
-def add_op(title: str, date: datetime.date) -> AddEntry:
-    """The message of an add, its title validated (raises Invalid)."""
-    return AddEntry(date, validate_title(title))
+def add_op(title: str, date: datetime.date, origin: Origin = NOBODY, tags: Iterable[str] = ()) -> AddEntry:
+    """The message of an add, its title and tags validated (raises Invalid)."""
+    return AddEntry(date, validate_title(title), validate_tags(tags), origin)
 
 
 def update_op(
-    entry_id: int, *, title: str | None = None, date: datetime.date | None = None, done: bool | None = None
+    entry_id: int,
+    *,
+    title: str | None = None,
+    date: datetime.date | None = None,
+    done: bool | None = None,
+    tag: Iterable[str] = (),
+    untag: Iterable[str] = (),
+    if_version: int | None = None,
+    origin: Origin = NOBODY,
 ) -> UpdateEntry:
-    """The message of an update, its title validated if given (raises Invalid)."""
-    return UpdateEntry(entry_id, None if title is None else validate_title(title), date, done)
+    """The message of an update, its title (if given) and tags validated (raises Invalid)."""
+    title = None if title is None else validate_title(title)
+    return UpdateEntry(entry_id, title, date, done, validate_tags(tag), validate_tags(untag), if_version, origin)
 
 
 @attrs.define(eq=False)
@@ -94,13 +141,25 @@ class Core:
     store: Store
     registry: Registry
     supervisor: Supervisor
+    hub: Hub
 
-    async def add(self, list_name: str, title: str, date: datetime.date) -> Entry:
-        result: Entry = await self.registry.call(list_name, add_op(title, date))
+    # List names are stripped here, where titles are: the registry then sees
+    # the one name a list is stored under (it validates names again itself).
+
+    async def add(
+        self,
+        list_name: str,
+        title: str,
+        date: datetime.date,
+        origin: Origin = NOBODY,
+        tags: Iterable[str] = (),
+    ) -> Entry:
+        list_name = validate_list_name(list_name)
+        result: Entry = await self.registry.call(list_name, add_op(title, date, origin, tags))
         return result
 
     async def entries(self, list_name: str, date: datetime.date | None = None) -> tuple[Entry, ...]:
-        result: tuple[Entry, ...] = await self.registry.call(list_name, GetEntries(date))
+        result: tuple[Entry, ...] = await self.registry.call(validate_list_name(list_name), GetEntries(date))
         return result
 
     async def update(
@@ -111,13 +170,133 @@ class Core:
         title: str | None = None,
         date: datetime.date | None = None,
         done: bool | None = None,
+        tag: Iterable[str] = (),
+        untag: Iterable[str] = (),
+        if_version: int | None = None,
+        origin: Origin = NOBODY,
     ) -> Entry:
-        result: Entry = await self.registry.call(list_name, update_op(entry_id, title=title, date=date, done=done))
+        list_name = validate_list_name(list_name)
+        op = update_op(
+            entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=if_version, origin=origin
+        )
+        result: Entry = await self.registry.call(list_name, op)
         return result
 
-    async def delete(self, list_name: str, entry_id: int) -> Entry:
-        result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id))
+    async def delete(
+        self, list_name: str, entry_id: int, if_version: int | None = None, origin: Origin = NOBODY
+    ) -> Entry:
+        list_name = validate_list_name(list_name)
+        result: Entry = await self.registry.call(list_name, DeleteEntry(entry_id, if_version, origin))
         return result
+
+    async def undo(
+        self, list_name: str, steps: int = 1, origin: Origin = NOBODY, if_seq: int | None = None
+    ) -> tuple[Entry, ...]:
+        """Revert the last ``steps`` changes of a list, newest first; each undo is a change of its own.
+
+        Args:
+            if_seq: refuse unless the list's last event still has this seq
+                (what the client saw in its history).
+
+        Returns:
+            The entries as the undo leaves them (a removed one as it was).
+
+        Raises:
+            NotFound: the list has fewer changes to undo (nothing is undone).
+            Compacted: the same, because older changes were compacted.
+            Conflict: the list changed since ``if_seq``, or while the undo was
+                prepared, or an entry no longer has the values the change
+                left; nothing is undone.
+        """
+        return await self._revert("undo", list_name, steps, origin, if_seq)
+
+    async def redo(
+        self, list_name: str, steps: int = 1, origin: Origin = NOBODY, if_seq: int | None = None
+    ) -> tuple[Entry, ...]:
+        """Re-apply the last ``steps`` undone changes, until a new change is made.
+
+        Raises:
+            NotFound: fewer changes can be redone (nothing is redone).
+            Conflict: as for :meth:`undo`.
+        """
+        return await self._revert("redo", list_name, steps, origin, if_seq)
+
+    async def _revert(
+        self, op: str, list_name: str, steps: int, origin: Origin, if_seq: int | None
+    ) -> tuple[Entry, ...]:
+        list_name = validate_list_name(list_name)
+        if not 1 <= steps <= MAX_STEPS:
+            raise Invalid(f"steps is 1 to {MAX_STEPS} (got {steps})")
+        await self._flush(list_name)
+        read = self.store.undo_plan if op == "undo" else self.store.redo_plan
+        plan = await read(list_name, steps)
+        if if_seq is not None and plan.head != if_seq:
+            raise Conflict(f"list {list_name!r} is at seq {plan.head}, not {if_seq}; nothing was {op}ne")
+        if len(plan.steps) < steps:
+            what = "nothing" if not plan.steps else f"only {len(plan.steps)} change(s)"
+            message = f"{what} to {op} in list {list_name!r}"
+            if plan.at_horizon:
+                raise Compacted(
+                    f"{message}: its log starts at the compacted horizon "
+                    "(older changes were compacted, or predate the change log)"
+                )
+            raise NotFound(message)
+        try:
+            result: tuple[Entry, ...] = await self.registry.call(
+                list_name, RevertChanges(op, plan.head, plan.steps, origin)
+            )
+        except Stale:
+            # Another change came in between the read and the revert: undoing
+            # the new last change instead would be a guess.
+            raise Conflict(
+                f"list {list_name!r} changed while the {op} was prepared; nothing was {op}ne, see its history"
+            ) from None
+        return result
+
+    async def history(self, list_name: str, limit: int | None = None) -> dict[str, Any]:
+        """A list's changes from its log, oldest first (the last ``limit``)."""
+        list_name = validate_list_name(list_name)
+        if limit is not None and limit < 1:
+            raise Invalid(f"limit is at least 1 (got {limit})")
+        await self._flush(list_name)
+        return await self.store.history(list_name, limit)
+
+    async def _flush(self, list_name: str) -> None:
+        """Wait until every call queued to the list so far is durable (or failed).
+
+        A read of the log goes past the list server: without this, a change
+        pipelined just before it on the same connection (queued, or with the
+        store's writer) would not be in the log yet, and an undo would then
+        miss it or be refused as stale.  A list with no server running has
+        nothing queued (its batches still with the writer are waited for by
+        the store's log reads), so it is not started for this: a history of
+        a cold list loads nothing, and a quarantined list's history is readable.
+        """
+        if self.registry.lookup(list_name) is not None:
+            await self.registry.call(list_name, Flush())
+
+    async def compact(self, keep_days: int) -> Compaction:
+        """Drop the changes older than ``keep_days`` days from the log; the lists keep their state."""
+        if keep_days < 0:
+            raise Invalid(f"keep_days is 0 or more (got {keep_days})")
+        result = await self.store.compact(time.time() - keep_days * 86400.0)
+        if result.dropped:
+            log.info("compacted %d event(s) from the change log; horizon %d", result.dropped, result.horizon)
+        return result
+
+    async def run_compactor(
+        self, keep_days: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Compact the log to ``keep_days`` days now (before reporting started) and every hour; never returns."""
+        while True:
+            try:
+                await self.compact(keep_days)
+            except StoreError as exc:
+                # A full or failing disk is the writer's to report; compaction tries again later.
+                log.warning("%s", exc)
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
+            await trio.sleep(COMPACT_EVERY)
 
     async def lists(self) -> list[tuple[str, int]]:
         """Every list ever written, with its durable entry count, by name.
@@ -129,6 +308,44 @@ class Core:
         with trio.move_on_after(limit):
             return await self.store.lists()
         raise Timeout(f"the lists could not be read within {limit:g} s")
+
+    async def find(
+        self,
+        *,
+        lists: Iterable[str] | None = None,
+        date_from: datetime.date | None = None,
+        date_to: datetime.date | None = None,
+        done: bool | None = None,
+        tags: Iterable[str] = (),
+        search: str | None = None,
+        limit: int = MAX_FIND,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Entries of all lists (or of ``lists``) matching every filter, from the committed state.
+
+        It asks no list server: the store holds exactly what the servers have
+        acknowledged, so the answer holds every change acknowledged before
+        this call (docs/ARCHITECTURE.md, "Queries across lists").
+
+        Returns:
+            The entries' wire forms, each with its ``"list"``, in date, list,
+            id order, at most ``limit``; and whether more entries matched.
+
+        Raises:
+            Invalid: a bad list name, tag, search text, range or limit.
+            Timeout: the query did not finish within the call timeout.
+        """
+        query = FindQuery(
+            lists=None if lists is None else _check_lists(lists),
+            date_from=date_from,
+            date_to=date_to,
+            done=done,
+            tags=_check_query_tags(tags),
+            words=() if search is None else _check_search(search),
+            limit=_check_limit(limit),
+        )
+        if date_from is not None and date_to is not None and date_from > date_to:
+            raise Invalid(f"the range is empty: from {date_from.isoformat()} is after to {date_to.isoformat()}")
+        return await self.store.find(query, self.registry.call_timeout)
 
     def statistics(self) -> CoreStatistics:
         ev = self.registry.events
@@ -152,7 +369,47 @@ class Core:
             checkpoints=st.checkpoints,
             writer_queue=st.queued,
             child_restarts=self.supervisor.statistics().restarts,
+            log_position=self.store.last_position(),
+            watchers=self.hub.statistics().watchers,
+            watch_catchups=self.hub.statistics().watch_catchups,
         )
+
+
+#: More lists than this in one query is a mistake, not a filter.
+MAX_QUERY_LISTS = 1000
+
+
+def _check_lists(lists: Iterable[str]) -> frozenset[str]:
+    names = frozenset(validate_list_name(name) for name in lists)
+    if not names:
+        raise Invalid("'lists' must name at least one list")
+    if len(names) > MAX_QUERY_LISTS:
+        raise Invalid(f"a query names at most {MAX_QUERY_LISTS} lists (got {len(names)})")
+    return names
+
+
+def _check_query_tags(tags: Iterable[str]) -> frozenset[str]:
+    try:
+        return validate_tags(tags)
+    except Invalid as exc:
+        if "at most" in exc.message:
+            raise Invalid(f"a query asks for at most {MAX_TAGS} tags: no entry has more") from None
+        raise
+
+
+def _check_search(search: str) -> tuple[str, ...]:
+    if len(search) > MAX_TITLE:
+        raise Invalid(f"a search text is at most {MAX_TITLE} characters (got {len(search)})")
+    words = search_words(search)
+    if not words:
+        raise Invalid("a search text must hold a word")
+    return words
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_FIND:
+        raise Invalid(f"a limit is 1 to {MAX_FIND} (got {limit})")
+    return limit
 
 
 @asynccontextmanager
@@ -162,8 +419,11 @@ async def open_core(
     *,
     store_faults: StoreFaults | None = None,
     server_faults: ServerFaults | None = None,
+    full_text: bool = True,
 ) -> AsyncIterator[Core]:
     """Open the store and run the core's task tree for the body's duration.
+
+    ``full_text=False`` leaves out the FTS5 title index (searches scan).
 
     Raises:
         StoreError: the store cannot be opened.
@@ -171,16 +431,25 @@ async def open_core(
             too often; the body is cancelled.
     """
     config = config or CoreConfig()
-    async with open_store(data_dir, faults=store_faults) as store, trio.open_nursery() as nursery:
+    async with (
+        open_store(data_dir, faults=store_faults, full_text=full_text, change_log=config.change_log) as store,
+        trio.open_nursery() as nursery,
+    ):
         store.inline_commits = config.inline_commits
+        hub = Hub(store)
+        store.on_commit = hub.publish
         supervisor = Supervisor(config.max_restarts, config.max_seconds)
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
         await supervisor.start_child(ChildSpec("checkpointer", store.run_checkpointer))
         registry = Registry(store, config.server, server_faults or ServerFaults())
         await nursery.start(registry.run)
+        core = Core(store, registry, supervisor, hub)
+        if config.keep_days is not None:
+            compactor = functools.partial(core.run_compactor, config.keep_days)
+            await supervisor.start_child(ChildSpec("compactor", compactor))
         try:
-            yield Core(store, registry, supervisor)
+            yield core
         finally:
             # Shutdown order: list servers, then the writer's queue, then the rest.
             registry.close()

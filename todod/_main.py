@@ -1,6 +1,7 @@
 """The ``todod`` entry point: run the daemon in the foreground.
 
-Exit status: 0 after a clean stop (SIGTERM/SIGINT); 1 when it cannot start
+Exit status: 0 after a clean stop (SIGTERM/SIGINT, the ``stop`` op, or its
+socket file deleted or replaced: see todod/_watch.py); 1 when it cannot start
 (another todod runs, the data cannot be opened); 2 for a bad option; 70 when a
 permanent child crashed more often than its restart intensity allows, so that
 the service manager restarts the whole daemon.
@@ -27,9 +28,10 @@ from todod._core import Core, CoreConfig, open_core
 from todod._dispatch import Dispatcher
 from todod._server import AddEntry, Op, ServerConfig, ServerFaults, UpdateEntry
 from todod._socket import AlreadyRunning, BoundSocket, SocketConfig, SocketServer, adopt_socket, bind_unix
-from todod._store import StoreError, StoreFaults
+from todod._store import DB_NAME, StoreError, StoreFaults
 from todod._supervisor import ChildSpec, Restart, SupervisorEscalation
 from todod._systemd import listen_fds, notify, run_watchdog, watchdog_interval
+from todod._watch import FileIdentity, socket_file_identity, watch_socket_file
 from todod.paths import UnsafeDirectory, resolve_data_dir, resolve_socket
 
 log = logging.getLogger("todod")
@@ -141,6 +143,13 @@ def _size(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="todod", description="The todod to-do daemon (runs in the foreground).")
     parser.add_argument("--version", action="version", version=f"todod {__version__}")
@@ -175,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
         default=sock.daemon_budget,
         metavar="BYTES",
         help="bytes of responses all connections together may hold (default 256M)",
+    )
+    parser.add_argument(
+        "--keep-days",
+        type=_non_negative_int,
+        default=None,
+        help="compact the change log at start and hourly, keeping this many days (default: keep it all)",
     )
     parser.add_argument(
         "--commit-in-loop",
@@ -245,9 +260,12 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
         # (two CLIs auto-starting), the loser stops here and touches no data.
         bound = _listening_socket(socket_path)
         try:
-            config = CoreConfig(server=server_config, inline_commits=args.commit_in_loop)
+            # Taken at once: a file deleted while the store opens is noticed too.
+            identity = None if bound.path is None else socket_file_identity(bound.path)
+            where = _Where(bound.path or str(bound.sock.getsockname()), identity, data_dir)
+            config = CoreConfig(server=server_config, keep_days=args.keep_days, inline_commits=args.commit_in_loop)
             async with open_core(data_dir, config, store_faults=store_faults, server_faults=server_faults) as core:
-                await _serve(core, bound, socket_config, signals)
+                await _serve(core, bound, socket_config, signals, where)
         finally:
             bound.close()
     log.info("stopped cleanly")
@@ -263,10 +281,34 @@ def _listening_socket(socket_path: str) -> BoundSocket:
     return bound
 
 
+@attrs.frozen
+class _Where:
+    """Where this daemon is: its socket (and the file's identity, to watch it) and its data."""
+
+    socket: str
+    identity: FileIdentity | None  # None for a socket passed by systemd: not watched
+    data_dir: str
+
+
 async def _serve(
-    core: Core, bound: BoundSocket, config: SocketConfig, signals: AsyncIterator[int]
+    core: Core, bound: BoundSocket, config: SocketConfig, signals: AsyncIterator[int], where: _Where
 ) -> None:
-    dispatcher = Dispatcher(core)
+    stopping = trio.Event()
+
+    def stop(reason: str) -> None:
+        if not stopping.is_set():
+            log.info("%s; stopping", reason)
+            stopping.set()
+
+    dispatcher = Dispatcher(
+        core,
+        paths={
+            "socket": where.socket,
+            "data_dir": where.data_dir,
+            "database": os.path.join(where.data_dir, DB_NAME),
+        },
+        on_stop=functools.partial(stop, "a client asked to stop"),
+    )
     server = SocketServer(dispatcher, config)
     dispatcher.extra_status = lambda: {
         "connections": server.stats.connections,
@@ -300,14 +342,25 @@ async def _serve(
         await core.supervisor.start_child(
             ChildSpec("watchdog", functools.partial(run_watchdog, interval, healthy, status))
         )
+    # Three ways to stop, one shutdown: a signal, the `stop` op, a lost socket file.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_wait_signal, signals, stop)
+        if bound.path is not None and where.identity is not None:
+            nursery.start_soon(watch_socket_file, bound.path, where.identity, stop)
+        await stopping.wait()
+        nursery.cancel_scope.cancel()
+    notify("STOPPING=1")
+    await server.shutdown()
+
+
+async def _wait_signal(signals: AsyncIterator[int], stop: Callable[[str], None]) -> None:
+    """Call ``stop`` on the first SIGTERM or SIGINT; log and ignore SIGHUP."""
     async for signum in signals:
         if signum == signal.SIGHUP:
             log.info("SIGHUP: nothing to reload (configuration is read at start; logs go to stderr)")
             continue
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        break
-    notify("STOPPING=1")
-    await server.shutdown()
+        stop(f"received {signal.Signals(signum).name}")
+        return
 
 
 #: The cyclic collector's thresholds for the daemon (Python's default is

@@ -148,10 +148,11 @@ class Snapshots:
 
 def _encode(entry: Entry) -> str:
     # The JSON of Entry.to_wire(), built directly: the same keys in the same
-    # order, ASCII only like every response line.
+    # order, ASCII only like every response line (a test compares them).
+    tags = ",".join(map(encode_basestring_ascii, entry.tags)) if entry.tags else ""
     return (
         f'{{"id":{entry.id},"date":"{entry.date.isoformat()}","title":{encode_basestring_ascii(entry.title)},'
-        f'"done":{"true" if entry.done else "false"}}}'
+        f'"done":{"true" if entry.done else "false"},"version":{entry.version},"tags":[{tags}]}}'
     )
 
 

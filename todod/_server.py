@@ -24,7 +24,7 @@ import attrs
 import outcome
 import trio
 
-from todod._model import Change, Draft, Entry, TodoList
+from todod._model import NOBODY, Change, Draft, Entry, Origin, Step, TodoList
 from todod._pages import PageRequest, Snapshot, Snapshots, page_result, read_page, whole_result
 from todod._reply import ReplySlot, Wakeup
 from todod._store import Store, StoreError
@@ -41,6 +41,8 @@ log = logging.getLogger("todod.server")
 class AddEntry:
     date: datetime.date
     title: str
+    tags: frozenset[str] = frozenset()
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
@@ -49,11 +51,17 @@ class UpdateEntry:
     title: str | None = None
     date: datetime.date | None = None
     done: bool | None = None
+    tag: frozenset[str] = frozenset()
+    untag: frozenset[str] = frozenset()
+    if_version: int | None = None
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
 class DeleteEntry:
     entry_id: int
+    if_version: int | None = None
+    origin: Origin = NOBODY
 
 
 @attrs.frozen
@@ -70,22 +78,52 @@ class ReadPage:
     page: PageRequest
 
 
-Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | ReadPage
+@attrs.frozen
+class Flush:
+    """Nothing to apply: answered once every earlier call of the list is durable.
+
+    What a read outside the list server (the log, for history or an undo)
+    sends first, so it sees every change queued before it, pipelined ones too.
+    """
 
 
-def apply(draft: Draft, op: Op) -> tuple[Any, Change | None]:
-    """Apply one op to the batch's draft: its result and the change to persist."""
+@attrs.frozen
+class RevertChanges:
+    """An undo or a redo: the plan read from the log for the list at ``head``."""
+
+    op: str
+    head: int
+    steps: tuple[Step, ...]
+    origin: Origin = NOBODY
+
+
+Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | ReadPage | Flush | RevertChanges
+
+
+def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
+    """Apply one op to the batch's draft: its result and the changes to persist."""
     match op:
-        case AddEntry(date=date, title=title):
-            return draft.add(date, title)
-        case UpdateEntry(entry_id=entry_id, title=title, date=date, done=done):
-            return draft.update(entry_id, title=title, date=date, done=done)
-        case DeleteEntry(entry_id=entry_id):
-            return draft.delete(entry_id)
+        case AddEntry(date=date, title=title, tags=tags, origin=origin):
+            entry, change = draft.add(date, title, tags, origin)
+            return entry, (change,)
+        case UpdateEntry(
+            entry_id=entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=v, origin=origin
+        ):
+            entry, change = draft.update(
+                entry_id, title=title, date=date, done=done, tag=tag, untag=untag, if_version=v, origin=origin
+            )
+            return entry, (change,)
+        case DeleteEntry(entry_id=entry_id, if_version=v, origin=origin):
+            entry, change = draft.delete(entry_id, v, origin)
+            return entry, (change,)
         case GetEntries(date=date):
-            return draft.list_entries(date), None
+            return draft.list_entries(date), ()
         case ReadPage():
             raise TypeError("ReadPage is read by ListServer._read_page")  # pragma: no cover
+        case Flush():
+            return None, ()
+        case RevertChanges(op=name, head=head, steps=steps, origin=origin):
+            return draft.revert(name, head, steps, origin)
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
@@ -446,8 +484,7 @@ class ListServer:
                 results.append(outcome.Error(_in_list(exc, self.name)))
                 continue
             results.append(outcome.Value(result))
-            if change is not None:
-                changes.append(change)
+            changes.extend(change)
         self._current = None
         if not changes and not self._pipeline:
             for call, result in zip(batch, results, strict=True):
@@ -635,11 +672,13 @@ __all__ = [
     "Call",
     "DeleteEntry",
     "Entry",
+    "Flush",
     "GetEntries",
     "Gone",
     "ListServer",
     "Op",
     "ReadPage",
+    "RevertChanges",
     "ServerConfig",
     "ServerEvents",
     "ServerFaults",

@@ -25,7 +25,9 @@ import attrs
 import outcome
 import trio
 
+from todod._model import Origin
 from todod._reply import Wakeup
+from todod._subscription import CONNECTION, NO_REPLY, Connection
 from todod.paths import ensure_private_dir
 from todod.protocol import (
     MAX_LINE,
@@ -54,8 +56,11 @@ class Handler(Protocol):
     def __call__(self, request: Request) -> Awaitable[Any]:
         """Answer one request (its wire result), in a task of its own."""
 
-    async def submit(self, request: Request, reply: Reply) -> bool:
-        """Queue a request with no task of its own, if it can be (``reply`` gets its outcome); else False."""
+    async def submit(self, request: Request, reply: Reply, origin: Origin) -> bool:
+        """Queue a request with no task of its own, if it can be (``reply`` gets its outcome); else False.
+
+        ``origin`` is the peer that sent it.
+        """
 
 
 class AlreadyRunning(Exception):
@@ -177,6 +182,9 @@ def bind_unix(path: str, backlog: int = 4096) -> BoundSocket:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyRunning(f"another todod holds {path}.lock") from None
+        # Who holds the lock, for a `todo` that finds the socket file gone.
+        os.ftruncate(lock_fd, 0)
+        os.write(lock_fd, f"{os.getpid()}\n".encode())
         _remove_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -231,11 +239,16 @@ def adopt_socket(fd: int) -> BoundSocket:
     return BoundSocket(sock, None)
 
 
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the peer of a connected Unix socket (``SO_PEERCRED``)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return int(pid), int(uid)
+
+
 def peer_uid(sock: socket.socket) -> int:
     """The uid of the peer of a connected Unix socket (``SO_PEERCRED``)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return peer_credentials(sock)[1]
 
 
 # --- serving ---------------------------------------------------------------------
@@ -314,13 +327,13 @@ class SocketServer:
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         """Serve one accepted connection (already counted in ``stats.connections``)."""
         try:
-            uid = peer_uid(stream.socket)  # type: ignore[arg-type]
+            pid, uid = peer_credentials(stream.socket)  # type: ignore[arg-type]
             if uid not in (self.uid, 0):
                 self.stats.refused_peer += 1
                 log.warning("refused a connection from uid %d", uid)
                 await self._refuse(stream, Forbidden(f"uid {uid} may not use this daemon"))
                 return
-            await self._converse(stream)
+            await self._converse(stream, Origin(uid, pid))
         except* (trio.BrokenResourceError, trio.ClosedResourceError, _Disconnect):
             pass
         except* Exception as group:
@@ -333,18 +346,25 @@ class SocketServer:
             if self._closing and not self.stats.connections:
                 self._all_closed.set()
 
-    async def _converse(self, stream: trio.SocketStream) -> None:
+    async def _converse(self, stream: trio.SocketStream, origin: Origin) -> None:
         """Read requests and write responses until EOF, a broken bound, or shutdown.
 
         Two tasks: this one reads, parses and queues each request (a list op
         goes straight into its list's mailbox, with no task of its own), and
         the connection's writer sends every response that is ready in one
         ``send_all``.  Only the other ops (hello, lists, status, ...) get a
-        task each.  After reading stops, the responses still owed are
-        written, then the connection closes.
+        task each.  After reading stops, the connection's subscriptions end,
+        the responses still owed are written, then the connection closes.
+
+        ``origin`` (the peer's uid and pid) goes with every list op to the
+        change log; the other ops find it, and a watch the way to stream its
+        events, in the :data:`CONNECTION` context variable, which their tasks
+        inherit from this one.
         """
         config = self.config
         conn = _Connection(stream, config.write_timeout, config.connection_budget, self.budget, config.small_reserve)
+        connection = Connection(origin, conn.stream)
+        CONNECTION.set(connection)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.run_writer)
@@ -353,15 +373,23 @@ class SocketServer:
                     if self._closing:
                         reader.cancel()
                     try:
-                        await self._read_requests(stream, conn, nursery)
+                        await self._read_requests(stream, conn, nursery, origin)
                     finally:
                         self._readers.discard(reader)
+                        connection.close()
                 await conn.wait_drained()
+                if conn.farewell is not None:
+                    # The error that ended reading goes last, after every
+                    # answer owed to the lines before it, as a client expects.
+                    conn.push(conn.farewell, 0)
+                    await conn.wait_drained()
                 nursery.cancel_scope.cancel()
         finally:
             conn.close()
 
-    async def _read_requests(self, stream: trio.SocketStream, conn: _Connection, nursery: trio.Nursery) -> None:
+    async def _read_requests(
+        self, stream: trio.SocketStream, conn: _Connection, nursery: trio.Nursery, origin: Origin
+    ) -> None:
         buffer = bytearray()
         max_in_flight = self.config.max_in_flight
         submit = self.handler.submit
@@ -390,7 +418,7 @@ class SocketServer:
                 while not conn.reserve(reserve):
                     await conn.wait_for_budget()
             try:
-                if await submit(request, functools.partial(_answer_to, conn, request.id, stats, reserve)):
+                if await submit(request, functools.partial(_answer_to, conn, request.id, stats, reserve), origin):
                     continue  # queued: the answer comes through the callback
             except TodoError as exc:
                 conn.push(_encode_result(request.id, outcome.Error(exc), stats), reserved=reserve)
@@ -404,7 +432,8 @@ class SocketServer:
         """The next line without its newline, or None when reading must stop.
 
         Reading stops at end of stream, and after a line that breaks a bound
-        (its error is then queued for the writer).
+        (its error is then kept in ``conn.farewell``, to be sent after the
+        answers still owed).
         """
         cap = self.config.max_line
         scanned = 0
@@ -426,7 +455,7 @@ class SocketServer:
             # idle connection between requests may wait as long as it likes.
             data = await conn.receive(deadline)
             if data is None:
-                conn.push(encode_error(None, BadRequest("incomplete line timed out")), requests=0)
+                conn.farewell = encode_error(None, BadRequest("incomplete line timed out"))
                 return None
             if not data:
                 return None  # a partial line at EOF is a client that gave up
@@ -434,7 +463,7 @@ class SocketServer:
                 deadline = trio.current_time() + self.config.line_timeout
             buffer += data
         self.stats.errors += 1
-        conn.push(encode_error(None, TooLarge(f"a request line is at most {cap} bytes")), requests=0)
+        conn.farewell = encode_error(None, TooLarge(f"a request line is at most {cap} bytes"))
         return None
 
     async def _respond(self, conn: _Connection, request: Request, reserved: int) -> None:
@@ -443,6 +472,9 @@ class SocketServer:
             result: outcome.Outcome[Any] = outcome.Value(await self.handler(request))
         except Exception as exc:
             result = outcome.Error(exc)
+        if type(result) is outcome.Value and result.value is NO_REPLY:
+            conn.answered(reserved)  # it answered on its own (a watch): nothing to send
+            return
         conn.push(_encode_result(request.id, result, self.stats), reserved=reserved)
 
 
@@ -486,12 +518,18 @@ class _Connection:
     the connection's writer task sends all that are queued in one write
     each time the socket has room, under the write timeout.
 
+    A watch's events are lines that answer no request (:meth:`stream`): their
+    task waits until they are written, with no time limit while nothing but
+    such lines is owed, since a subscriber may pause as long as it likes (its
+    hub buffer bounds what waits for it).  A response queued behind them, or
+    the end of the connection, puts the write back under the write timeout.
+
     ``in_flight`` counts requests read and not yet written; the reader keeps
     it within ``max_in_flight``.  ``used`` counts the bytes of responses the
     connection holds: reserved for requests in flight (:meth:`reserve`),
-    then their real size while queued or being written; the reader keeps it
-    within the connection's budget, and every connection's within the
-    daemon's (:class:`ResponseBudget`).  The socket is used non-blocking through its
+    then their real size while queued or being written (a watch's lines
+    too); the reader keeps it within the connection's budget, and every
+    connection's within the daemon's (:class:`ResponseBudget`).  The socket is used non-blocking through its
     file descriptor, below trio's stream, which costs two cancel scopes and
     a context manager per request on this path.
     """
@@ -499,16 +537,21 @@ class _Connection:
     __slots__ = (
         "_broken",
         "_budget",
+        "_draining",
         "_fd",
         "_floor",
+        "_flushed",
         "_limit",
         "_outbox",
         "_outbox_requests",
+        "_outbox_streamed",
         "_ready",
+        "_write_scope",
         "_write_timeout",
         "_writing",
         "_written",
         "closed",
+        "farewell",
         "in_flight",
         "outbox_bytes",
         "used",
@@ -532,7 +575,16 @@ class _Connection:
         self._written = Wakeup()
         self._writing = False
         self._broken: OSError | None = None
+        #: Lines in the outbox that answer no request (a watch's events).
+        self._outbox_streamed = 0
+        #: The scope of the write in progress (its deadline is inf for a write of streamed lines only).
+        self._write_scope: trio.CancelScope | None = None
+        #: Set after each write to the socket, for the tasks that stream lines.
+        self._flushed: trio.Event | None = None
+        self._draining = False
         self.closed = False
+        #: The error line that ended reading (a bound broken), sent after every answer still owed.
+        self.farewell: bytes | None = None
         self.in_flight = 0
         self.outbox_bytes = 0
         #: Writes to the socket so far (a test checks that queued responses share them).
@@ -572,15 +624,17 @@ class _Connection:
         if self.used:
             self._release(self.used)
 
-    def push(self, data: bytes, requests: int = 1, reserved: int = 0) -> None:
-        """Send one response line, or queue it for the writer.
+    def push(self, data: bytes, requests: int = 1, *, streamed: bool = False, reserved: int = 0) -> None:
+        """Send one response line, or queue it for the writer (``requests``: how many requests it answers).
 
-        Args:
-            requests: how many requests it answers.
-            reserved: the bytes reserved for it, now replaced by its real size.
+        ``streamed``: the line answers no request and may wait for the
+        client without a time limit (see :meth:`stream`).  ``reserved``: the
+        bytes reserved for it, now replaced by its real size until written.
         """
         if self.closed or self._broken is not None:
             return
+        if not streamed:
+            self._limit_write()
         if not self._outbox and not self._writing:
             try:
                 sent = os.write(self._fd, data)
@@ -598,7 +652,6 @@ class _Connection:
                 self._written.set()
                 return
             data = data[sent:]
-        # Its real size replaces its reservation until it is written.
         size = len(data)
         self.used += size - reserved
         self._budget.used += size - reserved
@@ -606,6 +659,7 @@ class _Connection:
             self.used_peak = self.used
         self._outbox.append(data)
         self._outbox_requests += requests
+        self._outbox_streamed += streamed
         self.outbox_bytes += size
         if len(self._outbox) == 1:
             self._ready.set()
@@ -625,11 +679,16 @@ class _Connection:
                 raise trio.BrokenResourceError("the peer is gone") from self._broken
             out, self._outbox = self._outbox, []
             answered, self._outbox_requests = self._outbox_requests, 0
+            streamed, self._outbox_streamed = self._outbox_streamed, 0
             size, self.outbox_bytes = self.outbox_bytes, 0
             data = out[0] if len(out) == 1 else b"".join(out)
             self._writing = True
-            with trio.move_on_after(self._write_timeout) as slow:
+            with trio.CancelScope() as slow:
+                if streamed < len(out) or self._draining:
+                    slow.deadline = trio.current_time() + self._write_timeout
+                self._write_scope = slow
                 await self._write_all(data)
+            self._write_scope = None
             self._writing = False
             if slow.cancelled_caught:
                 log.info("disconnecting a client that stopped reading")
@@ -637,6 +696,42 @@ class _Connection:
             self.in_flight -= answered
             self._release(size)
             self._written.set()
+            if self._flushed is not None:
+                self._flushed.set()
+                self._flushed = None
+
+    def _limit_write(self) -> None:
+        """Put a write of streamed lines only back under the write timeout (something else is owed now)."""
+        scope = self._write_scope
+        if scope is not None and scope.deadline == math.inf:
+            scope.deadline = trio.current_time() + self._write_timeout
+
+    async def stream(self, data: bytes) -> None:
+        """Send a line that answers no request (a watch's event) and return once it is written.
+
+        Lines are written in the order they are pushed, responses included.
+        No time limit of its own: the caller's wait is the backpressure that
+        a subscription's bounded buffer turns into reading from the log.
+
+        Raises:
+            trio.BrokenResourceError: the peer is gone.
+        """
+        if self.closed or self._broken is not None:
+            raise trio.BrokenResourceError("the connection is closed")
+        self.push(data, 0, streamed=True)
+        while self._outbox or self._writing:
+            if self._flushed is None:
+                self._flushed = trio.Event()
+            await self._flushed.wait()
+        if self._broken is not None:
+            raise trio.BrokenResourceError("the peer is gone") from self._broken
+
+    def answered(self, reserved: int = 0) -> None:
+        """Count a request as answered that sends no response line of its own (a watch), and release its bytes."""
+        self.in_flight -= 1
+        if reserved and not self.closed:
+            self._release(reserved)
+        self._written.set()
 
     async def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -673,8 +768,13 @@ class _Connection:
         await self._written.wait()
 
     async def wait_drained(self) -> None:
-        """Wait until every request read has been answered and written."""
-        while self.in_flight or self._outbox:
+        """Wait until every request read has been answered and written.
+
+        Everything still to write is under the write timeout from here on.
+        """
+        self._draining = True
+        self._limit_write()
+        while self.in_flight or self._outbox or self._writing:
             await self._written.wait()
 
 

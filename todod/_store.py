@@ -15,9 +15,11 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -26,10 +28,11 @@ import attrs
 import outcome
 import trio
 
-from todod._model import Change, Entry, PutEntry, TodoList
+from todod import _log, _query
+from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
 from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
-from todod.protocol import Unavailable
+from todod.protocol import Invalid, Timeout, Unavailable
 
 log = logging.getLogger("todod.store")
 
@@ -40,11 +43,50 @@ LOCK_NAME = "todod.lock"
 #: handed to us by mistake is refused rather than written into.
 APPLICATION_ID = 0x746F646F
 
+
+def _normalize_list_names(conn: sqlite3.Connection) -> None:
+    """Give every list the name that :func:`validate_list_name` now makes of what a user types.
+
+    Names were stored as given until list names were stripped like titles
+    (issue 9): a list stored as ``" home"`` could then no longer be reached,
+    since every request for it now asks for ``"home"``.  Each such list is
+    renamed to its stripped name; if another list already has that name, the
+    two are not merged (their entry ids would clash) but the old one becomes
+    ``"home (2)"`` (the first free number), which ``todo list`` shows.  A name
+    of only white space or invisible characters becomes ``"unnamed"`` the
+    same way.  Each rename is logged as a warning.
+    """
+    rows: list[tuple[int, str]] = conn.execute("SELECT id, name FROM lists ORDER BY id").fetchall()
+    taken = {name for _, name in rows}
+    for list_id, name in rows:
+        try:
+            wanted = validate_list_name(name)
+        except Invalid:
+            wanted = "unnamed"
+        if wanted == name:
+            continue
+        new = wanted
+        number = 1
+        while new in taken:
+            number += 1
+            suffix = f" ({number})"
+            new = wanted[: MAX_LIST_NAME - len(suffix)].rstrip() + suffix
+        conn.execute("UPDATE lists SET name = ? WHERE id = ?", (new, list_id))
+        taken.discard(name)
+        taken.add(new)
+        log.warning("list %r renamed to %r: list names are now stripped and must be visible", name, new)
+
+
+#: A migration step: an SQL statement, or a function run in the migration's transaction.
+MigrationStep = str | Callable[[sqlite3.Connection], None]
+
 #: Schema migrations: version N is reached by running MIGRATIONS[N-1].
-#: Version 1 keeps every write a row-level PutEntry/RemoveEntry, so a change
-#: log (history, undo) is one more table filled from the same changes in the
-#: same transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+#: Version 1 holds the entries; version 2 adds versions and the change log
+#: (todod/_log.py), filled from the same events in the same transaction;
+#: version 3 normalizes list names (see :func:`_normalize_list_names`); version 4
+#: adds tags and the query indexes (todod/_query.py) and the tags of the
+#: log's base state (todod/_log.py).
+MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         """CREATE TABLE lists (
             id INTEGER PRIMARY KEY,
@@ -60,6 +102,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (list_id, id)
         ) WITHOUT ROWID""",
     ),
+    _log.MIGRATION,
+    (_normalize_list_names,),
+    # Version 4: tags, and the indexes of queries across lists (todod/_query.py);
+    # the log's base state gets its tags column too (todod/_log.py).
+    (*_query.MIGRATION_TAGS_AND_INDEXES, *_log.MIGRATION_TAGS),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -78,7 +125,13 @@ READ_WORKERS = 3
 MIN_SQLITE = (3, 35, 0)
 
 
-_PUT = "INSERT OR REPLACE INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)"
+# An upsert, not INSERT OR REPLACE: a replace deletes the old row without
+# firing delete triggers, which would leave the tag and text indexes stale.
+_PUT = (
+    "INSERT INTO entries (list_id, id, date, title, done, version, tags) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (list_id, id) DO UPDATE SET date = excluded.date, title = excluded.title, "
+    "done = excluded.done, version = excluded.version, tags = excluded.tags"
+)
 _DELETE = "DELETE FROM entries WHERE list_id = ? AND id = ?"
 
 
@@ -94,6 +147,12 @@ class StoreFaults:
     before_commit: Callable[[int], None] | None = None
     #: Called in the writer task before each group; raising crashes the writer.
     writer_task: Callable[[], None] | None = None
+
+
+#: Called in the writer task after each committed group, with the position
+#: before its first event, the time it recorded and each list's changes
+#: (the watch hub, fed after commit; it must not block).
+CommitListener = Callable[[int, float, Sequence[tuple[str, Sequence[Change]]]], None]
 
 
 @attrs.frozen
@@ -189,8 +248,11 @@ def _check_and_migrate(conn: sqlite3.Connection, path: str) -> None:
     for target in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[target - 1]:
-                conn.execute(statement)
+            for step in MIGRATIONS[target - 1]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {target}")
             conn.execute("COMMIT")
@@ -220,8 +282,18 @@ class Store:
     _writer_conn: sqlite3.Connection
     _readers: list[sqlite3.Connection]
     faults: StoreFaults = attrs.field(factory=StoreFaults)
+    #: False only in benchmarks: write the entries without the change log
+    #: (history, undo and watch then see nothing).
+    change_log: bool = True
+    #: The last position committed; only the writer (its thread, or the loop
+    #: with ``inline_commits``) moves it, and only once a group is durable.
+    _position: int = 0
+    on_commit: CommitListener | None = None
     #: Commit in the event loop rather than in a worker thread (see run_writer).
     inline_commits: bool = False
+    #: Whether searches may use the FTS5 title index (see todod/_query.py).
+    text_index: bool = attrs.field(default=False, kw_only=True)
+    _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
     _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[Batch] = attrs.field(init=False)
@@ -231,6 +303,9 @@ class Store:
     _checkpoint_wanted: trio.Event = attrs.field(factory=trio.Event, init=False)
     _went_idle: trio.Event = attrs.field(factory=trio.Event, init=False)
     _list_ids: dict[str, int] = attrs.field(factory=dict, init=False)
+    #: Each list's head (the position of its last event), by list id: the
+    #: ``prev`` of its next event.  Like the ids, only the writer touches it.
+    _heads: dict[int, int] = attrs.field(factory=dict, init=False)
     _busy_since: float | None = attrs.field(default=None, init=False)
     _commits: int = attrs.field(default=0, init=False)
     _failed: int = attrs.field(default=0, init=False)
@@ -336,12 +411,17 @@ class Store:
                     else:
                         self._answer(item, StoreError(f"an earlier commit of list {item.name!r} failed; not applied"))
                 self._busy_since = trio.current_time()
-                if not any(item.changes for item in unanswered):
+                written = [item for item in unanswered if item.changes]
+                if not written:
                     error = None  # only reads behind batches already answered: nothing to write
                 elif self.inline_commits:
-                    error = self._write_group(unanswered)
+                    error = self._write_group(written)
                 else:
-                    error = await trio.to_thread.run_sync(self._write_group, unanswered)
+                    error = await trio.to_thread.run_sync(self._write_group, written)
+                # Before the callers are answered: a client that has its
+                # reply finds its change in every watch already.
+                if error is None and written and self.on_commit is not None:
+                    self.on_commit(*self._committed, [(item.name, item.changes) for item in written])
             finally:
                 self._busy_since = None
                 for item in unanswered:
@@ -374,36 +454,69 @@ class Store:
             # One executemany per run of puts or removes across the whole
             # group, not per list batch: with many lists each batch is often a
             # single add, and per-statement overhead dominated the thread.
-            # Runs are flushed as the kind changes, so every change is applied
-            # in the order it was made (a put then a remove of one id).
-            puts: list[tuple[int, int, str, str, int]] = []
+            # Runs are flushed as the kind changes, so every event is applied
+            # in the order it was made (a put then a remove of one id).  The
+            # log gets the same events, in the same transaction.
+            puts: list[tuple[int, int, str, str, int, int, str]] = []
             removes: list[tuple[int, int]] = []
-            next_ids: list[tuple[int, int]] = []
+            heads: list[tuple[int, int, int, int]] = []
+            rows: list[_log.EventRow] = []
+            undone: list[tuple[int, int, int, int]] = []
+            redone: list[tuple[int, int]] = []
+            now = time.time()
+            position = start = self._position
+            with_log = self.change_log
+            # The heads as this group moves them: with pipelined list servers a
+            # list can have several batches in one group, and each one's first
+            # event must chain to the one before it, not to the head before the group.
+            moved: dict[int, int] = {}
             for item in group:
                 if not item.changes:
                     continue
                 list_id = self._list_id(conn, item.name)
-                next_ids.append((item.next_id, list_id))
+                head = moved.get(list_id, self._heads[list_id])
+                seq = item.changes[-1].events[-1].seq if item.changes and item.changes[-1].events else 0
                 for change in item.changes:
-                    if isinstance(change, PutEntry):
-                        if removes:
-                            conn.executemany(_DELETE, removes)
-                            removes = []
-                        e = change.entry
-                        puts.append((list_id, e.id, e.date.isoformat(), e.title, int(e.done)))
-                    else:
-                        if puts:
-                            conn.executemany(_PUT, puts)
-                            puts = []
-                        removes.append((list_id, change.entry_id))
+                    for event in change.events:
+                        e = event.after
+                        if e is not None:
+                            if removes:
+                                conn.executemany(_DELETE, removes)
+                                removes = []
+                            date, tags = e.date.isoformat(), _query.tags_column(e)
+                            puts.append((list_id, e.id, date, e.title, int(e.done), e.version, tags))
+                        else:
+                            if puts:
+                                conn.executemany(_PUT, puts)
+                                puts = []
+                            removes.append((list_id, event.entry_id))
+                    if not with_log:
+                        continue
+                    if change.op == "undo":
+                        undone.append((list_id, change.target or 0, change.seq, position + 1))
+                    elif change.op == "redo":
+                        redone.append((list_id, change.target or 0))
+                    position = head = _log.append_rows(rows, list_id, change, position, head, now)
+                heads.append((item.next_id, seq, head, list_id))
+                moved[list_id] = head
             if puts:
                 conn.executemany(_PUT, puts)
             if removes:
                 conn.executemany(_DELETE, removes)
-            conn.executemany("UPDATE lists SET next_id = ? WHERE id = ?", next_ids)
+            conn.executemany("UPDATE lists SET next_id = ?, seq = max(seq, ?), head = ? WHERE id = ?", heads)
+            if with_log:
+                conn.executemany(_log.INSERT_EVENT, rows)
+                conn.executemany(_log.INSERT_UNDO, undone)
+                conn.executemany(_log.DELETE_UNDO, redone)
+            if self.text_index:  # the query step's hook: index the titles of this transaction
+                _query.flush_text_index(conn)
             conn.execute("COMMIT")
+            self._position = position
+            self._committed = (start, now)
+            self._heads.update(moved)
         except Exception as exc:
             self._list_ids.clear()  # ids of lists created in the failed transaction are void
+            self._heads.clear()
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -422,13 +535,14 @@ class Store:
     def _list_id(self, conn: sqlite3.Connection, name: str) -> int:
         list_id = self._list_ids.get(name)
         if list_id is None:
-            row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+            row = conn.execute("SELECT id, head FROM lists WHERE name = ?", (name,)).fetchone()
             if row is None:
                 row = conn.execute(
-                    "INSERT INTO lists (name, next_id) VALUES (?, 1) RETURNING id", (name,)
+                    "INSERT INTO lists (name, next_id) VALUES (?, 1) RETURNING id, head", (name,)
                 ).fetchone()
             list_id = int(row[0])
             self._list_ids[name] = list_id
+            self._heads[list_id] = int(row[1])
         return list_id
 
     def idle(self) -> bool:
@@ -491,16 +605,19 @@ class Store:
         def read(conn: sqlite3.Connection) -> TodoList:
             conn.execute("BEGIN")  # one snapshot for both queries
             try:
-                row = conn.execute("SELECT id, next_id FROM lists WHERE name = ?", (name,)).fetchone()
+                row = conn.execute("SELECT id, next_id, seq FROM lists WHERE name = ?", (name,)).fetchone()
                 if row is None:
                     return TodoList()
                 rows = conn.execute(
-                    "SELECT id, date, title, done FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
+                    "SELECT id, date, title, done, version, tags FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            entries = [Entry(i, datetime.date.fromisoformat(d), t, bool(done)) for i, d, t, done in rows]
-            return TodoList.from_entries(entries, row[1])
+            entries = [
+                Entry(i, datetime.date.fromisoformat(d), t, bool(done), v, () if tags == "[]" else json.loads(tags))
+                for i, d, t, done, v, tags in rows
+            ]
+            return TodoList.from_entries(entries, row[1], row[2])
 
         self._loads += 1
         result: TodoList = await self._read(read, f"could not load list {name!r}")
@@ -516,6 +633,110 @@ class Store:
             ).fetchall()
 
         result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
+        return result
+
+    async def find(self, query: _query.FindQuery, time_limit: float) -> tuple[list[dict[str, Any]], bool]:
+        """Entries of any list matching ``query``, from the committed state, through the read pool.
+
+        Returns:
+            The entries' wire forms with their ``list``, in date, list name, id
+            order (at most ``query.limit``), and whether more matched.
+
+        Raises:
+            StoreError: the read failed.
+            Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
+        """
+        deadline = time.monotonic() + time_limit
+
+        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
+            return _query.run_find(conn, query, self.text_index, deadline)
+
+        # The scope bounds the wait for a reader; the deadline, checked by
+        # SQLite's progress handler, bounds the query in its thread.
+        with trio.move_on_after(time_limit):
+            try:
+                result: tuple[list[dict[str, Any]], bool] = await self._read(read, "could not run the query")
+            except StoreError:
+                if time.monotonic() <= deadline:
+                    raise
+            else:
+                return result
+        raise Timeout(f"the query did not finish within {time_limit:g} s")
+
+    # --- the change log -------------------------------------------------------
+
+    def last_position(self) -> int:
+        """The position of the last event committed (0: none yet)."""
+        return self._position
+
+    async def history(self, name: str, limit: int | None = None) -> dict[str, Any]:
+        """A list's events, oldest first (the last ``limit``), with its horizon, in wire form."""
+        await self.wait_committed(name)  # the batches of the list still with the writer, as load does
+        result: dict[str, Any] = await self._read(
+            lambda c: _snapshot(c, _log.read_history, name, limit), f"could not read the history of {name!r}"
+        )
+        return result
+
+    async def undo_plan(self, name: str, steps: int) -> _log.Plan:
+        """What undoing the last ``steps`` changes of a list reverts (see :mod:`todod._log`)."""
+        await self.wait_committed(name)  # the batches of the list still with the writer, as load does
+        plan: _log.Plan = await self._read(
+            lambda c: _snapshot(c, _log.read_undo_plan, name, steps), f"could not read the log of {name!r}"
+        )
+        return plan
+
+    async def redo_plan(self, name: str, steps: int) -> _log.Plan:
+        """What redoing the last ``steps`` undone changes of a list re-applies."""
+        await self.wait_committed(name)  # the batches of the list still with the writer, as load does
+        plan: _log.Plan = await self._read(
+            lambda c: _snapshot(c, _log.read_redo_plan, name, steps), f"could not read the log of {name!r}"
+        )
+        return plan
+
+    async def read_events(self, after: int, name: str | None, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` committed events after position ``after`` (of one list, or all), in wire form."""
+        result: list[dict[str, Any]] = await self._read(
+            lambda c: _log.read_events(c, after, name, limit), "could not read the change log"
+        )
+        return result
+
+    async def log_horizon(self) -> int:
+        """The last position compaction dropped (0: none)."""
+        result: int = await self._read(_log.horizon, "could not read the change log")
+        return result
+
+    async def compact(self, before: float) -> _log.Compaction:
+        """Fold the changes older than ``before`` (Unix time) into the lists' base state and drop them.
+
+        Runs on a connection of its own, in short transactions; the writer
+        waits for the database lock meanwhile, never for the whole run.
+        """
+
+        def run() -> _log.Compaction:
+            conn = _connect(self.path)
+            try:
+                return _log.compact(conn, before)
+            finally:
+                conn.close()
+
+        try:
+            return await trio.to_thread.run_sync(run)
+        except (sqlite3.Error, OSError) as exc:
+            raise _translate(exc, "could not compact the change log") from exc
+
+    async def rebuild_and_view(self) -> tuple[dict[str, dict[int, Entry]], dict[str, dict[int, Entry]]]:
+        """Every list rebuilt from its log, and as the entries table serves it (one snapshot)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[dict[str, dict[int, Entry]], dict[str, dict[int, Entry]]]:
+            conn.execute("BEGIN")
+            try:
+                return _log.rebuild(conn), _log.read_view(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        result: tuple[dict[str, dict[int, Entry]], dict[str, dict[int, Entry]]] = await self._read(
+            read, "could not read the change log"
+        )
         return result
 
     async def integrity_check(self) -> str:
@@ -538,7 +759,18 @@ class Store:
         )
 
 
-def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection]]:
+def _snapshot(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(conn, *args)`` in one read transaction, so its queries see one state."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _open_sync(
+    data_dir: str, read_workers: int, full_text: bool
+) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection], bool]:
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise StoreError(
             f"todod needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python uses {sqlite3.sqlite_version}"
@@ -554,6 +786,7 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
         writer = _connect(path)
         conns.append(writer)
         _check_and_migrate(writer, path)
+        text_index = _query.ensure_text_index(writer, full_text)
         writer.execute("PRAGMA synchronous = FULL")
         writer.execute("PRAGMA foreign_keys = ON")
         # Checkpoints belong to run_checkpointer, not to the commit that
@@ -563,7 +796,8 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
             reader = _connect(path)
             conns.append(reader)
             reader.execute("PRAGMA query_only = ON")
-        return lock_fd, writer, conns[1:]
+            _query.prepare_reader(reader)
+        return lock_fd, writer, conns[1:], text_index
     except BaseException:
         for conn in conns:
             conn.close()
@@ -573,23 +807,46 @@ def _open_sync(data_dir: str, read_workers: int) -> tuple[int, sqlite3.Connectio
 
 @asynccontextmanager
 async def open_store(
-    data_dir: str, *, read_workers: int = READ_WORKERS, faults: StoreFaults | None = None
+    data_dir: str,
+    *,
+    read_workers: int = READ_WORKERS,
+    faults: StoreFaults | None = None,
+    full_text: bool = True,
+    change_log: bool = True,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the store in ``data_dir``.
 
     Takes an exclusive lock on the data directory for as long as it is open.
+    ``change_log=False`` (benchmarks only) writes the entries without the log.
     On exit the WAL is checkpointed into the main file and everything closed;
     the caller must have stopped the writer first.
+    ``full_text=False`` leaves the FTS5 title index out, as on an SQLite
+    without FTS5: searches then scan the titles (tests force the fallback so).
 
     Raises:
         StoreError: the directory is locked by another todod, the file is not a
             todod database, its schema is newer than ours, or it cannot be opened.
     """
     try:
-        lock_fd, writer, readers = await trio.to_thread.run_sync(_open_sync, data_dir, read_workers)
+        lock_fd, writer, readers, text_index = await trio.to_thread.run_sync(
+            _open_sync, data_dir, read_workers, full_text
+        )
     except Exception as exc:
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
-    store = Store(os.path.join(data_dir, DB_NAME), writer, readers, faults or StoreFaults())
+    try:
+        position = await trio.to_thread.run_sync(_log.last_position, writer)
+    except sqlite3.Error as exc:
+        await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd)
+        raise _translate(exc, f"cannot open the store in {data_dir}") from exc
+    store = Store(
+        os.path.join(data_dir, DB_NAME),
+        writer,
+        readers,
+        faults or StoreFaults(),
+        change_log,
+        position,
+        text_index=text_index,
+    )
     try:
         yield store
     finally:

@@ -1,0 +1,309 @@
+"""Queries across lists over a million entries, beside the same SQL in ``sqlite3``; and what the indexes cost writes.
+
+Run it from the repository root::
+
+    .venv/bin/python bench/find_queries.py [-n 15] [--entries 1000000] [--lists 10000] [--keep DIR]
+
+1. **Queries.**  It builds (or reuses, with ``--keep``) a todod database of
+   ``--entries`` entries in ``--lists`` lists: titles of three words from a
+   vocabulary of 4,000, dates from two years ago to a year ahead, nearly every
+   past entry done, a third of the entries tagged.  One title in a thousand
+   holds the word searched for.  It starts ``todod`` on it and times, as whole
+   processes, round-robin after warm-up: ``todo status`` (the CLI's start and
+   one round trip: the "start" below), ``todo find --search WORD``,
+   ``todo find --pending --to today`` and ``todo today``, each beside the
+   ``sqlite3`` command-line shell running the very SQL the daemon runs
+   (``todod._query.build_sql``) on the same file.  The target: each ``todo``
+   command within 2 times its SQL plus the CLI's start.
+2. **Writes.**  Durable adds per second through :func:`todod._core.open_core`
+   (64 tasks over 1,000 lists, every add tagged), with the query indexes and
+   without them (the bench drops them and turns the text index off: a
+   bench-only switch), interleaved; the target is at least 0.9 times the
+   rate without them.
+
+``todo`` runs from a venv without the editable install's import hook, with
+byte-code cached, as an installed wheel would (see bench/cli_startup.py).
+Exits 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from cli_startup import _plain_venv, _wait_ready  # noqa: E402
+
+from todod import _query  # noqa: E402
+from todod._core import open_core  # noqa: E402
+from todod._store import DB_NAME, open_store  # noqa: E402
+
+QUERY_TARGET = 2.0
+WRITE_TARGET = 0.9
+WARMUP = 2
+WORD = "zephyrine"
+TAGS = [f"tag{i}" for i in range(50)]
+
+
+# --- the data -----------------------------------------------------------------
+
+
+def build(data_dir: str, entries: int, lists: int, today: datetime.date) -> None:
+    """Create a todod database of ``entries`` entries in ``lists`` lists, through todod's schema and triggers."""
+    trio.run(_create_schema, data_dir)
+    rng = random.Random(13)
+    syllables = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "do", "ga", "hu", "ze", "bi"]
+    vocabulary = sorted({"".join(rng.choices(syllables, k=rng.randint(2, 4))) for _ in range(6000)})[:4000]
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME), isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO lists (id, name, next_id) VALUES (?, ?, ?)",
+        ((i + 1, f"list-{i:05d}", entries // lists + 2) for i in range(lists)),
+    )
+
+    def rows() -> object:
+        for n in range(entries):
+            list_id, entry_id = n % lists + 1, n // lists + 1
+            words = rng.choices(vocabulary, k=3)
+            if n % 1000 == 7:
+                words[rng.randrange(3)] = WORD
+            offset = rng.randint(-730, 365)
+            done = rng.random() < (0.995 if offset < 0 else 0.05)
+            tags = sorted(set(rng.sample(TAGS, rng.randint(1, 2)))) if n % 3 == 0 else []
+            tags_text = "[" + ",".join(f'"{t}"' for t in tags) + "]"
+            day = (today + datetime.timedelta(days=offset)).isoformat()
+            yield (list_id, entry_id, day, " ".join(words).capitalize(), int(done), tags_text)
+
+    conn.executemany(
+        "INSERT INTO entries (list_id, id, date, title, done, tags) VALUES (?, ?, ?, ?, ?, ?)", rows()
+    )
+    # The entries predate the change log, as in a migrated database: they are each list's base state.
+    conn.execute(
+        "INSERT INTO base_entries (list_id, id, date, title, done, version, tags) "
+        "SELECT list_id, id, date, title, done, version, tags FROM entries"
+    )
+    _query.flush_text_index(conn)  # as the store's writer does before each commit
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+async def _create_schema(data_dir: str) -> None:
+    async with open_store(data_dir):
+        pass
+
+
+def sql_literal(query: _query.FindQuery) -> str:
+    """The daemon's SQL for ``query`` with its parameters inlined, for the sqlite3 shell."""
+    sql, params = _query.build_sql(query, text_index=True)
+    parts = sql.split("?")
+    assert len(parts) == len(params) + 1
+    out = [parts[0]]
+    for value, rest in zip(params, parts[1:], strict=True):
+        out.append(str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'")
+        out.append(rest)
+    return "".join(out)
+
+
+# --- part 1: queries ----------------------------------------------------------
+
+
+def run_queries(args: argparse.Namespace, tmp: str) -> bool:
+    today = datetime.date.today()
+    data = args.keep or os.path.join(tmp, "data")
+    db = os.path.join(data, DB_NAME)
+    if not os.path.exists(db):
+        os.makedirs(data, mode=0o700, exist_ok=True)
+        start = time.perf_counter()
+        build(data, args.entries, args.lists, today)
+        print(f"built {args.entries:,} entries in {args.lists:,} lists in {time.perf_counter() - start:.0f} s")
+    python, todo = _plain_venv(os.path.join(tmp, "plain"), str(Path(sys.executable).parent / "todo"))
+    sock = os.path.join(tmp, "todod.sock")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "NO_COLOR")}
+    env.update(PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"), TODOD_SOCKET=sock, TODOD_NO_START="1")
+    log_path = os.path.join(tmp, "daemon.log")
+    with open(log_path, "ab") as log:
+        daemon = subprocess.Popen(
+            [python, "-m", "todod", "--socket", sock, "--data-dir", data],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+        )  # fmt: skip
+    try:
+        _wait_ready(sock, daemon, log_path)
+        iso = today.isoformat()
+        search_sql = sql_literal(_query.FindQuery(words=(WORD,)))
+        pending_sql = sql_literal(_query.FindQuery(done=False, date_to=today))
+        sqlite = ["sqlite3", "-readonly", db]
+        commands = {
+            "todo status (start)": [todo, "status"],
+            "todo find --search": [todo, "find", "--search", WORD],
+            "sqlite3 search SQL": [*sqlite, search_sql],
+            "todo find --pending --to today": [todo, "find", "--pending", "--to", "today"],
+            "sqlite3 pending SQL": [*sqlite, pending_sql],
+            "todo today": [todo, "today"],
+        }
+        times, sizes = _measure(commands, args.n, env)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    print(f"\nqueries: {args.entries:,} entries in {args.lists:,} lists, today {iso}, {args.n} runs each, round-robin")
+    print(f"{'command':<32}{'median ms':>10}{'p90 ms':>9}{'rows':>8}")
+    for name, samples in times.items():
+        print(f"{name:<32}{statistics.median(samples):>10.1f}{_p90(samples):>9.1f}{sizes[name]:>8}")
+    start = statistics.median(times["todo status (start)"])
+    passed = True
+    for name, sql in (
+        ("todo find --search", "sqlite3 search SQL"),
+        ("todo find --pending --to today", "sqlite3 pending SQL"),
+        ("todo today", "sqlite3 pending SQL"),
+    ):
+        cli, raw = statistics.median(times[name]), statistics.median(times[sql])
+        ok = cli <= QUERY_TARGET * raw + start
+        passed &= ok
+        print(
+            f"{'PASS' if ok else 'FAIL'}: {name} = {cli / raw:.2f} x its SQL; "
+            f"less the start, {(cli - start) / raw:.2f} x (target: <= {QUERY_TARGET:g} x SQL + start)"
+        )
+    return passed
+
+
+def _measure(
+    commands: dict[str, list[str]], n: int, env: dict[str, str]
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Wall milliseconds of each command, ``n`` rounds after warm-up, interleaved; and its output lines."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    sizes: dict[str, int] = {}
+    for round_ in range(WARMUP + n):
+        for name, argv in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env)
+            elapsed = (time.perf_counter() - start) * 1000
+            if done.returncode != 0:
+                sys.exit(f"{name} failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+            sizes[name] = done.stdout.count(b"\n")
+            if round_ >= WARMUP:
+                times[name].append(elapsed)
+    return times, sizes
+
+
+def _p90(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
+
+
+# --- part 2: writes -----------------------------------------------------------
+
+TASKS = 64
+LISTS = 1000
+
+
+async def adds_per_second(base: str, seconds: float, indexes: bool) -> float:
+    """Durable tagged adds per second through open_core, with or without the query indexes."""
+    workdir = tempfile.mkdtemp(prefix="find-w-", dir=base)
+    data = os.path.join(workdir, "data")
+    try:
+        if not indexes:
+            async with open_store(data):
+                pass
+            conn = sqlite3.connect(os.path.join(data, DB_NAME))
+            for kind, name in _query.INDEX_OBJECTS:
+                conn.execute(f"DROP {kind} IF EXISTS {name}")
+            conn.commit()
+            conn.close()
+        async with open_core(data, full_text=indexes) as core:
+            assert core.store.text_index is indexes
+            day = datetime.date(2026, 2, 3)
+            async with trio.open_nursery() as nursery:
+                for n in range(LISTS):
+                    nursery.start_soon(core.add, f"list-{n}", "warm-up", day)
+            done = 0
+            stop = False
+
+            async def worker(i: int) -> None:
+                nonlocal done
+                n = i * (LISTS // TASKS)
+                while not stop:
+                    title = f"benchmark entry {n} with an ordinary title"
+                    await core.add(f"list-{n % LISTS}", title, day, tags=[TAGS[n % 50]])
+                    done += 1
+                    n += 1
+
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                for i in range(TASKS):
+                    nursery.start_soon(worker, i)
+                await trio.sleep(seconds)
+                counted, elapsed = done, trio.current_time() - start
+                stop = True
+            return counted / elapsed
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_writes(args: argparse.Namespace, tmp: str) -> bool:
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for rep in range(args.write_reps):
+        # Alternate which goes first, so drift in load hits both alike.
+        for indexes in (True, False) if rep % 2 == 0 else (False, True):
+            rates[indexes].append(trio.run(adds_per_second, tmp, args.write_seconds, indexes))
+    with_, without = statistics.median(rates[True]), statistics.median(rates[False])
+    ratio = with_ / without
+    print(
+        f"\nwrites: {TASKS} tasks over {LISTS:,} lists, tagged adds, "
+        f"{args.write_reps} interleaved runs of {args.write_seconds:g} s"
+    )
+    print(f"with the query indexes     {with_:>9.0f} adds/s (runs: {', '.join(f'{r:.0f}' for r in rates[True])})")
+    print(f"without them               {without:>9.0f} adds/s (runs: {', '.join(f'{r:.0f}' for r in rates[False])})")
+    ok = ratio >= WRITE_TARGET
+    print(f"{'PASS' if ok else 'FAIL'}: with = {ratio:.2f} x without (target: >= {WRITE_TARGET:g} x)")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=15, help="runs of each query command (default 15)")
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--lists", type=int, default=10_000)
+    parser.add_argument("--keep", metavar="DIR", help="build the database in DIR once and reuse it in later runs")
+    parser.add_argument("--write-reps", type=int, default=5, help="runs of each write measurement (default 5)")
+    parser.add_argument("--write-seconds", type=float, default=1.5)
+    parser.add_argument("--only", choices=("queries", "writes"), help="run one part only")
+    args = parser.parse_args()
+    if shutil.which("sqlite3") is None:
+        sys.exit("the sqlite3 command-line shell is needed for the SQL baseline")
+    tmp = tempfile.mkdtemp(prefix="todo-find-", dir="/tmp")  # short: AF_UNIX paths are capped
+    try:
+        passed = True
+        if args.only != "writes":
+            passed &= run_queries(args, tmp)
+        if args.only != "queries":
+            passed &= run_writes(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nPython {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Queries across lists: every filter of ``find``, their combinations, search with and without FTS5, migration."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from todod import _query
+from todod._core import Core, open_core
+from todod._store import DB_NAME, SCHEMA_VERSION, open_store
+from todod.protocol import BadRequest, Invalid, parse_request
+
+D = datetime.date
+
+
+@asynccontextmanager
+async def core_with(data_dir: str, full_text: bool = True) -> AsyncIterator[Core]:
+    async with open_core(data_dir, full_text=full_text) as core:
+        yield core
+
+
+async def seed(core: Core) -> None:
+    """Six entries in three lists, over four dates, some done, some tagged."""
+    await core.add("home", "Crème brûlée for the party", D(2026, 12, 3), tags=["party", "food"])
+    await core.add("home", "Buy milk", D(2026, 11, 29), tags=["food"])
+    await core.add("work", "Write the TV report", D(2026, 11, 30), tags=["work"])
+    await core.add("work", "Fix the build", D(2026, 11, 29))
+    await core.add("club", "Book the hall for the party", D(2026, 12, 1), tags=["party"])
+    await core.add("club", "Straße fegen", D(2026, 12, 1))
+    await core.update("home", 2, done=True)
+    await core.update("work", 2, done=True)
+
+
+async def keys(core: Core, **filters: Any) -> list[tuple[str, int]]:
+    found, _more = await core.find(**filters)
+    return [(entry["list"], entry["id"]) for entry in found]
+
+
+@pytest.fixture(params=[True, False], ids=["fts5", "like-fallback"])
+def full_text(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+async def test_find_without_filters_orders_by_date_then_list_then_id(data_dir: str, full_text: bool) -> None:
+    """With no filter every entry comes back, ordered by date, then list name, then id."""
+    async with core_with(data_dir, full_text) as core:
+        await seed(core)
+        assert await keys(core) == [
+            ("home", 2),
+            ("work", 2),
+            ("work", 1),
+            ("club", 1),
+            ("club", 2),
+            ("home", 1),
+        ]
+
+
+async def test_find_each_filter(data_dir: str, full_text: bool) -> None:
+    """Each filter alone: lists (any of), from, to, pending, done, tags (all of), search, limit."""
+    async with core_with(data_dir, full_text) as core:
+        await seed(core)
+        assert await keys(core, lists=["work"]) == [("work", 2), ("work", 1)]
+        assert await keys(core, lists=["work", "club"]) == [("work", 2), ("work", 1), ("club", 1), ("club", 2)]
+        assert await keys(core, lists=["nowhere"]) == []
+        assert await keys(core, date_from=D(2026, 12, 1)) == [("club", 1), ("club", 2), ("home", 1)]
+        assert await keys(core, date_to=D(2026, 11, 30)) == [("home", 2), ("work", 2), ("work", 1)]
+        assert await keys(core, done=False) == [("work", 1), ("club", 1), ("club", 2), ("home", 1)]
+        assert await keys(core, done=True) == [("home", 2), ("work", 2)]
+        assert await keys(core, tags=["party"]) == [("club", 1), ("home", 1)]
+        assert await keys(core, tags=["party", "food"]) == [("home", 1)]
+        assert await keys(core, tags=["PARTY"]) == [("club", 1), ("home", 1)]
+        assert await keys(core, tags=["nothing"]) == []
+        assert await keys(core, search="party") == [("club", 1), ("home", 1)]
+        found, more = await core.find(limit=2)
+        assert [(e["list"], e["id"]) for e in found] == [("home", 2), ("work", 2)] and more
+        found, more = await core.find(limit=6)
+        assert len(found) == 6 and not more
+
+
+async def test_find_combined_filters(data_dir: str, full_text: bool) -> None:
+    """Filters combine with AND: range and pending, tag and list, search and tag and range."""
+    async with core_with(data_dir, full_text) as core:
+        await seed(core)
+        assert await keys(core, done=False, date_to=D(2026, 12, 1)) == [("work", 1), ("club", 1), ("club", 2)]
+        assert await keys(core, tags=["party"], lists=["home"]) == [("home", 1)]
+        assert await keys(core, search="the", tags=["party"], date_to=D(2026, 12, 2)) == [("club", 1)]
+        assert await keys(core, search="the", done=True) == [("work", 2)]
+        assert await keys(core, search="the", done=False, lists=["work", "home"]) == [("work", 1), ("home", 1)]
+        assert await keys(core, date_from=D(2026, 11, 30), date_to=D(2026, 11, 30)) == [("work", 1)]
+        assert await keys(core, tags=["food"], done=False, search="brûlée", limit=1) == [("home", 1)]
+
+
+async def test_search_is_case_insensitive_over_words_and_substrings(data_dir: str, full_text: bool) -> None:
+    """A search matches every word in any case, Unicode too: 3+ characters as substrings, shorter as whole words."""
+    async with core_with(data_dir, full_text) as core:
+        await seed(core)
+        assert await keys(core, search="BRÛLÉE") == [("home", 1)]
+        assert await keys(core, search="rème") == [("home", 1)]
+        assert await keys(core, search="STRASSE") == []  # folding is by case, not by spelling
+        assert await keys(core, search="STRAßE") == [("club", 2)]
+        assert await keys(core, search="tv report") == [("work", 1)]
+        assert await keys(core, search="report tv") == [("work", 1)]
+        assert await keys(core, search="tv milk") == []
+        assert await keys(core, search="tv") == [("work", 1)]  # a short word matches as a whole word
+        assert await keys(core, search="ix") == []  # ... but not inside "Fix"
+        assert await keys(core, search="uil") == [("work", 2)]  # three characters match inside a word
+        assert await keys(core, search='"the" 100%') == []  # quotes and LIKE's wildcards are plain text
+        await core.add("odd", 'a "quoted" 100%_done title', D(2026, 12, 9))
+        assert await keys(core, search='"quoted" 100%_') == [("odd", 1)]
+
+
+async def test_find_sees_updates_deletes_and_tag_changes(data_dir: str, full_text: bool) -> None:
+    """A retitle, a retag and a delete show in the next query: the indexes follow every committed change."""
+    async with core_with(data_dir, full_text) as core:
+        await seed(core)
+        await core.update("work", 1, title="Present the slides", tag=["urgent"], untag=["work"])
+        assert await keys(core, search="report") == []
+        assert await keys(core, search="slides") == [("work", 1)]
+        assert await keys(core, tags=["work"]) == []
+        assert await keys(core, tags=["urgent"]) == [("work", 1)]
+        await core.delete("home", 1)
+        assert await keys(core, tags=["food"]) == [("home", 2)]
+        assert await keys(core, search="brûlée") == []
+
+
+async def test_find_reads_the_store_without_waking_list_servers(data_dir: str) -> None:
+    """A query after an acknowledged add sees it, and starts no list server (it reads committed state)."""
+    async with core_with(data_dir) as core:
+        await core.add("a", "first", D(2026, 12, 1))
+        loads = core.statistics().lists_loaded
+        found, _ = await core.find(search="first")
+        assert [e["title"] for e in found] == ["first"]
+        await core.find(lists=["b", "c"])
+        assert core.statistics().lists_loaded == loads
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"lists": ["a/b"]}, "'/'"),
+        ({"lists": []}, "at least one list"),
+        ({"tags": ["no spaces"]}, "one word"),
+        ({"tags": [f"t{i}" for i in range(17)]}, "at most 16 tags"),
+        ({"search": "   "}, "hold a word"),
+        ({"search": "x" * 1001}, "at most 1000"),
+        ({"limit": 0}, "a limit is 1 to 10000"),
+        ({"limit": 10_001}, "a limit is 1 to 10000"),
+        ({"date_from": D(2026, 12, 2), "date_to": D(2026, 12, 1)}, "range is empty"),
+    ],
+)
+async def test_find_refuses_bad_filters(data_dir: str, filters: dict[str, Any], message: str) -> None:
+    """A bad filter is invalid data with a message saying what is wrong."""
+    async with core_with(data_dir) as core:
+        with pytest.raises(Invalid, match=message):
+            await core.find(**filters)
+
+
+async def test_search_falls_back_to_like_where_fts5_is_missing(data_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where SQLite has no FTS5 trigram tokenizer, the store keeps no text index and a search scans the titles."""
+    monkeypatch.setattr(_query, "fts_available", lambda conn: False)
+    async with core_with(data_dir) as core:
+        assert not core.store.text_index
+        await seed(core)
+        assert await keys(core, search="BRÛLÉE") == [("home", 1)]
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")}
+    conn.close()
+    assert not {t for t in triggers if t.startswith("entry_text")}
+
+
+async def test_text_index_is_rebuilt_after_writes_made_without_it(data_dir: str) -> None:
+    """Entries written while the text index was off are found once it is back (it is rebuilt at open)."""
+    async with core_with(data_dir) as core:
+        await core.add("a", "kept in the index", D(2026, 12, 1))
+    async with core_with(data_dir, full_text=False) as core:
+        await core.add("a", "written without the index", D(2026, 12, 2))
+        await core.update("a", 1, title="renamed without the index")
+    async with core_with(data_dir) as core:
+        assert core.store.text_index
+        assert await keys(core, search="without") == [("a", 1), ("a", 2)]
+        assert await keys(core, search="kept") == []
+    entries, indexed, pending = text_index_rows(data_dir)
+    assert entries == indexed and pending == 0
+
+
+async def test_queries_use_the_indexes(data_dir: str) -> None:
+    """The query plans use the date, pending, tag and text indexes rather than scanning the entries."""
+    async with open_store(data_dir):
+        pass
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    _query.prepare_reader(conn)
+
+    def plan(query: _query.FindQuery) -> str:
+        sql, params = _query.build_sql(query, text_index=True)
+        return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+    assert "entries_pending" in plan(_query.FindQuery(done=False, date_to=D(2026, 12, 1)))
+    assert "entries_by_date" in plan(_query.FindQuery(date_from=D(2026, 12, 1)))
+    assert "SCAN t VIRTUAL TABLE INDEX 0:M" in plan(_query.FindQuery(words=("milk",)))
+    assert "entry_tags" in plan(_query.FindQuery(tags=frozenset({"work"})))
+    conn.close()
+
+
+async def test_a_long_query_stops_at_its_deadline(data_dir: str) -> None:
+    """A query past its deadline is interrupted by SQLite's progress handler rather than holding a reader."""
+    async with open_store(data_dir):
+        pass
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    conn.execute("INSERT INTO lists (id, name, next_id) VALUES (1, 'big', 50001)")
+    conn.executemany(
+        "INSERT INTO entries (list_id, id, date, title, done) VALUES (1, ?, '2026-12-01', ?, 0)",
+        ((i, f"title {i}") for i in range(1, 50_001)),
+    )
+    _query.flush_text_index(conn)
+    conn.commit()
+    _query.prepare_reader(conn)
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        _query.run_find(conn, _query.FindQuery(words=("ti",)), True, time.monotonic() - 1)
+    found, more = _query.run_find(conn, _query.FindQuery(words=("title",), limit=3), True, time.monotonic() + 60)
+    assert [e["id"] for e in found] == [1, 2, 3] and more
+    conn.close()
+
+
+# --- migration ----------------------------------------------------------------
+
+
+V1_SCHEMA = (
+    """CREATE TABLE lists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        next_id INTEGER NOT NULL CHECK (next_id >= 1)
+    )""",
+    """CREATE TABLE entries (
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        id INTEGER NOT NULL CHECK (id >= 1),
+        date TEXT NOT NULL,
+        title TEXT NOT NULL,
+        done INTEGER NOT NULL CHECK (done IN (0, 1)),
+        PRIMARY KEY (list_id, id)
+    ) WITHOUT ROWID""",
+)
+
+
+def make_v1_database(data_dir: str) -> None:
+    """A database of schema version 1, as the previous todod left it: two lists, a deleted id."""
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in V1_SCHEMA:
+        conn.execute(statement)
+    conn.execute("PRAGMA application_id = 1953457263")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO lists VALUES (1, 'home', 4), (2, 'work', 2)")
+    conn.execute(
+        "INSERT INTO entries VALUES (1, 1, '2026-11-20', 'Dentist', 0), (1, 3, '2026-12-24', 'Gifts', 1),"
+        " (2, 1, '2026-11-25', 'Report', 0)"
+    )
+    conn.close()
+
+
+async def test_migration_from_version_1_keeps_every_entry(data_dir: str) -> None:
+    """A version 1 database opens at the current version, every entry and next id intact, untagged, searchable."""
+    make_v1_database(data_dir)
+    async with core_with(data_dir) as core:
+        home = await core.entries("home")
+        assert [(e.id, e.date, e.title, e.done, e.tags) for e in home] == [
+            (1, D(2026, 11, 20), "Dentist", False, ()),
+            (3, D(2026, 12, 24), "Gifts", True, ()),
+        ]
+        assert await keys(core, search="report") == [("work", 1)]
+        assert await keys(core, done=False) == [("home", 1), ("work", 1)]
+        added = await core.add("home", "New", D(2026, 12, 1), tags=["x"])
+        assert added.id == 4  # next_id survived: a deleted id is not reused
+        assert await keys(core, tags=["x"]) == [("home", 4)]
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+# --- the wire -----------------------------------------------------------------
+
+
+def test_find_request_fields_are_type_checked() -> None:
+    """`find` takes arrays of strings for lists and tags; anything else there is a bad request."""
+    request = parse_request(b'{"op":"find","lists":["a","b"],"tags":[],"done":false,"limit":3,"from":"2026-12-01"}')
+    assert request.args == {"lists": ["a", "b"], "tags": [], "done": False, "limit": 3, "from": "2026-12-01"}
+    bad_lines = (
+        b'{"op":"find","tags":"work"}',
+        b'{"op":"find","lists":[1]}',
+        b'{"op":"add","list":"a","title":"t","tags":[null]}',
+    )
+    for bad in bad_lines:
+        with pytest.raises(BadRequest, match="an array of strings"):
+            parse_request(bad)
+    with pytest.raises(BadRequest, match="has no field 'date'"):
+        parse_request(b'{"op":"find","date":"2026-12-01"}')
+
+
+async def test_find_entries_are_the_entries_wire_form_with_their_list(data_dir: str, full_text: bool) -> None:
+    """Each entry found is exactly the entry's wire form (as `entries` gives it) with its list first."""
+    async with core_with(data_dir, full_text) as core:
+        await seed(core)
+        found, _ = await core.find()
+        for item in found:
+            entries = await core.entries(item["list"])
+            wire = next(e.to_wire() for e in entries if e.id == item["id"])
+            assert item == {"list": item["list"], **wire}
+            assert list(item) == ["list", *wire]
+
+
+def text_index_rows(data_dir: str) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]], int]:
+    """The (list, id, title) of the entries, of the text index joined through its keys, and the pending count."""
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
+    try:
+        entries = set(conn.execute("SELECT list_id, id, title FROM entries"))
+        indexed = set(
+            conn.execute(
+                "SELECT e.list_id, e.id, t.title FROM entries e JOIN entry_text t ON t.rowid = e.text_id"
+                " WHERE t.list_id = e.list_id AND t.entry_id = e.id"
+            )
+        )
+        rows = conn.execute("SELECT count(*) FROM entry_text").fetchone()[0]
+        assert rows == len(indexed), "an FTS row without its key"
+        pending = conn.execute("SELECT count(*) FROM entry_text_pending").fetchone()[0]
+    finally:
+        conn.close()
+    return entries, indexed, pending
+
+
+async def test_text_index_follows_a_batch_of_adds_retitles_and_deletes(data_dir: str) -> None:
+    """Adds, retitles and deletes committed together leave the text index equal to the titles, nothing pending."""
+    async with core_with(data_dir) as core:
+        await seed(core)
+        async with trio.open_nursery() as nursery:  # concurrent calls: batched and grouped by the store
+            for n in range(30):
+                nursery.start_soon(core.add, f"l{n % 4}", f"title {n}", D(2026, 12, 1))
+        async with trio.open_nursery() as nursery:
+            for n in range(1, 8):
+                nursery.start_soon(functools.partial(core.update, "l1", n, title=f"renamed {n}"))
+            for n in range(1, 8):
+                nursery.start_soon(core.delete, "l2", n)
+        await core.update("l3", 1, done=True)  # not a title change: nothing to index
+        entries, indexed, pending = text_index_rows(data_dir)
+        assert entries == indexed and pending == 0
+        assert await keys(core, search="renamed") == [("l1", n) for n in range(1, 8)]
+        remaining = sorted(e.id for e in await core.entries("l2"))
+        assert [i for _, i in await keys(core, lists=["l2"], search="title")] == remaining
+
+
+async def test_find_follows_undo_redo_and_compaction(data_dir: str, full_text: bool) -> None:
+    """The tag and text indexes follow the log's writes: an undone retitle, untag or delete is found again."""
+    async with core_with(data_dir, full_text) as core:
+        await core.add("l", "alpha report", D(2026, 12, 1), tags=["old"])
+        await core.update("l", 1, title="beta memo", tag=["new"], untag=["old"])
+        assert await keys(core, search="alpha") == [] and await keys(core, tags=["new"]) == [("l", 1)]
+        await core.undo("l")
+        assert await keys(core, search="alpha") == [("l", 1)] == await keys(core, tags=["old"])
+        assert await keys(core, search="beta") == [] and await keys(core, tags=["new"]) == []
+        await core.redo("l")
+        assert await keys(core, search="beta memo", tags=["new"]) == [("l", 1)]
+        await core.delete("l", 1)
+        assert await keys(core, search="beta") == []
+        await core.undo("l")
+        assert await keys(core, search="beta", tags=["new"]) == [("l", 1)]
+        await core.compact(keep_days=0)
+        assert await keys(core, search="memo", tags=["new"]) == [("l", 1)]
+    async with core_with(data_dir, full_text) as core:
+        assert await keys(core, search="memo", tags=["new"]) == [("l", 1)]
