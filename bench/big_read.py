@@ -21,8 +21,9 @@ caching on in a private cache, after one warm-up run each: as an installed
 Then ``--readers`` connections (in one process of their own) page through
 the whole list at once, each sending its next request as soon as a page
 arrives (the cursor read off the line's start, as ``todo entries`` does),
-while another process sends ``hello`` after ``hello``: its latencies' p50
-and p99.  Prints JSON: medians and the ratio against the baseline measured
+while another client sends a ``hello`` and an ``add`` to an unrelated list
+in turn: their latencies' p50 and p99 (an ``add`` is durable, so it pays a
+commit).  Prints JSON: medians and the ratio against the baseline measured
 in this run.
 """
 
@@ -113,21 +114,28 @@ def readers_main(path: str, readers: int) -> None:
         t.join()
 
 
-def latency_during_reads(daemon: Daemon, readers: int) -> list[float]:
+def latency_during_reads(daemon: Daemon, readers: int) -> tuple[list[float], list[float]]:
     here = str(Path(__file__).parent)
     code = f"import sys; sys.path.insert(0, {here!r}); import big_read; big_read.readers_main(sys.argv[1], {readers})"
-    latencies: list[float] = []
+    hellos: list[float] = []
+    adds: list[float] = []
+    hello, add = encode_request("hello"), encode_request("add", list="other", title="x")
     with connect(daemon.socket, timeout=60) as sock:
         reader = LineReader(sock)
         proc = subprocess.Popen([sys.executable, "-c", code, str(daemon.socket)])
         while proc.poll() is None:
-            started = time.perf_counter()
-            sock.sendall(encode_request("hello"))
-            assert reader.response()["ok"]
-            latencies.append(time.perf_counter() - started)
+            for line, samples in ((hello, hellos), (add, adds)):
+                started = time.perf_counter()
+                sock.sendall(line)
+                assert reader.response()["ok"]
+                samples.append(time.perf_counter() - started)
             time.sleep(0.002)
         assert proc.returncode == 0, "a reader failed"
-    return latencies
+    return hellos, adds
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def main() -> None:
@@ -155,8 +163,7 @@ def main() -> None:
             took, rss = timed([python, "-c", SQLITE_READ, db], env)
             base_times.append(took)
             base_rss.append(rss)
-        latencies = sorted(latency_during_reads(daemon, args.readers))
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        hellos, adds = (sorted(samples) for samples in latency_during_reads(daemon, args.readers))
         report = {
             "entries": args.entries,
             "reps": args.reps,
@@ -166,10 +173,13 @@ def main() -> None:
             "todo_peak_rss_mb_max": round(max(todo_rss) / 1024, 1),
             "sqlite3_peak_rss_mb_max": round(max(base_rss) / 1024, 1),
             "readers": args.readers,
-            "hello_samples": len(latencies),
-            "hello_p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "hello_p99_ms": round(p99 * 1000, 2),
-            "hello_max_ms": round(latencies[-1] * 1000, 2),
+            "hello_samples": len(hellos),
+            "hello_p50_ms": round(statistics.median(hellos) * 1000, 2),
+            "hello_p99_ms": round(_p99(hellos) * 1000, 2),
+            "hello_max_ms": round(hellos[-1] * 1000, 2),
+            "unrelated_add_p50_ms": round(statistics.median(adds) * 1000, 2),
+            "unrelated_add_p99_ms": round(_p99(adds) * 1000, 2),
+            "unrelated_add_max_ms": round(adds[-1] * 1000, 2),
         }
         print(json.dumps(report, indent=2))
     finally:

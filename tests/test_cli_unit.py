@@ -125,6 +125,20 @@ def test_entries_pages_through_the_list_and_lines_up_every_page(daemon: FakeDaem
     assert result.stdout == json.dumps([ENTRY, {**ENTRY, "id": 8}], indent=2) + "\n"
 
 
+def test_entries_shows_a_tags_column_from_the_first_page_with_a_tag(daemon: FakeDaemon) -> None:
+    """A TAGS column starts, under a header line of its own, at the first page that has a tagged entry."""
+    daemon.answer(page([{**ENTRY, "id": 1}], "s1.1", 12))
+    daemon.answer(page([{**ENTRY, "id": 12, "tags": ["home", "urgent"]}], None, 12))
+    result = todo(daemon, "entries", "home")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines(keepends=True) == [
+        "ID  DATE        DONE  TITLE\n",
+        " 1  2024-05-01  no    buy milk\n",
+        "ID  DATE        DONE  TAGS         TITLE\n",
+        "12  2024-05-01  no    home,urgent  buy milk\n",
+    ]
+
+
 def test_entries_stops_at_an_error_mid_read_with_its_exit_code(daemon: FakeDaemon) -> None:
     """An error on a later page (an expired snapshot) ends the read with one line on stderr, after what was printed."""
     daemon.answer(page([ENTRY], "s1.7", 9))

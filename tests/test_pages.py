@@ -201,3 +201,14 @@ async def test_a_big_read_checkpoints_after_every_chunk(open_registry: OpenRegis
         assert len(result["entries"]) == 6000
         assert sum(instrument.per_step) >= 6000 // _pages.CHUNK
         assert max(instrument.per_step) == 1, "a step read more than one chunk without a checkpoint"
+
+
+def test_a_pages_entry_text_is_the_json_of_its_wire_form() -> None:
+    """An entry encoded for a page is exactly the compact JSON of Entry.to_wire(), tags and escapes included."""
+    from todod._model import Entry
+
+    for entry in (
+        Entry(7, DAY, "plain"),
+        Entry(8, DAY, 'quote " back \\ slash é 日本 \U0001f600', done=True, version=3, tags=("b", "a\u00e9")),
+    ):
+        assert _pages._encode(entry) == json.dumps(entry.to_wire(), separators=(",", ":"))
