@@ -151,7 +151,7 @@ def main() -> None:
         fill(daemon, args.entries)
         env = {k: v for k, v in daemon.cli_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
-        python, todo = _plain_venv(str(root / "plain"))
+        python, todo = _plain_venv(str(root / "plain"), str(Path(sys.executable).parent / "todo"))
         db = str(daemon.data_dir / "todod.sqlite3")
         todo_times, todo_rss, base_times, base_rss = [], [], [], []
         timed([todo, "entries", "big"], env)  # warm-up: byte-code caches

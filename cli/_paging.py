@@ -9,6 +9,8 @@ whatever the list's size.
 
 from __future__ import annotations
 
+import gc
+
 from cli import _client, _render
 from todod import protocol
 
@@ -65,6 +67,28 @@ def stream_entries(
         TodoError: as :func:`cli._client.request`; what was written before
             the error stays written.
     """
+    # A page decodes to some 60,000 dicts and lists, which set off the cyclic
+    # collector over and over: a fifth to a third of the read's time on
+    # 200,000 entries.  They hold no cycles and go by reference counting
+    # page after page, so memory stays bounded by a page without it.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _stream(list_name, date, as_json, socket_path, timeout, data_dir, write)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _stream(
+    list_name: str,
+    date: str | None,
+    as_json: bool,
+    socket_path: str,
+    timeout: float,
+    data_dir: str | None,
+    write: Callable[[str], None],
+) -> int:
     fields: dict[str, Any] = {"list": list_name, "date": date, "limit": PAGE_ENTRIES}
     id_width = 0
     tag_width: int | None = None

@@ -244,7 +244,10 @@ def entries_header(id_width: int, tags_width: int | None = None) -> str:
 
 def tags_width(items: Sequence[Mapping[str, Any]]) -> int | None:
     """The TAGS column's width for these entries, or None when none has a tag (no column)."""
-    if not any(e.get("tags") for e in items):
+    for e in items:
+        if e.get("tags"):
+            break
+    else:
         return None
     return max(len("TAGS"), *(width(tags(e)) for e in items))
 
