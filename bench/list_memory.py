@@ -38,7 +38,7 @@ from todod._store import _open_sync
 
 
 def build(data_dir: Path, lists: int) -> None:
-    lock_fd, conn, _ = _open_sync(str(data_dir), 0)
+    lock_fd, conn, _, _text_index = _open_sync(str(data_dir), 0, True)
     try:
         conn.execute("BEGIN")
         conn.executemany(
