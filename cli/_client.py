@@ -106,6 +106,96 @@ def request(
     return protocol.parse_response(response).result
 
 
+class Connection:
+    """One connection for many exchanges, one at a time (a paged read); use it as a context manager.
+
+    Each exchange (:meth:`send` then :meth:`receive`) has ``timeout``
+    seconds.  Errors are translated as :func:`request` does.
+    """
+
+    def __init__(self, socket_path: str, *, timeout: float, data_dir: str | None) -> None:
+        self._path = socket_path
+        self._timeout = timeout
+        self._buffer = bytearray()
+        deadline = time.monotonic() + timeout
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with _translated(socket_path, timeout):
+                check_directory(socket_path)
+                try:
+                    _connect(sock, socket_path, deadline)
+                except (FileNotFoundError, ConnectionRefusedError) as exc:
+                    if data_dir is None:
+                        hint = _procs.holder_hint(socket_path)
+                        raise NotRunning(
+                            f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}"
+                        ) from None
+                    _start_daemon(socket_path, data_dir, deadline)
+                    sock.close()
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    _connect(sock, socket_path, deadline)
+                check_peer(sock, socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._sock.close()
+
+    def send(self, line: bytes) -> None:
+        """Send one request line; its exchange's clock starts now."""
+        self._deadline = time.monotonic() + self._timeout
+        with _translated(self._path, self._timeout):
+            self._sock.settimeout(_remaining(self._deadline))
+            try:
+                self._sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it may have refused us with an error line: read that
+
+    def receive(self) -> bytes:
+        """The next response line, newline included (raises as :func:`request` does)."""
+        buffer = self._buffer
+        scanned = 0
+        with _translated(self._path, self._timeout):
+            while True:
+                end = buffer.find(b"\n", scanned)
+                if end >= 0:
+                    line = bytes(buffer[: end + 1])
+                    del buffer[: end + 1]
+                    return line
+                scanned = len(buffer)
+                if scanned > MAX_RESPONSE:
+                    raise protocol.TooLarge(f"the response is longer than {MAX_RESPONSE} bytes")
+                self._sock.settimeout(_remaining(self._deadline))
+                chunk = self._sock.recv(_PAGE_RECV_SIZE)
+                if not chunk:
+                    raise Unreachable("the daemon closed the connection without a response")
+                buffer += chunk
+
+
+#: A page is up to a MiB: read it in a few large pieces.
+_PAGE_RECV_SIZE: Final = 1 << 18
+
+
+class _translated:
+    """Turn socket errors into the project's errors, as :func:`request` does."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        self._path = socket_path
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if isinstance(exc, TimeoutError):
+            raise protocol.Timeout(f"no response from the daemon within {self._timeout:g} s") from None
+        if isinstance(exc, OSError):
+            raise Unreachable(f"cannot talk to the daemon at {self._path}: {exc.strerror or exc}") from None
 def subscribe(
     op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
 ) -> Iterator[Any]:

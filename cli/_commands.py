@@ -36,7 +36,7 @@ from __future__ import annotations
 import sys
 import time
 
-from cli import _client, _dates, _procs, _render
+from cli import _client, _dates, _paging, _procs, _render
 from todod import paths, protocol
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
@@ -125,10 +125,23 @@ def add(
 def entries(*, list_name: str, date: str | None, **options: Unpack[Options]) -> None:
     """Show the entries of LIST."""
     deadline = time.monotonic() + options["timeout"]
-    result = _call("entries", {"list": list_name, "date": _resolve_date(date, options["json"])}, options)
-    if not result and not options["json"]:
+    json = options["json"]
+    day = _resolve_date(date, json)
+    try:
+        # Page by page as they come; --timeout bounds each page's exchange.
+        shown = _paging.stream_entries(
+            list_name,
+            day,
+            as_json=json,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            write=lambda text: _write(text, json),
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    if not shown and not json:
         _note_missing_list(list_name, options["socket"], deadline)
-    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
 
 
 @_command

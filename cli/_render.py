@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from json.encoder import encode_basestring_ascii as _encode_string  # type: ignore[attr-defined]
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
 if TYPE_CHECKING:
@@ -233,6 +234,88 @@ def event(item: Mapping[str, Any]) -> str:
 def dump_line(result: object) -> str:
     """The result as one line of JSON, ASCII only (for streams: one object per line)."""
     return json.dumps(result, separators=(",", ":")) + "\n"
+
+
+def entries_header(id_width: int, tags_width: int | None = None) -> str:
+    """The header line of a streamed entries table (with a TAGS column ``tags_width`` wide, if given)."""
+    tags_cell = "" if tags_width is None else "TAGS".ljust(tags_width) + "  "
+    return f"{'ID':>{id_width}}  DATE        DONE  {tags_cell}TITLE\n"
+
+
+def tags_width(items: Sequence[Mapping[str, Any]]) -> int | None:
+    """The TAGS column's width for these entries, or None when none has a tag (no column)."""
+    for e in items:
+        if e.get("tags"):
+            break
+    else:
+        return None
+    return max(len("TAGS"), *(width(tags(e)) for e in items))
+
+
+def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int | None = None) -> str:
+    """The lines of a streamed entries table, laid out as :func:`entries` lays them out.
+
+    Columns: the id right-aligned in ``id_width``, the date, the done mark,
+    the tags if ``tag_width`` is given, the title (last, so never padded).
+    A page at a time, so the widths cannot come from all the rows: the id's
+    comes from the list's highest id, the TAGS column's from the page, the
+    others are fixed (a date is ten characters).
+    """
+    out: list[str] = []
+    append = out.append
+    for e in items:
+        date, title = e["date"], e["title"]
+        # What the daemon sends is clean: a ten-character ASCII date, a
+        # printable title; only anything else takes the slow, careful way.
+        if type(date) is not str or len(date) != 10 or not (date.isascii() and date.isprintable()):
+            date = clean(str(date))
+            date += " " * (10 - width(date))
+        if type(title) is not str or not title.isprintable():
+            title = clean(str(title))
+        if tag_width is not None:
+            cell = tags(e)
+            title = cell + " " * (tag_width - width(cell)) + "  " + title
+        append(f"{str(e['id']).rjust(id_width)}  {date}  {'yes ' if e['done'] else 'no  '}  {title}\n")
+    return "".join(out)
+
+
+_WIRE_KEYS = ("id", "date", "title", "done", "version", "tags")
+
+
+def json_entries(items: Sequence[Mapping[str, Any]], written: int, *, last: bool) -> str:
+    """One page's part of a streamed JSON array of entries, as :func:`dump_json` would indent the whole array.
+
+    Args:
+        items: the page's entries.
+        written: how many entries earlier pages wrote.
+        last: whether this is the last page (it closes the array).
+    """
+    blocks = []
+    for e in items:
+        if (
+            tuple(e) == _WIRE_KEYS
+            and type(e["id"]) is int
+            and type(e["done"]) is bool
+            and type(e["version"]) is int
+            and e["tags"] == []
+        ):
+            blocks.append(
+                f'  {{\n    "id": {e["id"]},\n    "date": {_string(e["date"])},\n'
+                f'    "title": {_string(e["title"])},\n    "done": {"true" if e["done"] else "false"},\n'
+                f'    "version": {e["version"]},\n    "tags": []\n  }}'
+            )
+        else:  # tags, or a shape this fast path does not know: the general way
+            blocks.append("  " + json.dumps(e, indent=2).replace("\n", "\n  "))
+    out = "[" if written == 0 else ""
+    if blocks:
+        out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)
+    if last:
+        out += "\n]\n" if written or blocks else "]\n"
+    return out
+
+
+def _string(value: object) -> str:
+    return json.dumps(value) if type(value) is not str else _encode_string(value)
 
 
 def lists(items: Sequence[Mapping[str, Any]]) -> str:

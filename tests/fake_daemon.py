@@ -30,7 +30,7 @@ class FakeDaemon:
     Use it as a context manager, or call :meth:`start` and :meth:`close`.
     Script behaviours with :meth:`answer`, :meth:`fail`, :meth:`answer_raw`,
     :meth:`refuse`, :meth:`hang_up` and :meth:`never_answer`; each applies to
-    one connection, which carries one request.
+    one request (a connection may carry several, one after the other).
 
     Attributes:
         path: the socket path it listens on.
@@ -137,7 +137,10 @@ class FakeDaemon:
         if op == "entries":
             found = self._lists.get(request["list"], [])
             date = request.get("date")
-            return ("ok", [e for e in found if date is None or e["date"] == date])
+            selected = [e for e in found if date is None or e["date"] == date]
+            if "limit" not in request and "after" not in request:
+                return ("ok", selected)
+            return ("ok", {"next": None, "last_id": self._next_id - 1, "entries": selected})
         if op == "add":
             entry = {"id": self._next_id, "date": request["date"], "title": request["title"], "done": False}
             self._next_id += 1
@@ -159,19 +162,24 @@ class _Handler(socketserver.StreamRequestHandler):
         if refusal is not None:
             self._send({"ok": False, "error": refusal})
             return
-        line = self.rfile.readline(MAX_LINE)
-        if not line:
-            return
-        kind, value = fake._next(json.loads(line))
-        if kind == "close":
-            return
-        if kind == "hang":
-            fake._closing.wait()
-            return
-        if kind == "raw":
-            self._write(value)
-        else:
-            self._send({"ok": True, "result": value} if kind == "ok" else {"ok": False, "error": value})
+        # Request after request on one connection (a paged read sends several).
+        while True:
+            try:
+                line = self.rfile.readline(MAX_LINE)
+            except (ConnectionResetError, BrokenPipeError):
+                return  # the client left after its answer
+            if not line:
+                return
+            kind, value = fake._next(json.loads(line))
+            if kind == "close":
+                return
+            if kind == "hang":
+                fake._closing.wait()
+                return
+            if kind == "raw":
+                self._write(value)
+            else:
+                self._send({"ok": True, "result": value} if kind == "ok" else {"ok": False, "error": value})
 
     def _send(self, response: dict[str, Any]) -> None:
         self._write(json.dumps(response).encode("ascii") + b"\n")

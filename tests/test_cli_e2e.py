@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import TODO, Daemon, request, run_cli, running_daemon, short_tempdir, wait_until
+from tests.daemon import TODO, Daemon, raw_exchange, request, run_cli, running_daemon, short_tempdir, wait_until
+from todod.protocol import TooLarge, encode_request
 
 
 @pytest.fixture
@@ -262,3 +263,23 @@ def test_history_undo_redo_and_conditional_writes_from_the_cli(daemon: Daemon) -
     assert "compacted" in ok(daemon, "history", "home")
     at_horizon = todo(daemon, "undo", "home")
     assert at_horizon.returncode == 1 and at_horizon.stderr.startswith("todo: compacted: nothing to undo")
+
+
+def test_entries_reads_a_list_too_big_for_one_answer_in_pages(daemon: Daemon) -> None:
+    """Entries whose JSON is far over one page (1,000-character non-ASCII titles) all come out, table and JSON."""
+    titles = [f"{i:04d} " + "é" * 995 for i in range(1, 1201)]  # about 7 MB of JSON, 7 pages
+    for start in range(0, len(titles), 100):
+        batch = b"".join(
+            encode_request("add", list="big", title=t, date="2026-01-02") for t in titles[start : start + 100]
+        )
+        assert all(r["ok"] for r in raw_exchange(daemon.socket, batch))
+    too_large = todo(daemon, "list")  # the lists still work; the whole read of the list is refused
+    assert too_large.returncode == 0
+    with pytest.raises(TooLarge):
+        request(daemon.socket, "entries", list="big")
+    read = as_json(daemon, "entries", "big")
+    assert isinstance(read, list) and [e["title"] for e in read] == titles
+    table = ok(daemon, "entries", "big").splitlines()
+    assert table[0] == "  ID  DATE        DONE  TITLE"
+    assert table[1] == "   1  2026-01-02  no    " + titles[0]
+    assert len(table) == 1201 and table[-1].endswith(titles[-1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -62,6 +63,7 @@ def _stand_in(patch: pytest.MonkeyPatch, daemon: Daemon) -> None:
     """
     patch.setattr(_client, "request", daemon.request)
     patch.setattr(_client, "subscribe", daemon.subscribe)
+    patch.setattr(_client, "Connection", daemon.connection)
     patch.setattr(_client, "_start_daemon", _refuse("start a daemon"))
     patch.setattr(_procs, "terminate", _refuse("signal a process"))
 
@@ -227,6 +229,10 @@ class Daemon:
             raise self.error
         yield from EVENTS
 
+    def connection(self, socket_path: str, *, timeout: float, data_dir: str | None) -> _PagedConnection:
+        """A stand-in for ``_client.Connection`` (a paged ``entries``), answering each page from this script."""
+        return _PagedConnection(self, socket_path, timeout, data_dir)
+
     def normalized(self) -> list[tuple[Any, ...]]:
         """The calls, a follow-up call's timeout (what is left of the command's) checked and left out."""
         calls = list(self.calls)
@@ -234,6 +240,34 @@ class Daemon:
             assert 0 < call[3] <= calls[0][3]
             calls[i] = (*call[:3], "rest of the timeout", call[4])
         return calls
+
+
+class _PagedConnection:
+    """One paged read through :class:`Daemon`: each page request is a call, answered by one whole page."""
+
+    def __init__(self, daemon: Daemon, socket_path: str, timeout: float, data_dir: str | None) -> None:
+        self._daemon, self._where = daemon, (socket_path, timeout, data_dir)
+        self._answers: list[Any] = []
+
+    def __enter__(self) -> _PagedConnection:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass
+
+    def send(self, line: bytes) -> None:
+        request = json.loads(line)
+        op = request.pop("op")
+        self._answers.append(
+            self._daemon.request(
+                op, request, socket_path=self._where[0], timeout=self._where[1], data_dir=self._where[2]
+            )
+        )
+
+    def receive(self) -> bytes:
+        entries = self._answers.pop(0)
+        page = {"next": None, "last_id": max((e["id"] for e in entries), default=0), "entries": entries}
+        return protocol.encode_ok(None, page)
 
 
 @contextlib.contextmanager

@@ -214,7 +214,7 @@ def test_entries_takes_a_relative_date(daemon: FakeDaemon) -> None:
     """`todo entries --date yesterday` sends yesterday's ISO date."""
     daemon.answer([])
     assert todo(daemon, "entries", "home", "--date", "yesterday").exit_code == 0
-    assert daemon.requests[0] == {"op": "entries", "list": "home", "date": "2026-12-01"}
+    assert daemon.requests[0] == {"op": "entries", "list": "home", "date": "2026-12-01", "limit": 10_000}
 
 
 def test_an_unknown_date_word_is_invalid_data(daemon: FakeDaemon) -> None:

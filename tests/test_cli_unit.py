@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cli import _client
+from cli._paging import PAGE_ENTRIES
 from cli.app import app
 from tests.fake_daemon import FakeDaemon
 
@@ -40,6 +41,12 @@ def daemon(short_dir: str) -> Iterator[FakeDaemon]:
     """A fake daemon serving a fresh socket for one test."""
     with FakeDaemon(os.path.join(short_dir, "todod.sock")) as fake:
         yield fake
+
+
+def page(entries: list[dict[str, Any]], cursor: str | None = None, last_id: int | None = None) -> dict[str, Any]:
+    """An ``entries`` page as the daemon sends it."""
+    top = max((e["id"] for e in entries), default=0) if last_id is None else last_id
+    return {"next": cursor, "last_id": top, "entries": entries}
 
 
 def todo(daemon: FakeDaemon, *args: str, env: dict[str, str | None] | None = None) -> Result:
@@ -79,10 +86,12 @@ def test_add_json_prints_the_entry(daemon: FakeDaemon) -> None:
 def test_entries_renders_an_aligned_table(daemon: FakeDaemon) -> None:
     """`todo entries` prints a header and one right-aligned id per row, no trailing spaces."""
     daemon.answer(
-        [
-            {"id": 3, "date": "2024-05-01", "title": "buy milk", "done": True},
-            {"id": 12, "date": "2024-05-02", "title": "call 日本", "done": False},
-        ]
+        page(
+            [
+                {"id": 3, "date": "2024-05-01", "title": "buy milk", "done": True},
+                {"id": 12, "date": "2024-05-02", "title": "call 日本", "done": False},
+            ]
+        )
     )
     result = todo(daemon, "entries", "home")
     assert result.exit_code == 0, result.output
@@ -91,24 +100,72 @@ def test_entries_renders_an_aligned_table(daemon: FakeDaemon) -> None:
         " 3  2024-05-01  yes   buy milk\n",
         "12  2024-05-02  no    call 日本\n",
     ]
-    assert daemon.requests == [{"op": "entries", "list": "home"}]
+    assert daemon.requests == [{"op": "entries", "list": "home", "limit": PAGE_ENTRIES}]
+
+
+def test_entries_pages_through_the_list_and_lines_up_every_page(daemon: FakeDaemon) -> None:
+    """`todo entries` asks for page after page with the cursor until there is none, and aligns all rows alike."""
+    daemon.answer(page([{"id": 9, "date": "2024-05-01", "title": "a", "done": False}], "s1.9", 100))
+    daemon.answer(page([], "s1.50", 100))  # a short page is not the end
+    daemon.answer(page([{"id": 100, "date": "2024-05-02", "title": "b", "done": True}], None, 100))
+    result = todo(daemon, "entries", "home")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines(keepends=True) == [
+        " ID  DATE        DONE  TITLE\n",
+        "  9  2024-05-01  no    a\n",
+        "100  2024-05-02  yes   b\n",
+    ]
+    cursors = [r.get("after") for r in daemon.requests]
+    assert cursors == [None, "s1.9", "s1.50"]
+    daemon.answer(page([ENTRY], "s2.7", 7))
+    daemon.answer(page([], "s2.8", 7))
+    daemon.answer(page([{**ENTRY, "id": 8}], None, 8))
+    result = todo(daemon, "entries", "home", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == json.dumps([ENTRY, {**ENTRY, "id": 8}], indent=2) + "\n"
+
+
+def test_entries_shows_a_tags_column_from_the_first_page_with_a_tag(daemon: FakeDaemon) -> None:
+    """A TAGS column starts, under a header line of its own, at the first page that has a tagged entry."""
+    daemon.answer(page([{**ENTRY, "id": 1}], "s1.1", 12))
+    daemon.answer(page([{**ENTRY, "id": 12, "tags": ["home", "urgent"]}], None, 12))
+    result = todo(daemon, "entries", "home")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines(keepends=True) == [
+        "ID  DATE        DONE  TITLE\n",
+        " 1  2024-05-01  no    buy milk\n",
+        "ID  DATE        DONE  TAGS         TITLE\n",
+        "12  2024-05-01  no    home,urgent  buy milk\n",
+    ]
+
+
+def test_entries_stops_at_an_error_mid_read_with_its_exit_code(daemon: FakeDaemon) -> None:
+    """An error on a later page (an expired snapshot) ends the read with one line on stderr, after what was printed."""
+    daemon.answer(page([ENTRY], "s1.7", 9))
+    daemon.fail("expired", "the snapshot 's1' of this read is gone")
+    result = todo(daemon, "entries", "home")
+    assert result.exit_code == 1
+    assert result.stdout.endswith("buy milk\n")
+    assert result.stderr == "todo: expired: the snapshot 's1' of this read is gone\n"
 
 
 def test_entries_sends_the_date_filter_and_prints_json(daemon: FakeDaemon) -> None:
     """`todo entries --date D --json` asks for that date and prints the array as is."""
-    daemon.answer([ENTRY])
+    daemon.answer(page([ENTRY]))
     result = todo(daemon, "entries", "home", "--date", "2024-05-01", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == [ENTRY]
-    assert daemon.requests == [{"op": "entries", "list": "home", "date": "2024-05-01"}]
+    assert result.stdout == json.dumps([ENTRY], indent=2) + "\n"
+    assert daemon.requests == [{"op": "entries", "list": "home", "date": "2024-05-01", "limit": PAGE_ENTRIES}]
 
 
 def test_entries_prints_nothing_for_an_empty_list(daemon: FakeDaemon) -> None:
-    """An empty list prints no table at all and exits 0."""
-    daemon.answer([])
+    """An empty list prints no table at all (and ``[]`` with --json) and exits 0."""
+    daemon.answer(page([]))
     result = todo(daemon, "entries", "home")
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
+    daemon.answer(page([]))
+    assert todo(daemon, "entries", "home", "--json").stdout == "[]\n"
 
 
 def test_list_renders_names_and_counts(daemon: FakeDaemon) -> None:
@@ -222,7 +279,7 @@ def test_socket_comes_from_the_environment(daemon: FakeDaemon) -> None:
 
 def test_human_output_escapes_control_characters(daemon: FakeDaemon) -> None:
     """Control characters in titles and list names print as visible escapes, never raw."""
-    daemon.answer([{"id": 1, "date": "2024-05-01", "title": "\x1b[2Jgone\x07\ttab", "done": False}])
+    daemon.answer(page([{"id": 1, "date": "2024-05-01", "title": "\x1b[2Jgone\x07\ttab", "done": False}]))
     entries = todo(daemon, "entries", "home")
     daemon.answer([{"name": "evil\x1b]0;owned\x07\x9b", "entries": 1}])
     lists = todo(daemon, "list")

@@ -181,3 +181,38 @@ def test_client_that_never_reads_is_disconnected_while_others_are_served() -> No
             stuck.close()
         assert vm_rss_kib(daemon.proc.pid) - rss_before < RSS_SLACK_KIB
         assert daemon.request("hello")["protocol"] == 1
+
+
+def test_response_budgets_hold_with_clients_that_never_read() -> None:
+    """Clients that pipeline page reads and never read pin no more than the connection's and the daemon's byte
+    budgets (the daemon stops reading them), while another client's small requests are served at once."""
+    budgets = ["--connection-budget", "2200K", "--daemon-budget", "3M", "--write-timeout", "60"]
+    with running_daemon(budgets) as daemon:
+        assert daemon.proc is not None
+        for start in range(0, 1100, 100):  # about 1.1 MB of JSON: a page of it stops at its 1 MiB
+            batch = b"".join(encode_request("add", list="big", title=f"{i:05d} " + "w" * 990) for i in range(100))
+            assert all(r["ok"] for r in raw_exchange(daemon.socket, batch)), start
+        rss_before = vm_rss_kib(daemon.proc.pid)
+        stuck = [connect(daemon.socket) for _ in range(3)]
+        try:
+            for sock in stuck:
+                sock.sendall(encode_request("entries", list="big", limit=10_000) * 64)
+            wait_until(lambda: daemon.request("status")["stats"]["budget_waits"] >= 3, 30, "every reader to wait")
+            stats = daemon.request("status")["stats"]
+            # Two page reservations (1 MiB and a margin each) fit in one
+            # connection's 2,200 KiB, and a third connection's would pass
+            # the daemon's 3 MiB: the first holds two, the others none.
+            assert 2 << 20 < stats["response_bytes"] <= 3 << 20, stats
+            with connect(daemon.socket, timeout=10) as sock:
+                for n in range(20):
+                    started = time.monotonic()
+                    assert exchange(sock, "add", list="others", title=f"n{n}")["ok"]
+                    assert exchange(sock, "hello")["ok"]
+                    assert time.monotonic() - started < 1.0
+            assert vm_rss_kib(daemon.proc.pid) - rss_before < RSS_SLACK_KIB
+        finally:
+            for sock in stuck:
+                sock.close()
+        # What is left is the reservation of the status request asking.
+        released = lambda: daemon.request("status")["stats"]["response_bytes"] == 16 << 10  # noqa: E731
+        wait_until(released, 30, "the budget to be released")

@@ -151,7 +151,7 @@ async def test_responses_queued_behind_a_partial_write_go_out_in_one_write(monke
     monkeypatch.setattr(_socket.os, "write", recording_write)
     a, b = trio.socket.socketpair()
     ours, theirs = trio.SocketStream(a), trio.SocketStream(b)
-    conn = _Connection(ours, write_timeout=10.0)
+    conn = _Connection(ours, 10.0, 8 << 20, _socket.ResponseBudget(256 << 20), 16 << 10)
     big = b"x" * (4 << 20) + b"\n"  # more than a socket's buffer: the first write is partial
     small = [json.dumps({"id": i}).encode() + b"\n" for i in range(20)]
     conn.in_flight = 21

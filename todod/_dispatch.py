@@ -22,9 +22,19 @@ import trio
 from todod import __version__
 from todod._core import Core, add_op, update_op
 from todod._model import NOBODY, Origin, parse_date, validate_list_name
-from todod._server import DeleteEntry, GetEntries, Op
+from todod._pages import PageRequest, parse_cursor
+from todod._server import DeleteEntry, Op, ReadPage
 from todod._subscription import CONNECTION, NO_REPLY, current_origin
-from todod.protocol import MAX_FIND, PROTOCOL_VERSION, BadRequest, Request
+from todod.protocol import (
+    DEFAULT_PAGE_ENTRIES,
+    MAX_FIND,
+    MAX_PAGE_ENTRIES,
+    PROTOCOL_VERSION,
+    BadRequest,
+    Invalid,
+    RawResult,
+    Request,
+)
 
 Reply = Callable[[outcome.Outcome[Any]], None]
 
@@ -68,7 +78,10 @@ class Dispatcher:
         def wire(result: outcome.Outcome[Any]) -> None:
             if type(result) is outcome.Value:
                 value = result.value
-                result = outcome.Value([e.to_wire() for e in value] if isinstance(value, tuple) else value.to_wire())
+                if type(value) is not RawResult:
+                    result = outcome.Value(
+                        [e.to_wire() for e in value] if isinstance(value, tuple) else value.to_wire()
+                    )
             reply(result)
 
         # Straight to the registry, not through Core.submit: one coroutine
@@ -86,9 +99,6 @@ class Dispatcher:
                 date = _date(args.get("date")) or datetime.date.today()
                 entry = await self.core.add(args["list"], args["title"], date, current_origin(), args.get("tags", ()))
                 return entry.to_wire()
-            case "entries":
-                entries = await self.core.entries(args["list"], _date(args.get("date")))
-                return [e.to_wire() for e in entries]
             case "lists":
                 return [{"name": name, "entries": count} for name, count in await self.core.lists()]
             case "update":
@@ -160,7 +170,7 @@ def _list_op(request: Request, origin: Origin) -> Op | None:
         case "add":
             return add_op(args["title"], _date(args.get("date")) or datetime.date.today(), origin, args.get("tags", ()))
         case "entries":
-            return GetEntries(_date(args.get("date")))
+            return ReadPage(_page(args))
         case "update":
             if not {"title", "date", "done", "tag", "untag"} & args.keys():
                 raise BadRequest("op 'update' needs at least one of 'title', 'date', 'done', 'tag', 'untag'")
@@ -177,6 +187,18 @@ def _list_op(request: Request, origin: Origin) -> Op | None:
         case "delete":
             return DeleteEntry(args["entry"], args.get("if_version"), origin)
     return None
+
+
+def _page(args: dict[str, Any]) -> PageRequest:
+    """The page an ``entries`` request asks for: a whole read unless it names a ``limit`` or a cursor."""
+    limit = args.get("limit")
+    cursor = args.get("after")
+    if limit is not None and not 1 <= limit <= MAX_PAGE_ENTRIES:
+        raise Invalid(f"'limit' is 1 to {MAX_PAGE_ENTRIES} (got {limit})")
+    snapshot, after = (None, 0) if cursor is None else parse_cursor(cursor)
+    if limit is None and cursor is not None:
+        limit = DEFAULT_PAGE_ENTRIES
+    return PageRequest(_date(args.get("date")), limit, snapshot, after)
 
 
 def _date(text: str | None) -> datetime.date | None:

@@ -125,6 +125,24 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+#: The smallest byte budget: one whole page and its margin, so that a
+#: connection can always take the largest answer there is.
+_MIN_BUDGET = SocketConfig().page_reserve
+
+
+def _size(text: str) -> int:
+    """A byte count such as ``8388608``, ``8M`` or ``512K`` (at least one page's reservation)."""
+    digits, suffix = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "")
+    if suffix not in _SUFFIXES or not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a byte count such as 8M or 262144, got {text!r}")
+    value = int(digits) * _SUFFIXES[suffix]
+    if value < _MIN_BUDGET:
+        raise argparse.ArgumentTypeError(f"a budget is at least one page's reservation, {_MIN_BUDGET} bytes")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -153,6 +171,20 @@ def _parser() -> argparse.ArgumentParser:
     bounds.add_argument("--idle-timeout", type=_positive(float), default=server.idle_timeout)
     bounds.add_argument("--quarantine", type=_positive(float), default=server.quarantine)
     bounds.add_argument("--max-lists", type=_positive(int), default=server.max_servers)
+    bounds.add_argument(
+        "--connection-budget",
+        type=_size,
+        default=sock.connection_budget,
+        metavar="BYTES",
+        help="bytes of responses one connection may hold (K, M, G suffixes; default 8M)",
+    )
+    bounds.add_argument(
+        "--daemon-budget",
+        type=_size,
+        default=sock.daemon_budget,
+        metavar="BYTES",
+        help="bytes of responses all connections together may hold (default 256M)",
+    )
     parser.add_argument(
         "--keep-days",
         type=_non_negative_int,
@@ -216,6 +248,8 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
             max_in_flight=args.max_in_flight,
             line_timeout=args.line_timeout,
             write_timeout=args.write_timeout,
+            connection_budget=args.connection_budget,
+            daemon_budget=args.daemon_budget,
         )
     )
     store_faults, server_faults = _faults_from_env()
@@ -280,6 +314,8 @@ async def _serve(
         "connections": server.stats.connections,
         "requests": server.stats.requests,
         "refused_connections": server.stats.refused_busy + server.stats.refused_peer,
+        "response_bytes": server.budget.used,
+        "budget_waits": server.stats.budget_waits,
     }
     # Transient: restarted after a crash, but its normal return is the end of
     # a graceful shutdown, which must not count as a crash while the store drains.

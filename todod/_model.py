@@ -327,6 +327,18 @@ class Draft:
         self._entries = current.mutate()
         return _select(current, date)
 
+    def current(self) -> immutables.Map[int, Entry]:
+        """The draft's current entries, as a value that later changes to the draft leave alone.
+
+        Unchanged, it is the base list's own map, the same object every time:
+        readers of one version can share one snapshot of it.
+        """
+        if self.seq == self.base.seq:  # every change is an event, and bumps seq
+            return self.base.entries
+        current = self._entries.finish()
+        self._entries = current.mutate()
+        return current
+
     def get(self, entry_id: int) -> Entry:
         try:
             return self._entries[entry_id]

@@ -25,10 +25,11 @@ import outcome
 import trio
 
 from todod._model import NOBODY, Change, Draft, Entry, Origin, Step, TodoList
+from todod._pages import PageRequest, Snapshot, Snapshots, page_result, read_page, whole_result
 from todod._reply import ReplySlot, Wakeup
 from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
-from todod.protocol import Internal, Timeout, TodoError, Unavailable
+from todod.protocol import MAX_PAGE_BYTES, MAX_PAGE_ENTRIES, Internal, Timeout, TodoError, Unavailable
 
 log = logging.getLogger("todod.server")
 
@@ -65,7 +66,16 @@ class DeleteEntry:
 
 @attrs.frozen
 class GetEntries:
+    """All entries (or one date's), sorted, as values: for callers inside the daemon and tests."""
+
     date: datetime.date | None = None
+
+
+@attrs.frozen
+class ReadPage:
+    """One page of entries as JSON text, from the list's current version or a cursor's snapshot (wire ``entries``)."""
+
+    page: PageRequest
 
 
 @attrs.frozen
@@ -87,7 +97,7 @@ class RevertChanges:
     origin: Origin = NOBODY
 
 
-Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | Flush | RevertChanges
+Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | ReadPage | Flush | RevertChanges
 
 
 def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
@@ -108,6 +118,8 @@ def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
             return entry, (change,)
         case GetEntries(date=date):
             return draft.list_entries(date), ()
+        case ReadPage():
+            raise TypeError("ReadPage is read by ListServer._read_page")  # pragma: no cover
         case Flush():
             return None, ()
         case RevertChanges(op=name, head=head, steps=steps, origin=origin):
@@ -182,6 +194,17 @@ class ServerConfig:
     max_crashes: int = 3
     crash_window: float = 5.0
     quarantine: float = 30.0
+    #: The bounds of one ``entries`` page (protocol.py has why these numbers).
+    max_page_entries: int = MAX_PAGE_ENTRIES
+    max_page_bytes: int = MAX_PAGE_BYTES
+    #: A paged read's snapshot lives this long after each page, and a list
+    #: keeps at most this many (the least recently used goes first).  A
+    #: reader that pages without pause needs milliseconds per page; 30 s
+    #: covers a pager held by a slow pipe.  A snapshot pins one version of
+    #: the list's map, which shares all but what was written since with the
+    #: live one, so its cost is what writers change while it lives.
+    snapshot_ttl: float = 30.0
+    max_snapshots: int = 32
 
 
 @attrs.define(eq=False)
@@ -235,9 +258,12 @@ class ListServer:
     _stop_wanted: bool = attrs.field(default=False, init=False)
     #: When the server started to wait for mail; None while it works.
     _waiting_since: float | None = attrs.field(default=None, init=False)
+    #: The versions paged reads are going through (lost when the server stops).
+    _snapshots: Snapshots = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Call | None](self._config.mailbox)
+        self._snapshots = Snapshots(self._config.snapshot_ttl, self._config.max_snapshots)
 
     # --- the caller's side ----------------------------------------------------
 
@@ -448,6 +474,11 @@ class ListServer:
             if self._faults.on_request is not None:
                 self._faults.on_request(self.name, call.op)
             try:
+                if type(call.op) is ReadPage:
+                    # Checkpoints inside: the batch's other calls wait, the
+                    # rest of the daemon does not.
+                    results.append(outcome.Value(await self._read_page(draft, call.op.page)))
+                    continue
                 result, change = apply(draft, call.op)
             except TodoError as exc:
                 results.append(outcome.Error(_in_list(exc, self.name)))
@@ -481,6 +512,28 @@ class ListServer:
         self._batch = ()
         return new_state
 
+    async def _read_page(self, draft: Draft, request: PageRequest) -> Any:
+        """One page (or a whole read) for ``request``, from the draft's current version or the cursor's snapshot.
+
+        A first page of a read that goes on keeps its version as a snapshot
+        and names it in the cursor; the last page drops it.
+        """
+        config = self._config
+        if request.snapshot is None:
+            snapshot = Snapshot(draft.current(), draft.next_id - 1)
+        else:
+            snapshot = self._snapshots.get(request.snapshot)
+        parts, after = await read_page(snapshot, request, config.max_page_entries, config.max_page_bytes)
+        if request.limit is None and request.snapshot is None:
+            return whole_result(parts)
+        cursor = None
+        if after is not None:
+            name = request.snapshot or self._snapshots.keep(snapshot)
+            cursor = f"{name}.{after}"
+        # A snapshot is not dropped at a read's last page: readers of one
+        # version share it, so it goes by its time or its count.
+        return page_result(parts, cursor, snapshot.last_id)
+
     def _committed(self, item: _Pipelined, error: StoreError | None) -> None:
         """The writer's answer to one of our batches, in the writer's task: answer its callers."""
         if self._pipeline and self._pipeline[0] is item:
@@ -499,6 +552,8 @@ class ListServer:
         else:
             if item.epoch == self._epoch:
                 self._epoch += 1  # every later batch was built on this one
+                # A snapshot taken since may hold writes that are now void.
+                self._snapshots.clear()
             for call in item.calls:
                 call.reply(outcome.Error(error))
         self._room.set()
@@ -622,6 +677,7 @@ __all__ = [
     "Gone",
     "ListServer",
     "Op",
+    "ReadPage",
     "RevertChanges",
     "ServerConfig",
     "ServerEvents",

@@ -31,6 +31,7 @@ from todod._subscription import CONNECTION, NO_REPLY, Connection
 from todod.paths import ensure_private_dir
 from todod.protocol import (
     MAX_LINE,
+    MAX_PAGE_BYTES,
     MAX_RESPONSE,
     BadRequest,
     Forbidden,
@@ -86,6 +87,23 @@ class SocketConfig:
     write_timeout: float = 10.0
     #: How long shutdown waits for requests in flight.
     shutdown_timeout: float = 10.0
+    #: Bytes of responses one connection may hold (reserved for requests in
+    #: flight, queued, being written), and all connections together.  Past
+    #: its own budget a connection is not read until it drains; past the
+    #: daemon's, no connection takes a new request until some drain.  8 MiB
+    #: is eight whole pages in flight, as much as a reader can use; 256 MiB
+    #: bounds what clients that never read can pin, in a daemon whose lists
+    #: take tens of MB (docs/PROTOCOL.md, "Byte budgets").
+    connection_budget: int = 8 << 20
+    daemon_budget: int = 256 << 20
+    #: What a request reserves until its response is written: an ``entries``
+    #: page (its entries' JSON and a margin for the rest of the line), and
+    #: any other request (an entry's answer is at most about 12 KB: a title
+    #: of 1,000 characters at up to 12 bytes of JSON each).  A response
+    #: longer than its reservation (``lists`` of very many lists) counts
+    #: its real size once it is built.
+    page_reserve: int = MAX_PAGE_BYTES + (16 << 10)
+    small_reserve: int = 16 << 10
 
 
 @attrs.define
@@ -96,6 +114,26 @@ class SocketStatistics:
     refused_peer: int = 0
     requests: int = 0
     errors: int = 0
+    #: Times a connection's reader waited for its own or the daemon's byte budget.
+    budget_waits: int = 0
+
+
+@attrs.define(eq=False)
+class ResponseBudget:
+    """The daemon's byte budget for responses, shared by every connection."""
+
+    limit: int
+    used: int = 0
+    #: Readers waiting for room, woken whenever a connection releases bytes.
+    _waiting: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        if self._waiting:
+            self._waiting.unpark_all()
+
+    async def wait_released(self) -> None:
+        await self._waiting.park()
 
 
 # --- binding ---------------------------------------------------------------------
@@ -234,6 +272,10 @@ class SocketServer:
     _connections: trio.Nursery | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _all_closed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    budget: ResponseBudget = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.budget = ResponseBudget(self.config.daemon_budget)
 
     async def serve(self, bound: BoundSocket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Accept and serve connections; never returns unless cancelled or closed.
@@ -319,7 +361,8 @@ class SocketServer:
         events, in the :data:`CONNECTION` context variable, which their tasks
         inherit from this one.
         """
-        conn = _Connection(stream, self.config.write_timeout)
+        config = self.config
+        conn = _Connection(stream, config.write_timeout, config.connection_budget, self.budget, config.small_reserve)
         connection = Connection(origin, conn.stream)
         CONNECTION.set(connection)
         try:
@@ -342,7 +385,7 @@ class SocketServer:
                     await conn.wait_drained()
                 nursery.cancel_scope.cancel()
         finally:
-            conn.closed = True
+            conn.close()
 
     async def _read_requests(
         self, stream: trio.SocketStream, conn: _Connection, nursery: trio.Nursery, origin: Origin
@@ -351,6 +394,7 @@ class SocketServer:
         max_in_flight = self.config.max_in_flight
         submit = self.handler.submit
         stats = self.stats
+        page_reserve, small_reserve = self.config.page_reserve, self.config.small_reserve
         while True:
             line = await self._read_line(stream, buffer, conn)
             if line is None:
@@ -366,16 +410,23 @@ class SocketServer:
             except TodoError as exc:
                 conn.push(_encode_result(getattr(exc, "request_id", None), outcome.Error(exc), stats))
                 continue
+            # The response's bytes are reserved before the request is queued:
+            # an answer is never built that the budgets have no room for.
+            reserve = page_reserve if request.op == "entries" else small_reserve
+            if not conn.reserve(reserve):
+                stats.budget_waits += 1
+                while not conn.reserve(reserve):
+                    await conn.wait_for_budget()
             try:
-                if await submit(request, functools.partial(_answer_to, conn, request.id, stats), origin):
+                if await submit(request, functools.partial(_answer_to, conn, request.id, stats, reserve), origin):
                     continue  # queued: the answer comes through the callback
             except TodoError as exc:
-                conn.push(_encode_result(request.id, outcome.Error(exc), stats))
+                conn.push(_encode_result(request.id, outcome.Error(exc), stats), reserved=reserve)
                 continue
             except Exception as exc:
-                conn.push(_encode_result(request.id, outcome.Error(exc), stats))
+                conn.push(_encode_result(request.id, outcome.Error(exc), stats), reserved=reserve)
                 continue
-            nursery.start_soon(self._respond, conn, request)
+            nursery.start_soon(self._respond, conn, request, reserve)
 
     async def _read_line(self, stream: trio.SocketStream, buffer: bytearray, conn: _Connection) -> bytes | None:
         """The next line without its newline, or None when reading must stop.
@@ -415,21 +466,23 @@ class SocketServer:
         conn.farewell = encode_error(None, TooLarge(f"a request line is at most {cap} bytes"))
         return None
 
-    async def _respond(self, conn: _Connection, request: Request) -> None:
+    async def _respond(self, conn: _Connection, request: Request, reserved: int) -> None:
         """Answer one request that is not a list op, in a task of its own."""
         try:
             result: outcome.Outcome[Any] = outcome.Value(await self.handler(request))
         except Exception as exc:
             result = outcome.Error(exc)
         if type(result) is outcome.Value and result.value is NO_REPLY:
-            conn.answered()  # it answered on its own (a watch): nothing to send
+            conn.answered(reserved)  # it answered on its own (a watch): nothing to send
             return
-        conn.push(_encode_result(request.id, result, self.stats))
+        conn.push(_encode_result(request.id, result, self.stats), reserved=reserved)
 
 
-def _answer_to(conn: _Connection, request_id: Any, stats: SocketStatistics, result: outcome.Outcome[Any]) -> None:
+def _answer_to(
+    conn: _Connection, request_id: Any, stats: SocketStatistics, reserved: int, result: outcome.Outcome[Any]
+) -> None:
     """A list op's answer, from whichever task answers it: encode it and queue it for the writer."""
-    conn.push(_encode_result(request_id, result, stats))
+    conn.push(_encode_result(request_id, result, stats), reserved=reserved)
 
 
 def _encode_result(request_id: Any, result: outcome.Outcome[Any], stats: SocketStatistics) -> bytes:
@@ -472,17 +525,23 @@ class _Connection:
     the end of the connection, puts the write back under the write timeout.
 
     ``in_flight`` counts requests read and not yet written; the reader keeps
-    it within ``max_in_flight``.  ``outbox_bytes`` is what a per-connection
-    byte budget would bound.  The socket is used non-blocking through its
+    it within ``max_in_flight``.  ``used`` counts the bytes of responses the
+    connection holds: reserved for requests in flight (:meth:`reserve`),
+    then their real size while queued or being written (a watch's lines
+    too); the reader keeps it within the connection's budget, and every
+    connection's within the daemon's (:class:`ResponseBudget`).  The socket is used non-blocking through its
     file descriptor, below trio's stream, which costs two cancel scopes and
     a context manager per request on this path.
     """
 
     __slots__ = (
         "_broken",
+        "_budget",
         "_draining",
         "_fd",
+        "_floor",
         "_flushed",
+        "_limit",
         "_outbox",
         "_outbox_requests",
         "_outbox_streamed",
@@ -495,11 +554,20 @@ class _Connection:
         "farewell",
         "in_flight",
         "outbox_bytes",
+        "used",
+        "used_peak",
         "writes",
     )
 
-    def __init__(self, stream: trio.SocketStream, write_timeout: float) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, write_timeout: float, limit: int, budget: ResponseBudget, floor: int
+    ) -> None:
         self._fd = stream.socket.fileno()
+        self._limit = limit
+        self._floor = floor
+        self._budget = budget
+        self.used = 0
+        self.used_peak = 0
         self._write_timeout = write_timeout
         self._outbox: list[bytes] = []
         self._outbox_requests = 0
@@ -522,11 +590,46 @@ class _Connection:
         #: Writes to the socket so far (a test checks that queued responses share them).
         self.writes = 0
 
-    def push(self, data: bytes, requests: int = 1, *, streamed: bool = False) -> None:
+    def reserve(self, size: int) -> bool:
+        """Reserve ``size`` bytes for a response, if this connection's and the daemon's budgets have room.
+
+        A connection holding nothing may always reserve a small response
+        (at most ``floor`` bytes): a client asking one thing at a time is
+        served even while clients that never read fill the daemon's budget,
+        which it may then pass by ``floor`` bytes per connection at most.
+        """
+        budget = self._budget
+        if self.used:
+            if self.used + size > self._limit or budget.used + size > budget.limit:
+                return False
+        elif size > self._floor and budget.used + size > budget.limit:
+            return False
+        self.used += size
+        budget.used += size
+        if self.used > self.used_peak:
+            self.used_peak = self.used
+        return True
+
+    async def wait_for_budget(self) -> None:
+        """Wait until some connection (this one included) releases bytes."""
+        await self._budget.wait_released()
+
+    def _release(self, size: int) -> None:
+        self.used -= size
+        self._budget.release(size)
+
+    def close(self) -> None:
+        """No more I/O; give back every byte this connection held (answers still owed are dropped)."""
+        self.closed = True
+        if self.used:
+            self._release(self.used)
+
+    def push(self, data: bytes, requests: int = 1, *, streamed: bool = False, reserved: int = 0) -> None:
         """Send one response line, or queue it for the writer (``requests``: how many requests it answers).
 
         ``streamed``: the line answers no request and may wait for the
-        client without a time limit (see :meth:`stream`).
+        client without a time limit (see :meth:`stream`).  ``reserved``: the
+        bytes reserved for it, now replaced by its real size until written.
         """
         if self.closed or self._broken is not None:
             return
@@ -544,13 +647,20 @@ class _Connection:
             self.writes += 1
             if sent == len(data):
                 self.in_flight -= requests
+                if reserved:
+                    self._release(reserved)
                 self._written.set()
                 return
             data = data[sent:]
+        size = len(data)
+        self.used += size - reserved
+        self._budget.used += size - reserved
+        if self.used > self.used_peak:
+            self.used_peak = self.used
         self._outbox.append(data)
         self._outbox_requests += requests
         self._outbox_streamed += streamed
-        self.outbox_bytes += len(data)
+        self.outbox_bytes += size
         if len(self._outbox) == 1:
             self._ready.set()
 
@@ -570,7 +680,7 @@ class _Connection:
             out, self._outbox = self._outbox, []
             answered, self._outbox_requests = self._outbox_requests, 0
             streamed, self._outbox_streamed = self._outbox_streamed, 0
-            self.outbox_bytes = 0
+            size, self.outbox_bytes = self.outbox_bytes, 0
             data = out[0] if len(out) == 1 else b"".join(out)
             self._writing = True
             with trio.CancelScope() as slow:
@@ -584,6 +694,7 @@ class _Connection:
                 log.info("disconnecting a client that stopped reading")
                 raise _Disconnect
             self.in_flight -= answered
+            self._release(size)
             self._written.set()
             if self._flushed is not None:
                 self._flushed.set()
@@ -615,9 +726,11 @@ class _Connection:
         if self._broken is not None:
             raise trio.BrokenResourceError("the peer is gone") from self._broken
 
-    def answered(self) -> None:
-        """Count a request as answered that sends no response line of its own (a watch)."""
+    def answered(self, reserved: int = 0) -> None:
+        """Count a request as answered that sends no response line of its own (a watch), and release its bytes."""
         self.in_flight -= 1
+        if reserved and not self.closed:
+            self._release(reserved)
         self._written.set()
 
     async def _write_all(self, data: bytes) -> None:

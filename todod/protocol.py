@@ -30,9 +30,20 @@ PROTOCOL_VERSION: Final = 1
 #: connection can make the daemon buffer.
 MAX_LINE: Final = 1 << 20
 
-#: The longest response line the daemon sends (an ``entries`` answer for a
-#: very large list); a longer one is replaced by a ``too_large`` error.
+#: The longest response line the daemon sends; a longer one is replaced by
+#: a ``too_large`` error.  An ``entries`` answer never comes near it: it is
+#: one page, at most MAX_PAGE_BYTES of entries.
 MAX_RESPONSE: Final = 64 << 20
+
+#: The most entries one ``entries`` page holds (its ``limit`` is 1 to this),
+#: and the most bytes of entries' JSON it holds, whichever comes first.
+#: 10,000 entries of short titles are about 0.7 MB and 15 ms of the daemon's
+#: time, spent in chunks; a MiB of text keeps eight pages within one
+#: connection's default byte budget (docs/PROTOCOL.md, "Byte budgets").
+MAX_PAGE_ENTRIES: Final = 10_000
+MAX_PAGE_BYTES: Final = 1 << 20
+#: An ``entries`` page when the request names no ``limit`` but a cursor.
+DEFAULT_PAGE_ENTRIES: Final = 1_000
 
 #: Entry ids and other integers must fit SQLite's signed 64-bit INTEGER.
 MAX_INT: Final = (1 << 63) - 1
@@ -51,9 +62,22 @@ class ErrorCode:
     FORBIDDEN: Final = "forbidden"  # the peer's uid is neither the daemon's nor root
     CONFLICT: Final = "conflict"  # an expected version, or the state an undo or redo needs, does not hold
     COMPACTED: Final = "compacted"  # the events asked for were dropped by compaction
+    EXPIRED: Final = "expired"  # the snapshot a paging cursor names is gone; read again from the start
 
     ALL: Final = frozenset(
-        {BAD_REQUEST, INVALID, NOT_FOUND, UNAVAILABLE, TIMEOUT, TOO_LARGE, INTERNAL, FORBIDDEN, CONFLICT, COMPACTED}
+        {
+            BAD_REQUEST,
+            INVALID,
+            NOT_FOUND,
+            UNAVAILABLE,
+            TIMEOUT,
+            TOO_LARGE,
+            INTERNAL,
+            FORBIDDEN,
+            CONFLICT,
+            COMPACTED,
+            EXPIRED,
+        }
     )
 
 
@@ -120,6 +144,10 @@ class Compacted(TodoError):
     code = ErrorCode.COMPACTED
 
 
+class Expired(TodoError):
+    code = ErrorCode.EXPIRED
+
+
 _BY_CODE: dict[str, type[TodoError]] = {
     cls.code: cls
     for cls in (
@@ -133,6 +161,7 @@ _BY_CODE: dict[str, type[TodoError]] = {
         Forbidden,
         Conflict,
         Compacted,
+        Expired,
     )
 }
 
@@ -157,7 +186,7 @@ def error_from_wire(error: object) -> TodoError:
 OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "hello": {},
     "add": {"list": (str, True), "title": (str, True), "date": (str, False), "tags": (list, False)},
-    "entries": {"list": (str, True), "date": (str, False)},
+    "entries": {"list": (str, True), "date": (str, False), "limit": (int, False), "after": (str, False)},
     "lists": {},
     "update": {
         "list": (str, True),
@@ -325,8 +354,23 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
 
 
+if TYPE_CHECKING:
+
+    class RawResult(NamedTuple):
+        """A result already encoded as JSON text (ASCII), put in the response line as it is."""
+
+        json: str
+
+else:
+    RawResult = collections.namedtuple("RawResult", ["json"])
+    RawResult.__doc__ = "A result already encoded as JSON text (ASCII), put in the response line as it is."
+
+
 def encode_ok(request_id: Any, result: Any) -> bytes:
-    """Encode a success response line."""
+    """Encode a success response line (``result`` may be a :class:`RawResult`)."""
+    if type(result) is RawResult:
+        head = '{"ok":true,"result":' if request_id is None else f'{{"id":{json.dumps(request_id)},"ok":true,"result":'
+        return (head + result.json + "}\n").encode("ascii")
     obj: dict[str, Any] = {"ok": True, "result": result}
     if request_id is not None:
         obj = {"id": request_id, **obj}

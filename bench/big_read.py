@@ -1,0 +1,192 @@
+"""Big-list reads (issue 11): `todo entries` of a big list against sqlite3, its memory, and others' latency.
+
+Run by hand::
+
+    .venv/bin/python bench/big_read.py [--entries 200000] [--reps 5] [--readers 16]
+
+Starts a todod on a temporary socket and data directory, fills one list
+with ``--entries`` entries through pipelined ``add`` requests, then, in
+interleaved repetitions:
+
+* ``todo entries big`` (the whole process, output to /dev/null) and its
+  peak RSS (``wait4``'s ru_maxrss);
+* the baseline: a Python process that reads the same rows from the
+  daemon's database with ``sqlite3`` and prints them (to /dev/null).
+
+Both run in a plain venv (bench/cli_startup.py's: this venv's packages and
+the source tree on its path, no editable-install hook), with byte-code
+caching on in a private cache, after one warm-up run each: as an installed
+``todo`` runs.
+
+Then ``--readers`` connections (in one process of their own) page through
+the whole list at once, each sending its next request as soon as a page
+arrives (the cursor read off the line's start, as ``todo entries`` does),
+while another client sends a ``hello`` and an ``add`` to an unrelated list
+in turn: their latencies' p50 and p99 (an ``add`` is durable, so it pays a
+commit).  Prints JSON: medians and the ratio against the baseline measured
+in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.cli_startup import _plain_venv
+from tests.daemon import Daemon, LineReader, connect, short_tempdir
+from todod.protocol import encode_request
+
+SQLITE_READ = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+out = sys.stdout
+for row in db.execute(
+    "SELECT e.id, e.date, e.done, e.title FROM entries e JOIN lists l ON l.id = e.list_id"
+    " WHERE l.name = ? ORDER BY e.id", ("big",)
+):
+    out.write(f"{row[0]}  {row[1]}  {'yes' if row[2] else 'no '}  {row[3]}\\n")
+"""
+
+
+def fill(daemon: Daemon, count: int) -> None:
+    with connect(daemon.socket, timeout=60) as sock:
+        reader = LineReader(sock)
+        for start in range(0, count, 1000):
+            n = min(1000, count - start)
+            sock.sendall(
+                b"".join(encode_request("add", list="big", title=f"entry number {i} of the big list") for i in range(n))
+            )
+            for _ in range(n):
+                assert reader.response()["ok"]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one process, its output thrown away."""
+    started = time.perf_counter()
+    with open(os.devnull, "wb") as null:
+        proc = subprocess.Popen(argv, stdout=null, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, argv
+    return took, usage.ru_maxrss
+
+
+def page_through(path: str) -> None:
+    """Read the whole list in pages without decoding them (the cursor is read off the line's start)."""
+    with connect(path, timeout=60) as sock:
+        buffer = bytearray()
+        cursor: str | None = None
+        while True:
+            sock.sendall(encode_request("entries", list="big", limit=10_000, after=cursor))
+            scanned = 0
+            while (end := buffer.find(b"\n", scanned)) < 0:
+                scanned = len(buffer)
+                chunk = sock.recv(1 << 18)
+                assert chunk, "the daemon hung up"
+                buffer += chunk
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            assert line.startswith(b'{"ok":true,"result":{"next":'), line[:300]
+            start = len(b'{"ok":true,"result":{"next":')
+            if line.startswith(b"null", start):
+                return
+            cursor = line[start + 1 : line.index(b'"', start + 1)].decode()
+
+
+def readers_main(path: str, readers: int) -> None:
+    threads = [threading.Thread(target=page_through, args=(path,)) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def latency_during_reads(daemon: Daemon, readers: int) -> tuple[list[float], list[float]]:
+    here = str(Path(__file__).parent)
+    code = f"import sys; sys.path.insert(0, {here!r}); import big_read; big_read.readers_main(sys.argv[1], {readers})"
+    hellos: list[float] = []
+    adds: list[float] = []
+    hello, add = encode_request("hello"), encode_request("add", list="other", title="x")
+    with connect(daemon.socket, timeout=60) as sock:
+        reader = LineReader(sock)
+        proc = subprocess.Popen([sys.executable, "-c", code, str(daemon.socket)])
+        while proc.poll() is None:
+            for line, samples in ((hello, hellos), (add, adds)):
+                started = time.perf_counter()
+                sock.sendall(line)
+                assert reader.response()["ok"]
+                samples.append(time.perf_counter() - started)
+            time.sleep(0.002)
+        assert proc.returncode == 0, "a reader failed"
+    return hellos, adds
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=200_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=16)
+    args = parser.parse_args()
+    root = short_tempdir()
+    daemon = Daemon(root)
+    try:
+        daemon.start()
+        fill(daemon, args.entries)
+        env = {k: v for k, v in daemon.cli_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        python, todo = _plain_venv(str(root / "plain"), str(Path(sys.executable).parent / "todo"))
+        db = str(daemon.data_dir / "todod.sqlite3")
+        todo_times, todo_rss, base_times, base_rss = [], [], [], []
+        timed([todo, "entries", "big"], env)  # warm-up: byte-code caches
+        timed([python, "-c", SQLITE_READ, db], env)
+        for _ in range(args.reps):
+            took, rss = timed([todo, "entries", "big"], env)
+            todo_times.append(took)
+            todo_rss.append(rss)
+            took, rss = timed([python, "-c", SQLITE_READ, db], env)
+            base_times.append(took)
+            base_rss.append(rss)
+        hellos, adds = (sorted(samples) for samples in latency_during_reads(daemon, args.readers))
+        report = {
+            "entries": args.entries,
+            "reps": args.reps,
+            "todo_entries_s_median": round(statistics.median(todo_times), 3),
+            "sqlite3_print_s_median": round(statistics.median(base_times), 3),
+            "ratio_todo_over_sqlite3": round(statistics.median(map(operator.truediv, todo_times, base_times)), 2),
+            "todo_peak_rss_mb_max": round(max(todo_rss) / 1024, 1),
+            "sqlite3_peak_rss_mb_max": round(max(base_rss) / 1024, 1),
+            "readers": args.readers,
+            "hello_samples": len(hellos),
+            "hello_p50_ms": round(statistics.median(hellos) * 1000, 2),
+            "hello_p99_ms": round(_p99(hellos) * 1000, 2),
+            "hello_max_ms": round(hellos[-1] * 1000, 2),
+            "unrelated_add_p50_ms": round(statistics.median(adds) * 1000, 2),
+            "unrelated_add_p99_ms": round(_p99(adds) * 1000, 2),
+            "unrelated_add_max_ms": round(adds[-1] * 1000, 2),
+        }
+        print(json.dumps(report, indent=2))
+    finally:
+        daemon.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(60)
+    main()
