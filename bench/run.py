@@ -299,9 +299,9 @@ def main() -> None:
 
 
 def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: list[str]) -> dict[str, Any]:
-    kinds = ["plain", "durable", "ceiling_1000", "todod_1000", "todod_1", "inline_1000", "tothread_1000"]
+    kinds = ["plain", "durable", "ceiling_1000", "todod_1000", "todod_1", "inline_1000"]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
-    seq: dict[str, list[float]] = {"durable": [], "todod": [], "inline": [], "tothread": []}
+    seq: dict[str, list[float]] = {"durable": [], "todod": [], "inline": []}
     for rep in range(reps):
         order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
         for kind in order:
@@ -309,15 +309,13 @@ def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: l
             server_kind = kind.split("_")[0]
             if server_kind == "inline":
                 server = Server("todod", work, extra=[*todod_args, "--commit-in-loop"])
-            elif server_kind == "tothread":
-                server = Server("todod", work, extra=[*todod_args, "--commit-handoff", "to_thread"])
             else:
                 server = Server(server_kind, work, extra=todod_args if server_kind == "todod" else ())
             try:
                 lists = 1 if kind == "todod_1" else LISTS
                 # Warm up: every list written once, so loading is not in the figure.
                 run_load(server, CONNECTIONS, max(lists, CONNECTIONS), lists)
-                if kind in ("durable", "todod_1000", "inline_1000", "tothread_1000"):
+                if kind in ("durable", "todod_1000", "inline_1000"):
                     # Before the throughput run, whose WAL the checkpointer may still be copying.
                     seq[kind.split("_")[0]].append(run_load(server, 1, sequential, LISTS, processes=1)["p50"])
                 runs[kind].append(run_load(server, CONNECTIONS, adds, lists))
@@ -353,10 +351,6 @@ def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: l
         [t["per_second"] / d["per_second"] for t, d in zip(runs["inline_1000"], runs["durable"], strict=True)]
     )
     out["inline_sequential_ratio"] = median([t / d for t, d in zip(seq["inline"], seq["durable"], strict=True)])
-    out["tothread_ratio_1000"] = median(
-        [t["per_second"] / d["per_second"] for t, d in zip(runs["tothread_1000"], runs["durable"], strict=True)]
-    )
-    out["tothread_sequential_ratio"] = median([t / d for t, d in zip(seq["tothread"], seq["durable"], strict=True)])
     return out
 
 
@@ -413,7 +407,6 @@ def print_table(t: dict[str, Any]) -> None:
             ("todod_1000", "todod, 64 conns, 1,000 lists"),
             ("todod_1", "todod, 64 conns, one list"),
             ("inline_1000", "todod --commit-in-loop, 1,000 lists"),
-            ("tothread_1000", "todod --commit-handoff to_thread, 1,000 lists"),
         ):
             r = ld[kind]
             rows.append(
@@ -448,17 +441,6 @@ def print_table(t: dict[str, Any]) -> None:
                 "  --commit-in-loop: sequential p50 / durable echo",
                 f"{ld['inline_sequential_ratio']:.2f}x",
                 f"todod {sp['inline'] * 1e6:.0f} us",
-                "lever",
-            )
-        )
-        rows.append(
-            ("  to_thread per commit: 1,000 lists / durable echo", f"{ld['tothread_ratio_1000']:.2f}x", "", "lever")
-        )
-        rows.append(
-            (
-                "  to_thread per commit: sequential p50 / durable echo",
-                f"{ld['tothread_sequential_ratio']:.2f}x",
-                f"todod {sp['tothread'] * 1e6:.0f} us",
                 "lever",
             )
         )

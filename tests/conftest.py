@@ -48,14 +48,11 @@ class CommitGate:
         self.entered = trio.Event()
         self.groups: list[int] = []
         self._released: trio.Event | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
 
     def hold(self) -> None:
         """Hold the next transaction in the hook until :meth:`release`."""
         self.entered = trio.Event()
         self._released = trio.Event()
-        # The writer's thread is the store's own, not one of trio's: it reaches the run through its token.
-        self._token = trio.lowlevel.current_trio_token()
 
     def release(self) -> None:
         if self._released is not None:
@@ -66,8 +63,8 @@ class CommitGate:
         self.groups.append(group_size)
         released = self._released
         if released is not None:
-            trio.from_thread.run_sync(self.entered.set, trio_token=self._token)
-            trio.from_thread.run(released.wait, trio_token=self._token)
+            trio.from_thread.run_sync(self.entered.set)
+            trio.from_thread.run(released.wait)
 
 
 @pytest.fixture

@@ -81,8 +81,6 @@ class CoreConfig:
     change_log: bool = True
     #: Commit in the event loop instead of a worker thread (Store.inline_commits).
     inline_commits: bool = False
-    #: How a commit reaches its worker thread (Store.handoff).
-    commit_handoff: str = "thread"
 
 
 @attrs.frozen
@@ -438,7 +436,6 @@ async def open_core(
         trio.open_nursery() as nursery,
     ):
         store.inline_commits = config.inline_commits
-        store.handoff = config.commit_handoff
         hub = Hub(store)
         store.on_commit = hub.publish
         supervisor = Supervisor(config.max_restarts, config.max_seconds)

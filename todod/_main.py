@@ -164,13 +164,6 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run each group commit in the event loop rather than in a worker thread (see docs/ARCHITECTURE.md)",
     )
-    parser.add_argument(
-        "--commit-handoff",
-        choices=("thread", "to_thread"),
-        default="thread",
-        help="how a group commit reaches its worker thread: the writer's own thread (default), "
-        "or trio.to_thread.run_sync per commit (for benchmarks)",
-    )
     sub = parser.add_subparsers(dest="command")
     units = sub.add_parser("install-units", help="write the systemd user units for this todod")
     units.add_argument("--user-dir", help="where to write them (default ~/.config/systemd/user)")
@@ -236,12 +229,7 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
             # Taken at once: a file deleted while the store opens is noticed too.
             identity = None if bound.path is None else socket_file_identity(bound.path)
             where = _Where(bound.path or str(bound.sock.getsockname()), identity, data_dir)
-            config = CoreConfig(
-                server=server_config,
-                keep_days=args.keep_days,
-                inline_commits=args.commit_in_loop,
-                commit_handoff=args.commit_handoff,
-            )
+            config = CoreConfig(server=server_config, keep_days=args.keep_days, inline_commits=args.commit_in_loop)
             async with open_core(data_dir, config, store_faults=store_faults, server_faults=server_faults) as core:
                 await _serve(core, bound, socket_config, signals, where)
         finally:

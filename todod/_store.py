@@ -18,9 +18,7 @@ import fcntl
 import json
 import logging
 import os
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -190,10 +188,6 @@ class Batch(Protocol):
         """
 
 
-#: A group for the writer thread, and how the thread answers it (from its own thread).
-_Job = tuple[list[Batch], Callable[[outcome.Outcome["StoreError | None"]], None]]
-
-
 class _Commit(ReplySlot):
     """One list's batch for :meth:`Store.commit`, and the slot the writer answers it in."""
 
@@ -225,7 +219,8 @@ def _translate(exc: BaseException, what: str) -> StoreError:
         # SQLite reports only ENOSPC as SQLITE_FULL: a file-size limit or quota
         # (EFBIG, EDQUOT) or a file turned read-only is a bare "disk I/O error".
         return StoreError(
-            f"{what}: disk I/O failed ({name}); the disk may be full, over a quota or size limit, read-only or failing"
+            f"{what}: disk I/O failed ({name}); the disk may be full, over a quota or size limit, "
+            "read-only or failing"
         )
     return StoreError(f"{what}: {text}")
 
@@ -296,11 +291,6 @@ class Store:
     on_commit: CommitListener | None = None
     #: Commit in the event loop rather than in a worker thread (see run_writer).
     inline_commits: bool = False
-    #: How a transaction reaches its worker thread: "thread", the writer's
-    #: own long-lived thread (the default), or "to_thread", a
-    #: ``trio.to_thread.run_sync`` per commit (kept to measure one against the other).
-    handoff: str = attrs.field(default="thread", kw_only=True)
-    _jobs: queue.SimpleQueue[_Job | None] | None = attrs.field(default=None, init=False)
     #: Whether searches may use the FTS5 title index (see todod/_query.py).
     text_index: bool = attrs.field(default=False, kw_only=True)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
@@ -398,63 +388,10 @@ class Store:
         runs (as Redis does with ``appendfsync always``): no thread round
         trip, and the next group grows by itself meanwhile.
 
-        The worker thread is this task's own, started here and stopped when
-        the task ends (see :meth:`_in_writer_thread`).
-
         Never returns; on cancellation a transaction already in its thread is
         finished first (the thread cannot be abandoned).
         """
-        jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        thread = threading.Thread(target=self._run_writer_thread, args=(jobs,), name="todod-writer", daemon=True)
-        thread.start()
-        self._jobs = jobs
-        try:
-            task_status.started()
-            await self._write_groups()
-        finally:
-            # The thread has no transaction running: a wait for it cannot be
-            # cancelled, so this task only ends between transactions.
-            self._jobs = None
-            jobs.put(None)
-
-    def _run_writer_thread(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
-        """The writer thread: run each group handed over and answer it, until told to stop."""
-        while (job := jobs.get()) is not None:
-            group, answer = job
-            answer(outcome.capture(self._write_group, group))
-            del group, answer, job
-
-    async def _in_writer_thread(self, group: list[Batch]) -> StoreError | None:
-        """Run :meth:`_write_group` in the writer's own thread and wait for it; cannot be cancelled.
-
-        One long-lived thread fed by a queue, answering through the Trio
-        token, rather than ``trio.to_thread.run_sync`` per commit: no
-        capacity limiter, thread-cache dispatch or cancel scope per
-        transaction.  Like ``to_thread.run_sync`` without abandoning, a
-        cancelled caller still waits for the transaction to end (its
-        outcome decides the callers' answers); callers are not held up by
-        this wait, each has its own call timeout.
-        """
-        jobs = self._jobs
-        if jobs is None:  # pragma: no cover - only run_writer calls this
-            raise RuntimeError("the writer thread is not running")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        task = trio.lowlevel.current_task()
-        token = trio.lowlevel.current_trio_token()
-
-        def answer(result: outcome.Outcome[StoreError | None]) -> None:
-            try:
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-            except trio.RunFinishedError:  # pragma: no cover - the run ended while the thread wrote
-                pass
-
-        jobs.put((group, answer))
-        result: StoreError | None = await trio.lowlevel.wait_task_rescheduled(
-            lambda _raise_cancel: trio.lowlevel.Abort.FAILED
-        )
-        return result
-
-    async def _write_groups(self) -> None:
+        task_status.started()
         while True:
             group = [await self._receive.receive()]
             while len(group) < MAX_GROUP:
@@ -479,10 +416,8 @@ class Store:
                     error = None  # only reads behind batches already answered: nothing to write
                 elif self.inline_commits:
                     error = self._write_group(written)
-                elif self.handoff == "to_thread":
-                    error = await trio.to_thread.run_sync(self._write_group, written)
                 else:
-                    error = await self._in_writer_thread(written)
+                    error = await trio.to_thread.run_sync(self._write_group, written)
                 # Before the callers are answered: a client that has its
                 # reply finds its change in every watch already.
                 if error is None and written and self.on_commit is not None:
@@ -693,7 +628,8 @@ class Store:
 
         def read(conn: sqlite3.Connection) -> list[tuple[str, int]]:
             return conn.execute(
-                "SELECT l.name, (SELECT count(*) FROM entries e WHERE e.list_id = l.id) FROM lists l ORDER BY l.name"
+                "SELECT l.name, (SELECT count(*) FROM entries e WHERE e.list_id = l.id) "
+                "FROM lists l ORDER BY l.name"
             ).fetchall()
 
         result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
