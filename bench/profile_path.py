@@ -92,7 +92,7 @@ def main() -> None:
         "--variant",
         action="append",
         default=[],
-        help="also the CPU per add of todod with these arguments, repeatable: --variant='--commit-handoff to_thread'",
+        help="also the CPU per add of todod with these arguments, repeatable: --variant='--commit-in-loop'",
     )
     parser.add_argument("--cpu-only", action="store_true", help="only the CPU per add, no sampling")
     args = parser.parse_args()
