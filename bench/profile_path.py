@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,8 +47,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def cpu_per_add(kind: str, work: Path, lists: int, adds: int) -> dict[str, float]:
-    server = run.Server(kind, work)
+def cpu_per_add(kind: str, work: Path, lists: int, adds: int, extra: Sequence[str] = ()) -> dict[str, float]:
+    server = run.Server(kind, work, extra=extra)
     try:
         run.run_load(server, run.CONNECTIONS, max(lists, run.CONNECTIONS), lists)
         before = thread_cpu(server.proc.pid)
@@ -87,14 +88,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--adds", type=int, default=8000, help="adds for the CPU-per-add comparison")
     parser.add_argument("--out", default=str(run.BENCH / "results" / "profile.txt"))
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="also the CPU per add of todod with these arguments, repeatable: --variant='--commit-in-loop'",
+    )
+    parser.add_argument("--cpu-only", action="store_true", help="only the CPU per add, no sampling")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="todop-"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        for kind in ("durable", "todod"):
-            cpu = cpu_per_add(kind, tmp / f"cpu-{kind}", args.lists, args.adds)
-            print(f"{kind}: CPU per add, us: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())))
+        runs = [("durable", "durable", ()), ("todod", "todod", ())]
+        runs += [(f"todod {v}", "todod", tuple(v.split())) for v in args.variant]
+        for i, (label, kind, extra) in enumerate(runs):
+            cpu = cpu_per_add(kind, tmp / f"cpu-{i}", args.lists, args.adds, extra)
+            print(f"{label}: CPU per add, us: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())))
+        if args.cpu_only:
+            return
         server = run.Server("todod", tmp / "profile")
         try:
             run.run_load(server, run.CONNECTIONS, max(args.lists, run.CONNECTIONS), args.lists)
