@@ -94,8 +94,7 @@ def request(
             response = _exchange(socket_path, line, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             if data_dir is None:
-                hint = _procs.holder_hint(socket_path)
-                raise NotRunning(f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}") from None
+                raise _not_running(socket_path, exc) from None
             # --timeout bounds the whole command, a daemon's start included.
             _start_daemon(socket_path, data_dir, deadline)
             response = _exchange(socket_path, line, _remaining(deadline))
@@ -118,26 +117,8 @@ class Connection:
         self._timeout = timeout
         self._buffer = bytearray()
         deadline = time.monotonic() + timeout
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with _translated(socket_path, timeout):
-                check_directory(socket_path)
-                try:
-                    _connect(sock, socket_path, deadline)
-                except (FileNotFoundError, ConnectionRefusedError) as exc:
-                    if data_dir is None:
-                        hint = _procs.holder_hint(socket_path)
-                        raise NotRunning(
-                            f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}"
-                        ) from None
-                    _start_daemon(socket_path, data_dir, deadline)
-                    sock.close()
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    _connect(sock, socket_path, deadline)
-                check_peer(sock, socket_path)
-        except BaseException:
-            sock.close()
-            raise
+        with _translated(socket_path, timeout):
+            sock = _open_trusted(socket_path, data_dir, deadline)
         self._sock = sock
 
     def __enter__(self) -> Connection:
@@ -213,23 +194,10 @@ def subscribe(
     """
     line = protocol.encode_request(op, **fields)
     deadline = time.monotonic() + timeout
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock: socket.socket | None = None
     try:
         try:
-            check_directory(socket_path)
-            try:
-                _connect(sock, socket_path, deadline)
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                if data_dir is None:
-                    hint = _procs.holder_hint(socket_path)
-                    raise NotRunning(
-                        f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}"
-                    ) from None
-                _start_daemon(socket_path, data_dir, deadline)
-                sock.close()
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                _connect(sock, socket_path, deadline)
-            check_peer(sock, socket_path)
+            sock = _open_trusted(socket_path, data_dir, deadline)
             sock.settimeout(_remaining(deadline))
             sock.sendall(line)
             lines = _lines(sock)
@@ -247,7 +215,8 @@ def subscribe(
         except OSError as exc:
             raise Unreachable(f"the subscription broke: {exc.strerror or exc}") from None
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
 
 
 def _lines(sock: socket.socket) -> Iterator[bytes]:
@@ -265,6 +234,39 @@ def _lines(sock: socket.socket) -> Iterator[bytes]:
         if not chunk:
             raise Unreachable("the daemon closed the connection (resume with --since the last position processed)")
         buffer += chunk
+
+
+def _open_trusted(socket_path: str, data_dir: str | None, deadline: float) -> socket.socket:
+    """A socket connected to a daemon we trust; if none listens and ``data_dir`` is given, start one first.
+
+    Raises:
+        NotRunning: nothing listens on ``socket_path`` and auto-start is off.
+        Untrusted: the socket's directory or the peer fails a trust check.
+        OSError, TimeoutError: from connecting (the callers translate them).
+    """
+    check_directory(socket_path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            _connect(sock, socket_path, deadline)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            if data_dir is None:
+                raise _not_running(socket_path, exc) from None
+            _start_daemon(socket_path, data_dir, deadline)
+            sock.close()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            _connect(sock, socket_path, deadline)
+        check_peer(sock, socket_path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _not_running(socket_path: str, exc: OSError) -> NotRunning:
+    """The error for a socket nothing listens on, naming a lock holder whose socket file is gone."""
+    hint = _procs.holder_hint(socket_path)
+    return NotRunning(f"no daemon at {socket_path} ({exc.strerror}) and auto-start is off{hint}")
 
 
 def _exchange(socket_path: str, line: bytes, timeout: float) -> bytes:
