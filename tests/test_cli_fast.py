@@ -286,8 +286,9 @@ def environment(env: Mapping[str, str | None]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str]:
-    """What the Typer path gives: ``cli.app.main``, the app run as ``todo`` runs it when the fast path declines."""
+@contextlib.contextmanager
+def isolated(env: Mapping[str, str | None], daemon: Daemon) -> Iterator[tuple[io.StringIO, io.StringIO]]:
+    """``env`` applied, ``daemon`` standing in for the real one, and stdout and stderr captured."""
     out, err = io.StringIO(), io.StringIO()
     with (
         environment(env),
@@ -296,6 +297,12 @@ def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) ->
         contextlib.redirect_stderr(err),
     ):
         _stand_in(patch, daemon)
+        yield out, err
+
+
+def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str]:
+    """What the Typer path gives: ``cli.app.main``, the app run as ``todo`` runs it when the fast path declines."""
+    with isolated(env, daemon) as (out, err):
         try:
             typer_main(argv)
         except SystemExit as exc:
@@ -307,14 +314,7 @@ def run_typer(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) ->
 
 def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str] | None:
     """The fast path's result, or ``None`` if it declines (also on a usage error it leaves to Typer)."""
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        environment(env),
-        pytest.MonkeyPatch.context() as patch,
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        _stand_in(patch, daemon)
+    with isolated(env, daemon) as (out, err):
         invocation = _fast.parse(argv, os.environ)
         if invocation is None:
             return None
@@ -328,14 +328,7 @@ def run_fast(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> 
 
 def run_console(argv: list[str], env: Mapping[str, str | None], daemon: Daemon) -> tuple[int, str, str]:
     """What the ``todo`` console script gives: ``cli._main.main``, fast path or not."""
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        environment(env),
-        pytest.MonkeyPatch.context() as patch,
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        _stand_in(patch, daemon)
+    with isolated(env, daemon) as (out, err):
         try:
             code = _main.main(argv)
         except SystemExit as exc:
