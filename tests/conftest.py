@@ -1,8 +1,10 @@
-"""Shared fixtures of the daemon tests: a data directory, a commit gate, a running registry."""
+"""Shared fixtures: a data directory, a commit gate, a running registry, a short private directory for sockets."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -99,3 +101,11 @@ def open_registry(data_dir: str) -> OpenRegistry:
             nursery.cancel_scope.cancel()
 
     return open_
+
+
+@pytest.fixture
+def short_dir() -> Iterator[str]:
+    """A private directory under /tmp, short enough for AF_UNIX socket paths."""
+    path = tempfile.mkdtemp(prefix="todo-test-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -22,14 +20,6 @@ from tests.fake_daemon import FakeDaemon
 runner = CliRunner(env={"TODOD_NO_START": "1", "TODOD_SOCKET": None, "TODOD_DATA_DIR": None})
 
 ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False}
-
-
-@pytest.fixture
-def short_dir() -> Iterator[str]:
-    """A private directory under /tmp, short enough for AF_UNIX socket paths."""
-    path = tempfile.mkdtemp(prefix="todo-edge-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

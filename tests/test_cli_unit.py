@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,14 +24,6 @@ from tests.fake_daemon import FakeDaemon
 runner = CliRunner(env={"TODOD_NO_START": "1", "TODOD_SOCKET": None, "TODOD_DATA_DIR": None})
 
 ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False}
-
-
-@pytest.fixture
-def short_dir() -> Iterator[str]:
-    """A private directory under /tmp, short enough for AF_UNIX socket paths."""
-    path = tempfile.mkdtemp(prefix="todo-cli-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
