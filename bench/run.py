@@ -190,7 +190,7 @@ def run_load(
 
 def build_store(data_dir: Path, lists: int, entries: int) -> None:
     """A todod store with ``entries`` entries over ``lists`` lists, one of them BIG with BIG_ENTRIES."""
-    from todod._store import _open_sync  # the daemon's own schema and pragmas
+    from todod.store._sqlite import _open_sync  # the daemon's own schema and pragmas
 
     lock_fd, conn, _readers, _text_index = _open_sync(str(data_dir), 0, True)
     try:

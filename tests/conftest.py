@@ -14,7 +14,7 @@ import trio.testing
 
 from todod._registry import Registry
 from todod._server import ServerConfig, ServerFaults
-from todod._store import Store, StoreFaults, open_store
+from todod.store import Store, StoreFaults, open_store
 
 
 @pytest.fixture

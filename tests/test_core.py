@@ -14,9 +14,9 @@ import trio.testing
 from tests.conftest import CommitGate
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Change, Entry, Event
-from todod._store import MAX_GROUP, StoreError, StoreFaults, open_store
 from todod._supervisor import SupervisorEscalation
 from todod.protocol import Invalid, NotFound
+from todod.store._sqlite import MAX_GROUP, StoreError, StoreFaults, open_store
 
 DAY = datetime.date(2026, 2, 3)
 

@@ -20,8 +20,8 @@ from tests.old_schemas import make_database
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Entry, Origin, Stale
 from todod._server import RevertChanges
-from todod._store import SCHEMA_VERSION
 from todod.protocol import Compacted, Conflict, NotFound
+from todod.store._sqlite import SCHEMA_VERSION
 
 DAY = datetime.date(2026, 2, 3)
 LATER = datetime.date(2026, 3, 4)

@@ -16,8 +16,8 @@ import trio
 
 from todod import _query
 from todod._core import Core, open_core
-from todod._store import DB_NAME, SCHEMA_VERSION, open_store
 from todod.protocol import BadRequest, Invalid, parse_request
+from todod.store._sqlite import DB_NAME, SCHEMA_VERSION, open_store
 
 D = datetime.date
 

@@ -15,8 +15,8 @@ from tests.conftest import CommitGate, OpenRegistry
 from todod._model import Entry, TodoList
 from todod._registry import REAP_TICK, Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, Op, ServerConfig, ServerFaults, UpdateEntry
-from todod._store import Batch, StoreError, StoreFaults, open_store
 from todod.protocol import Internal, Invalid, NotFound, Timeout, TodoError, Unavailable
+from todod.store._sqlite import Batch, StoreError, StoreFaults, open_store
 
 DAY = datetime.date(2026, 2, 3)
 

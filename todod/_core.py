@@ -53,10 +53,10 @@ from todod._server import (
     ServerFaults,
     UpdateEntry,
 )
-from todod._store import Store, StoreError, StoreFaults, open_store
 from todod._subscription import Hub
 from todod._supervisor import ChildSpec, Supervisor
 from todod.protocol import MAX_FIND, Compacted, Conflict, Invalid, NotFound, Timeout
+from todod.store import Store, StoreError, StoreFaults, open_store
 
 #: Most changes one undo or redo request reverts (each is one change of the
 #: log, all committed together): a bound on the plan read and held in memory.
@@ -420,10 +420,13 @@ async def open_core(
     store_faults: StoreFaults | None = None,
     server_faults: ServerFaults | None = None,
     full_text: bool = True,
+    store_uri: str | None = None,
 ) -> AsyncIterator[Core]:
     """Open the store and run the core's task tree for the body's duration.
 
     ``full_text=False`` leaves out the FTS5 title index (searches scan).
+    ``store_uri`` selects the store's backend (see :func:`todod.store.open_store`;
+    None: SQLite in ``data_dir``).
 
     Raises:
         StoreError: the store cannot be opened.
@@ -432,7 +435,9 @@ async def open_core(
     """
     config = config or CoreConfig()
     async with (
-        open_store(data_dir, faults=store_faults, full_text=full_text, change_log=config.change_log) as store,
+        open_store(
+            data_dir, uri=store_uri, faults=store_faults, full_text=full_text, change_log=config.change_log
+        ) as store,
         trio.open_nursery() as nursery,
     ):
         store.inline_commits = config.inline_commits

@@ -27,9 +27,9 @@ import trio
 from todod._model import NOBODY, Change, Draft, Entry, Origin, Step, TodoList
 from todod._pages import PageRequest, Snapshot, Snapshots, page_result, read_page, whole_result
 from todod._reply import ReplySlot, Wakeup
-from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
 from todod.protocol import MAX_PAGE_BYTES, MAX_PAGE_ENTRIES, Internal, Timeout, TodoError, Unavailable
+from todod.store import Store, StoreError
 
 log = logging.getLogger("todod.server")
 

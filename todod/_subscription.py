@@ -31,8 +31,8 @@ import trio
 
 from todod._log import wire_events
 from todod._model import NOBODY, Change, Origin
-from todod._store import Store
 from todod.protocol import Compacted, encode_event, encode_ok
+from todod.store import Store
 
 #: Events a subscriber may have waiting before it is switched to reading the
 #: log: 1,024 events are about 300 KiB, and a subscriber that is this far

@@ -1,4 +1,4 @@
-"""The durable store: SQLite in WAL mode with ``synchronous=FULL``.
+"""The SQLite store backend: SQLite in WAL mode with ``synchronous=FULL``.
 
 One writer task group-commits the batches of all lists in one transaction, in
 a worker thread, while the event loop gathers the next group.  Reads (loading
@@ -22,17 +22,16 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
-import outcome
 import trio
 
 from todod import _log, _query
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
-from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
-from todod.protocol import Invalid, Timeout, Unavailable
+from todod.protocol import Invalid, Timeout
+from todod.store._base import Batch, Commit, CommitListener, StoreError, StoreFaults, StoreStatistics
 
 log = logging.getLogger("todod.store")
 
@@ -135,77 +134,6 @@ _PUT = (
 _DELETE = "DELETE FROM entries WHERE list_id = ? AND id = ?"
 
 
-class StoreError(Unavailable):
-    """The store could not do what was asked; nothing of the failed write is kept."""
-
-
-@attrs.define(eq=False)
-class StoreFaults:
-    """Hooks to inject faults in tests.  Each runs in the writer's thread or task."""
-
-    #: Called in the writer thread before each transaction, with the group size.
-    before_commit: Callable[[int], None] | None = None
-    #: Called in the writer task before each group; raising crashes the writer.
-    writer_task: Callable[[], None] | None = None
-
-
-#: Called in the writer task after each committed group, with the position
-#: before its first event, the time it recorded and each list's changes
-#: (the watch hub, fed after commit; it must not block).
-CommitListener = Callable[[int, float, Sequence[tuple[str, Sequence[Change]]]], None]
-
-
-@attrs.frozen
-class StoreStatistics:
-    commits: int
-    failed_commits: int
-    batches: int
-    changes: int
-    max_group: int
-    loads: int
-    checkpoints: int
-    queued: int
-    writer_busy_seconds: float
-
-
-class Batch(Protocol):
-    """One list's batch of row-level changes, as the writer takes it (see :meth:`Store.submit`)."""
-
-    #: The list, its next id after the batch, and the changes, in order.
-    #: A batch without changes writes nothing: it is answered once every
-    #: batch queued before it is (a read that saw those batches' writes).
-    name: str
-    next_id: int
-    changes: tuple[Change, ...]
-
-    def valid(self) -> bool:
-        """False if the batch was built on a batch whose commit failed: it is then failed, not written."""
-
-    def committed(self, error: StoreError | None) -> None:
-        """The writer's answer, once: None when the batch is durable, else why it is not.
-
-        Runs in the writer's task: synchronous, quick, and it must not raise.
-        """
-
-
-class _Commit(ReplySlot):
-    """One list's batch for :meth:`Store.commit`, and the slot the writer answers it in."""
-
-    __slots__ = ("changes", "name", "next_id")
-
-    def __init__(self, name: str, next_id: int, changes: tuple[Change, ...]) -> None:
-        super().__init__()
-        self.name = name
-        self.next_id = next_id
-        self.changes = changes
-
-    def valid(self) -> bool:
-        return True
-
-    def committed(self, error: StoreError | None) -> None:
-        self.reply(outcome.Value(None) if error is None else outcome.Error(error))
-
-
 def _translate(exc: BaseException, what: str) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
@@ -273,7 +201,7 @@ def _lock_data_dir(data_dir: str) -> int:
 
 
 @attrs.define(eq=False)
-class Store:
+class SQLiteStore:
     """An open store.  Use :func:`open_store`; run :meth:`run_writer` and
     :meth:`run_checkpointer` as permanent children of the daemon's supervisor.
     """
@@ -293,6 +221,8 @@ class Store:
     inline_commits: bool = False
     #: Whether searches may use the FTS5 title index (see todod/_query.py).
     text_index: bool = attrs.field(default=False, kw_only=True)
+    #: One daemon owns the data directory (its lock): no other writer.
+    shared: bool = attrs.field(default=False, init=False)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
     _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
@@ -332,7 +262,7 @@ class Store:
 
         On cancellation the batch may or may not be committed.
         """
-        item = _Commit(name, next_id, tuple(changes))
+        item = Commit(name, next_id, tuple(changes))
         # The wait for the writer's answer below is this call's checkpoint.
         await trio.lowlevel.checkpoint_if_cancelled()
         await self.submit(item)
@@ -813,7 +743,7 @@ async def open_store(
     faults: StoreFaults | None = None,
     full_text: bool = True,
     change_log: bool = True,
-) -> AsyncIterator[Store]:
+) -> AsyncIterator[SQLiteStore]:
     """Open (creating and migrating if needed) the store in ``data_dir``.
 
     Takes an exclusive lock on the data directory for as long as it is open.
@@ -838,7 +768,7 @@ async def open_store(
     except sqlite3.Error as exc:
         await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd)
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
-    store = Store(
+    store = SQLiteStore(
         os.path.join(data_dir, DB_NAME),
         writer,
         readers,
@@ -865,4 +795,4 @@ def _close_sync(writer: sqlite3.Connection, readers: list[sqlite3.Connection], l
         os.close(lock_fd)
 
 
-__all__ = ["Batch", "Store", "StoreError", "StoreFaults", "StoreStatistics", "open_store"]
+__all__ = ["SQLiteStore", "open_store"]
