@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import SQLITE_ONLY
 from tests.old_schemas import make_database
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Entry, Origin, Stale
@@ -25,6 +26,9 @@ from todod.store._sqlite import SCHEMA_VERSION
 
 DAY = datetime.date(2026, 2, 3)
 LATER = datetime.date(2026, 3, 4)
+
+# Every test here runs on both backends unless marked SQLITE_ONLY (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
 
 
 async def in_step(core: Core) -> dict[str, dict[int, Entry]]:
@@ -243,6 +247,7 @@ def make_v1_database(data_dir: str) -> None:
         conn.commit()
 
 
+@SQLITE_ONLY
 async def test_a_database_made_before_the_log_migrates_with_no_loss(data_dir: str) -> None:
     """A schema-1 database opens with every list, entry and next id kept, migrated through, and its log in step."""
     make_v1_database(data_dir)
@@ -321,6 +326,7 @@ operations = st.lists(
 )
 
 
+@SQLITE_ONLY
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
 async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence: list[tuple[Any, ...]]) -> None:
@@ -364,6 +370,7 @@ async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence
         await in_step(core)
 
 
+@SQLITE_ONLY
 async def test_a_database_of_schema_3_migrates_and_its_old_events_read_as_untagged(data_dir: str) -> None:
     """A schema-3 database (log events in the encoding before tags) opens at version 4 with nothing lost: its
     history reads, undo reverts its old events, and new tagged events sit beside them."""

@@ -335,6 +335,8 @@ async def test_shutdown_answers_every_waiting_caller(data_dir: str, commit_gate:
 class FakeStore:
     """A store in memory: ``load`` and ``commit`` can be made to fail or to block."""
 
+    shared = False
+
     def __init__(self, next_id: int = 2) -> None:
         self.next_id = next_id
         self.load_failures = 0

@@ -24,6 +24,9 @@ from todod.protocol import encode_request
 
 DAY = datetime.date(2026, 2, 3)
 
+# Every test here runs on both backends unless marked SQLITE_ONLY (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
+
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:

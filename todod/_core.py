@@ -442,11 +442,15 @@ async def open_core(
     ):
         store.inline_commits = config.inline_commits
         hub = Hub(store)
-        store.on_commit = hub.publish
+        if store.shared:
+            store.feed = hub  # every daemon's commits, read from the log by the store's follower
+        else:
+            store.on_commit = hub.publish
         supervisor = Supervisor(config.max_restarts, config.max_seconds)
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
-        await supervisor.start_child(ChildSpec("checkpointer", store.run_checkpointer))
+        # SQLite's WAL checkpoints; on a shared store, the follower of the change log.
+        await supervisor.start_child(ChildSpec("follower" if store.shared else "checkpointer", store.run_checkpointer))
         registry = Registry(store, config.server, server_faults or ServerFaults())
         await nursery.start(registry.run)
         core = Core(store, registry, supervisor, hub)

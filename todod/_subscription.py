@@ -156,6 +156,17 @@ class Hub:
             if not subscriber.offer(events):
                 self._catchups += 1
 
+    def publish_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Hand committed events in wire form to every subscriber (a shared store's follower); never waits."""
+        if not self._subscribers:
+            return
+        for subscriber in self._subscribers:
+            if not subscriber.offer(events):
+                self._catchups += 1
+
+    def watched(self) -> bool:
+        return bool(self._subscribers)
+
     def statistics(self) -> WatchStatistics:
         return WatchStatistics(watchers=len(self._subscribers), watch_catchups=self._catchups)
 

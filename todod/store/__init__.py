@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from todod.store._base import Batch, Commit, CommitListener, Store, StoreError, StoreFaults, StoreStatistics
+from todod.store._base import (
+    Batch,
+    Commit,
+    CommitListener,
+    EventFeed,
+    StaleList,
+    Store,
+    StoreError,
+    StoreFaults,
+    StoreStatistics,
+)
 
 #: The URI schemes libpq takes for a connection URI.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -44,7 +54,10 @@ async def open_store(
         async with _sqlite.open_store(data_dir, faults=faults, full_text=full_text, change_log=change_log) as store:
             yield store
     elif is_postgres(uri):
-        raise StoreError("the PostgreSQL backend is not built yet")
+        from todod.store import _postgres
+
+        async with _postgres.open_store(uri, faults=faults, full_text=full_text, change_log=change_log) as pg:
+            yield pg
     else:
         scheme = uri.partition(":")[0]
         raise StoreError(
@@ -56,6 +69,8 @@ __all__ = [
     "Batch",
     "Commit",
     "CommitListener",
+    "EventFeed",
+    "StaleList",
     "Store",
     "StoreError",
     "StoreFaults",

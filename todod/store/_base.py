@@ -64,6 +64,10 @@ class Batch(Protocol):
     name: str
     next_id: int
     changes: tuple[Change, ...]
+    #: The list's seq the batch was built on, or None for an unchecked write.
+    #: A shared store (several daemons) answers a batch whose list is no
+    #: longer at this seq with ``StaleList`` and writes nothing of it.
+    base_seq: int | None
 
     def valid(self) -> bool:
         """False if the batch was built on a batch whose commit failed: it is then failed, not written."""
@@ -78,13 +82,14 @@ class Batch(Protocol):
 class Commit(ReplySlot):
     """One list's batch for :meth:`Store.commit`, and the slot the writer answers it in."""
 
-    __slots__ = ("changes", "name", "next_id")
+    __slots__ = ("base_seq", "changes", "name", "next_id")
 
     def __init__(self, name: str, next_id: int, changes: tuple[Change, ...]) -> None:
         super().__init__()
         self.name = name
         self.next_id = next_id
         self.changes = changes
+        self.base_seq: int | None = None
 
     def valid(self) -> bool:
         return True
@@ -93,6 +98,20 @@ class Commit(ReplySlot):
         self.reply(outcome.Value(None) if error is None else outcome.Error(error))
 
 
+
+
+class EventFeed(Protocol):
+    """Where a shared store's follower hands the committed events it reads from the log, in position order."""
+
+    def publish_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Take events in wire form; never waits."""
+
+    def watched(self) -> bool:
+        """Whether anybody watches (else a commit need not wait for its events to be handed on)."""
+
+
+class StaleList(StoreError):
+    """Another daemon changed the list since the batch was built on it: reload the list and apply the batch again."""
 
 
 class Store(Protocol):
@@ -114,6 +133,9 @@ class Store(Protocol):
     #: server then validates its cached list in every transaction (see
     #: docs/ARCHITECTURE.md, "Several daemons").
     shared: bool
+    #: What a shared store's log follower hands the events of every daemon
+    #: to (the watch hub); a store with one writer uses ``on_commit`` instead.
+    feed: EventFeed | None
 
     async def commit(self, name: str, next_id: int, changes: Sequence[Change]) -> None: ...
     async def submit(self, batch: Batch) -> None: ...
@@ -138,4 +160,14 @@ class Store(Protocol):
     def statistics(self) -> StoreStatistics: ...
 
 
-__all__ = ["Batch", "Commit", "CommitListener", "Store", "StoreError", "StoreFaults", "StoreStatistics"]
+__all__ = [
+    "Batch",
+    "Commit",
+    "CommitListener",
+    "EventFeed",
+    "StaleList",
+    "Store",
+    "StoreError",
+    "StoreFaults",
+    "StoreStatistics",
+]

@@ -31,7 +31,7 @@ from todod import _log, _query
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
 from todod.paths import ensure_private_dir
 from todod.protocol import Invalid, Timeout
-from todod.store._base import Batch, Commit, CommitListener, StoreError, StoreFaults, StoreStatistics
+from todod.store._base import Batch, Commit, CommitListener, EventFeed, StoreError, StoreFaults, StoreStatistics
 
 log = logging.getLogger("todod.store")
 
@@ -223,6 +223,8 @@ class SQLiteStore:
     text_index: bool = attrs.field(default=False, kw_only=True)
     #: One daemon owns the data directory (its lock): no other writer.
     shared: bool = attrs.field(default=False, init=False)
+    #: Unused: the writer hands its commits to ``on_commit`` itself.
+    feed: EventFeed | None = attrs.field(default=None, kw_only=True)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
     _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)

@@ -1,0 +1,1026 @@
+"""The PostgreSQL store backend: several daemons, one database.
+
+Selected by a ``postgresql://`` URI (``todod --store URI``).  psycopg 3's
+synchronous API runs in worker threads: psycopg's async API supports asyncio
+only (psycopg issue #29), and so does asyncpg.  One writer connection
+group-commits the batches of all lists in one transaction, as the SQLite
+writer does; reads go through a :mod:`psycopg_pool` pool whose threads are
+bounded by a :class:`trio.CapacityLimiter`.  Every connection runs with
+``synchronous_commit = on``: a reply is sent after the commit is flushed, and
+after the synchronous standby confirmed it when one is configured.
+
+Several daemons may write the same list, so a daemon's list servers are a
+cache, validated in every transaction (docs/ARCHITECTURE.md, "Several
+daemons"): each batch carries the list's ``seq`` it was built on
+(``Batch.base_seq``); the writer locks the lists it writes (``SELECT ... FOR
+UPDATE``, in id order) and compares; a batch whose list moved on is answered
+with :class:`StaleList`, and its list server reloads the list and applies the
+batch again.  A batch of reads is compared too (without a lock), so a read on
+any daemon sees every change acknowledged before it was sent.
+
+The change log's positions are taken from one counter row (``log_meta``),
+updated at the end of each transaction: its row lock orders the commits, so
+positions become visible in position order, without gaps, on every daemon.
+A commit ends with ``pg_notify('todod_log', position)``; each daemon's
+follower (:meth:`PostgresStore.run_checkpointer`) listens and reads the new
+events from the log (a notification is a wake-up hint, never the data) to
+feed its watch subscriptions.
+
+Every error that leaves this module is a :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import psycopg
+import psycopg_pool
+import trio
+
+from todod import _log, _query
+from todod._model import Change, Entry, TodoList
+from todod.protocol import Timeout
+from todod.store._base import (
+    Batch,
+    Commit,
+    CommitListener,
+    EventFeed,
+    StaleList,
+    StoreError,
+    StoreFaults,
+    StoreStatistics,
+)
+
+log = logging.getLogger("todod.store")
+
+#: 'todo' in ASCII, as the SQLite backend's application_id: marks the schema as ours.
+APPLICATION = "todod"
+#: The advisory lock key that serializes migrations of daemons starting at once.
+MIGRATION_LOCK = 0x746F646F
+#: The channel commits notify (a hint: the log is the data).
+CHANNEL = "todod_log"
+
+#: Schema migrations, with the SQLite backend's version numbers: version N is
+#: reached by running MIGRATIONS[N-1].  Columns keep SQLite's types (dates as
+#: ISO text, done as 0/1, tags as a JSON array), so the change log's reads
+#: (todod/_log.py) serve both backends.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE lists (
+            id BIGSERIAL PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            next_id BIGINT NOT NULL CHECK (next_id >= 1)
+        )""",
+        """CREATE TABLE entries (
+            list_id BIGINT NOT NULL REFERENCES lists(id),
+            id BIGINT NOT NULL CHECK (id >= 1),
+            date TEXT NOT NULL,
+            title TEXT NOT NULL,
+            done INTEGER NOT NULL CHECK (done IN (0, 1)),
+            PRIMARY KEY (list_id, id)
+        )""",
+    ),
+    # Version 2: versions and the change log (see todod/_log.py for the columns).
+    (
+        "ALTER TABLE entries ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE lists ADD COLUMN seq BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE lists ADD COLUMN head BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE lists ADD COLUMN base_seq BIGINT NOT NULL DEFAULT 0",
+        """CREATE TABLE base_entries (
+            list_id BIGINT NOT NULL REFERENCES lists(id),
+            id BIGINT NOT NULL,
+            date TEXT NOT NULL,
+            title TEXT NOT NULL,
+            done INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (list_id, id)
+        )""",
+        """CREATE TABLE events (
+            position BIGINT PRIMARY KEY,
+            list_id BIGINT NOT NULL REFERENCES lists(id),
+            seq BIGINT NOT NULL,
+            change BIGINT NOT NULL,
+            op TEXT NOT NULL,
+            entry BIGINT NOT NULL,
+            before TEXT,
+            after TEXT,
+            time DOUBLE PRECISION NOT NULL,
+            uid BIGINT,
+            pid BIGINT,
+            target BIGINT,
+            prev BIGINT NOT NULL
+        )""",
+        """CREATE TABLE undos (
+            list_id BIGINT NOT NULL REFERENCES lists(id),
+            target BIGINT NOT NULL,
+            undone_by BIGINT NOT NULL,
+            undone_at BIGINT NOT NULL,
+            PRIMARY KEY (list_id, target)
+        )""",
+        """CREATE TABLE log_meta (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_position BIGINT NOT NULL,
+            horizon BIGINT NOT NULL
+        )""",
+        "INSERT INTO log_meta VALUES (1, 0, 0)",
+    ),
+    # Version 3 normalized the list names SQLite had stored unstripped; a
+    # PostgreSQL database was only ever written by a todod that strips them.
+    (),
+    # Version 4: tags and the query indexes.  Tags are a JSON array in text,
+    # as in SQLite; the tag filter uses a GIN index over it as jsonb.
+    (
+        "ALTER TABLE entries ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE base_entries ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+        "CREATE INDEX entries_by_date ON entries (date)",
+        "CREATE INDEX entries_pending ON entries (date) WHERE done = 0",
+        "CREATE INDEX entries_tags ON entries USING gin ((tags::jsonb))",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: As in the SQLite backend (see there why): the writer's queue and group bounds.
+COMMIT_QUEUE = 1024
+MAX_GROUP = 512
+#: Read connections (and threads) at once.
+READ_WORKERS = 3
+#: How long the follower sleeps without a notification before it reads the
+#: log anyway: a lost connection's notifications are not replayed, and one
+#: read a second is nothing to the database.
+FOLLOW_POLL = 1.0
+#: Events per read of the log by the follower.
+FOLLOW_PAGE = 512
+#: How long a commit waits for the follower to hand its events to this
+#: daemon's watchers before the callers are answered anyway (the change is
+#: durable; only the watchers' "already seen" promise is late).
+PUBLISH_WAIT = 2.0
+#: Times a group is tried again after a deadlock or a serialization failure
+#: (two daemons creating lists at once can deadlock; PostgreSQL aborts one).
+RETRIES = 5
+
+_PUT = (
+    "INSERT INTO entries (list_id, id, date, title, done, version, tags) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (list_id, id) DO UPDATE SET date = excluded.date, title = excluded.title, "
+    "done = excluded.done, version = excluded.version, tags = excluded.tags"
+)
+_DELETE = "DELETE FROM entries WHERE list_id = %s AND id = %s"
+_INSERT_EVENT = (
+    "INSERT INTO events (position, list_id, seq, change, op, entry, before, after, time, uid, pid, target, prev) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_INSERT_UNDO = (
+    "INSERT INTO undos (list_id, target, undone_by, undone_at) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (list_id, target) DO UPDATE SET undone_by = excluded.undone_by, undone_at = excluded.undone_at"
+)
+_DELETE_UNDO = "DELETE FROM undos WHERE list_id = %s AND target = %s"
+_LIST_COLUMNS = "id, name, seq, head"
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    text = str(exc).strip() or type(exc).__name__
+    return StoreError(f"{what}: {text}")
+
+
+def redact(uri: str) -> str:
+    """``uri`` without its password, for logs and ``status``."""
+    uri = re.sub(r"^(postgres(?:ql)?://[^:/@?]*):[^@/?]*@", r"\1:***@", uri)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", uri)
+
+
+class _Compat:
+    """A psycopg connection with the sqlite3 calls todod/_log.py makes (``?`` placeholders)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+
+
+def _connect(uri: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(uri, autocommit=autocommit, connect_timeout=10)
+    conn.execute("SET synchronous_commit = on")
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+def _check_and_migrate(conn: psycopg.Connection[Any], where: str) -> None:
+    """Create or migrate the schema; daemons starting at once take turns on an advisory lock."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS todod_schema ("
+            "id INTEGER PRIMARY KEY CHECK (id = 1), application TEXT NOT NULL, version INTEGER NOT NULL)"
+        )
+        row = conn.execute("SELECT application, version FROM todod_schema").fetchone()
+        if row is None:
+            tables = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'todod_schema'"
+            ).fetchone()
+            if tables is not None and tables[0]:
+                raise StoreError(f"{where} holds tables that are not todod's; refusing to touch it")
+            conn.execute("INSERT INTO todod_schema VALUES (1, %s, 0)", (APPLICATION,))
+            version = 0
+        else:
+            if row[0] != APPLICATION:
+                raise StoreError(f"{where} is not a todod database ({row[0]!r}); refusing to touch it")
+            version = int(row[1])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{where} has schema version {version}, newer than this todod knows ({SCHEMA_VERSION}); "
+                "upgrade todod, it will not touch data it does not understand"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for step in MIGRATIONS[target - 1]:
+                conn.execute(step)
+            conn.execute("UPDATE todod_schema SET version = %s", (target,))
+            log.info("migrated %s to schema version %d", where, target)
+
+
+def _ensure_text_index(conn: psycopg.Connection[Any], enabled: bool) -> bool:
+    """A trigram index over the titles if pg_trgm can be had (else searches scan with LIKE)."""
+    if not enabled:
+        return False
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS entries_title_trgm ON entries USING gin (lower(title) gin_trgm_ops)"
+            )
+    except psycopg.Error as exc:
+        log.warning("no trigram index for searches (pg_trgm: %s); searches scan the titles", str(exc).strip())
+        return False
+    return True
+
+
+def _last_position(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT last_position FROM log_meta").fetchone()
+    return int(row[0]) if row else 0
+
+
+@attrs.define(eq=False)
+class _Follower:
+    """What the follower has handed to the watchers: every event up to ``published``."""
+
+    published: int = 0
+    changed: trio.Event = attrs.field(factory=trio.Event)
+    hint: trio.Event = attrs.field(factory=trio.Event)
+
+    def advance(self, position: int) -> None:
+        if position > self.published:
+            self.published = position
+            self.changed.set()
+            self.changed = trio.Event()
+
+
+@attrs.define(eq=False)
+class PostgresStore:
+    """An open PostgreSQL store.  Use :func:`open_store`; run :meth:`run_writer` and
+    :meth:`run_checkpointer` (here: the log follower) as permanent children.
+    """
+
+    uri: str
+    path: str
+    _writer_conn: psycopg.Connection[Any]
+    _pool: psycopg_pool.ConnectionPool[Any]
+    faults: StoreFaults = attrs.field(factory=StoreFaults)
+    change_log: bool = True
+    _position: int = 0
+    on_commit: CommitListener | None = None
+    #: What the follower hands every daemon's events to (the watch hub).
+    feed: EventFeed | None = None
+    #: Accepted for the interface; commits always run in a worker thread here.
+    inline_commits: bool = False
+    text_index: bool = attrs.field(default=False, kw_only=True)
+    #: Other daemons may write the same lists.
+    shared: bool = attrs.field(default=True, init=False)
+    _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[Batch] = attrs.field(init=False)
+    _pending: dict[str, int] = attrs.field(factory=dict, init=False)
+    _group_done: trio.Event | None = attrs.field(default=None, init=False)
+    _went_idle: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _follower: _Follower = attrs.field(factory=_Follower, init=False)
+    _busy_since: float | None = attrs.field(default=None, init=False)
+    _commits: int = attrs.field(default=0, init=False)
+    _failed: int = attrs.field(default=0, init=False)
+    _batches: int = attrs.field(default=0, init=False)
+    _changes: int = attrs.field(default=0, init=False)
+    _max_group: int = attrs.field(default=0, init=False)
+    _loads: int = attrs.field(default=0, init=False)
+    _stale: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._read_limiter = trio.CapacityLimiter(READ_WORKERS)
+        self._send, self._receive = trio.open_memory_channel[Batch](COMMIT_QUEUE)
+        self._follower.published = self._position
+
+    # --- writes -------------------------------------------------------------
+
+    async def commit(self, name: str, next_id: int, changes: Sequence[Change]) -> None:
+        """Make one list's batch durable, unchecked (no ``base_seq``); return once it is committed.
+
+        Raises:
+            StoreError: the transaction failed; nothing of it is kept.
+        """
+        item = Commit(name, next_id, tuple(changes))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await self.submit(item)
+        await item.wait()
+
+    async def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` for the writer (see the SQLite backend's :meth:`submit`, the same contract)."""
+        name = batch.name
+        self._pending[name] = self._pending.get(name, 0) + 1
+        try:
+            try:
+                self._send.send_nowait(batch)
+            except trio.WouldBlock:
+                await self._send.send(batch)
+        except BaseException as exc:
+            self._done(name)
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                raise StoreError("the store is closed") from None
+            raise
+
+    def _done(self, name: str) -> None:
+        left = self._pending[name] - 1
+        if left:
+            self._pending[name] = left
+        else:
+            del self._pending[name]
+
+    def _answer(self, batch: Batch, error: StoreError | None) -> None:
+        self._done(batch.name)
+        try:
+            batch.committed(error)
+        except Exception:
+            log.exception("answering a commit failed")
+
+    async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit queued batches in groups, one transaction per group, and answer each batch.
+
+        A batch of a list that another daemon changed since the batch was
+        built is answered with :class:`StaleList` and nothing of it is
+        written; the others of the group are.  Never returns; on
+        cancellation a transaction already in its thread is finished first.
+        """
+        task_status.started()
+        while True:
+            group = [await self._receive.receive()]
+            while len(group) < MAX_GROUP:
+                try:
+                    group.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            error: StoreError | None = StoreError("the store's writer crashed; the change was not kept")
+            stale: set[int] = set()
+            unanswered = group
+            try:
+                if self.faults.writer_task is not None:
+                    self.faults.writer_task()
+                unanswered = []
+                for item in group:
+                    if item.valid():
+                        unanswered.append(item)
+                    else:
+                        self._answer(item, StoreError(f"an earlier commit of list {item.name!r} failed; not applied"))
+                self._busy_since = trio.current_time()
+                checked = [item for item in unanswered if item.changes or item.base_seq is not None]
+                if not checked:
+                    error = None
+                else:
+                    error, stale, last = await trio.to_thread.run_sync(self._write_group, checked)
+                    stale_items = {id(checked[i]) for i in stale}
+                    if error is None and last and self.feed is not None and self.feed.watched():
+                        # Before the callers are answered: a client that has
+                        # its reply finds its change in this daemon's watches.
+                        await self._wait_published(last)
+                    for item in unanswered:
+                        if id(item) in stale_items:
+                            self._stale += 1
+                            self._answer(
+                                item, StaleList(f"list {item.name!r} was changed by another daemon; reloading")
+                            )
+                    unanswered = [item for item in unanswered if id(item) not in stale_items]
+            finally:
+                self._busy_since = None
+                for item in unanswered:
+                    self._answer(item, error)
+                if self._group_done is not None:
+                    self._group_done.set()
+                    self._group_done = None
+                if self.idle():
+                    self._went_idle.set()
+                    self._went_idle = trio.Event()
+
+    async def _wait_published(self, position: int) -> None:
+        follower = self._follower
+        with trio.move_on_after(PUBLISH_WAIT):
+            while follower.published < position:
+                follower.hint.set()
+                await follower.changed.wait()
+
+    async def wait_committed(self, name: str) -> None:
+        """Wait until every batch of list ``name`` queued so far has been answered."""
+        while self._pending.get(name):
+            if self._group_done is None:
+                self._group_done = trio.Event()
+            await self._group_done.wait()
+
+    def _write_group(self, group: list[Batch]) -> tuple[StoreError | None, set[int], int]:
+        """Runs in a worker thread: one transaction for the group, tried again after a deadlock.
+
+        Returns the group's error (None: committed), the indexes of its
+        stale batches (not written), and the position of its last event.
+        """
+        for attempt in range(RETRIES + 1):
+            conn = self._writer_conn
+            try:
+                if conn.broken or conn.closed:
+                    self._writer_conn = conn = _connect(self.uri)
+                if self.faults.before_commit is not None and any(item.changes for item in group):
+                    # As on SQLite, where reads never reach the writer: only groups that write.
+                    self.faults.before_commit(len(group))
+                stale, last = self._transaction(conn, group)
+                self._commits += 1
+                written = [item for i, item in enumerate(group) if i not in stale and item.changes]
+                self._batches += len(written)
+                self._changes += sum(len(item.changes) for item in written)
+                self._max_group = max(self._max_group, len(group))
+                return None, stale, last
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                _rollback(conn)
+                if attempt == RETRIES:
+                    return self._failure(exc, len(group))
+                log.info("group commit retried after %s", type(exc).__name__)
+            except Exception as exc:
+                _rollback(conn)
+                return self._failure(exc, len(group))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _failure(self, exc: BaseException, size: int) -> tuple[StoreError, set[int], int]:
+        self._failed += 1
+        error = _translate(exc, "could not commit")
+        log.error("%s (%d batch(es) failed)", error, size)
+        return error, set(), 0
+
+    def _transaction(self, conn: psycopg.Connection[Any], group: list[Batch]) -> tuple[set[int], int]:
+        written_names = sorted({item.name for item in group if item.changes})
+        read_names = sorted({item.name for item in group if not item.changes} - set(written_names))
+        cur = conn.cursor()
+        lists: dict[str, tuple[int, int, int]] = {}  # name: id, seq, head
+        if written_names:
+            # Locked in id order, so two daemons' groups never wait on each other in a circle.
+            lock = f"SELECT {_LIST_COLUMNS} FROM lists WHERE name = ANY(%s) ORDER BY id FOR UPDATE"
+            rows = cur.execute(lock, (written_names,)).fetchall()
+            missing = sorted(set(written_names) - {row[1] for row in rows})
+            if missing:
+                cur.executemany(
+                    "INSERT INTO lists (name, next_id) VALUES (%s, 1) ON CONFLICT (name) DO NOTHING",
+                    [(name,) for name in missing],
+                )
+                rows = cur.execute(lock, (written_names,)).fetchall()
+            lists.update({row[1]: (int(row[0]), int(row[2]), int(row[3])) for row in rows})
+        if read_names:
+            found = cur.execute(f"SELECT {_LIST_COLUMNS} FROM lists WHERE name = ANY(%s)", (read_names,)).fetchall()
+            lists.update({row[1]: (int(row[0]), int(row[2]), int(row[3])) for row in found})
+        seqs = {name: seq for name, (_id, seq, _head) in lists.items()}
+        stale: set[int] = set()
+        accepted: list[Batch] = []
+        for index, item in enumerate(group):
+            base = item.base_seq
+            current = seqs.get(item.name, 0)
+            if base is not None and base != current:
+                stale.add(index)
+                continue
+            if item.changes:
+                last = item.changes[-1].events[-1].seq if item.changes[-1].events else current
+                seqs[item.name] = max(current, last)
+                accepted.append(item)
+        if not accepted:
+            conn.rollback()
+            return stale, 0
+        puts: list[tuple[int, int, str, str, int, int, str]] = []
+        removes: list[tuple[int, int]] = []
+        count = 0
+        for item in accepted:
+            list_id = lists[item.name][0]
+            for change in item.changes:
+                for event in change.events:
+                    count += 1
+                    e = event.after
+                    if e is not None:
+                        if removes:
+                            cur.executemany(_DELETE, removes)
+                            removes = []
+                        puts.append(
+                            (list_id, e.id, e.date.isoformat(), e.title, int(e.done), e.version, _query.tags_column(e))
+                        )
+                    else:
+                        if puts:
+                            cur.executemany(_PUT, puts)
+                            puts = []
+                        removes.append((list_id, event.entry_id))
+        if puts:
+            cur.executemany(_PUT, puts)
+        if removes:
+            cur.executemany(_DELETE, removes)
+        now = time.time()
+        last_position = 0
+        heads = {name: head for name, (_id, _seq, head) in lists.items()}
+        if self.change_log and count:
+            # Last, so that the counter's row lock (which orders every
+            # daemon's commits) is held only for the log rows and the commit.
+            row = cur.execute(
+                "UPDATE log_meta SET last_position = last_position + %s RETURNING last_position", (count,)
+            ).fetchone()
+            assert row is not None
+            last_position = int(row[0])
+            position = last_position - count
+            log_rows: list[_log.EventRow] = []
+            undone: list[tuple[int, int, int, int]] = []
+            redone: list[tuple[int, int]] = []
+            for item in accepted:
+                list_id = lists[item.name][0]
+                head = heads[item.name]
+                for change in item.changes:
+                    if change.op == "undo":
+                        undone.append((list_id, change.target or 0, change.seq, position + 1))
+                    elif change.op == "redo":
+                        redone.append((list_id, change.target or 0))
+                    position = head = _log.append_rows(log_rows, list_id, change, position, head, now)
+                heads[item.name] = head
+            cur.executemany(_INSERT_EVENT, log_rows)
+            if undone:
+                cur.executemany(_INSERT_UNDO, undone)
+            if redone:
+                cur.executemany(_DELETE_UNDO, redone)
+        updates: dict[str, tuple[int, int, int, int]] = {}
+        for item in accepted:
+            updates[item.name] = (item.next_id, seqs[item.name], heads[item.name], lists[item.name][0])
+        cur.executemany(
+            "UPDATE lists SET next_id = GREATEST(next_id, %s), seq = GREATEST(seq, %s), head = %s WHERE id = %s",
+            list(updates.values()),
+        )
+        if last_position:
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last_position)))
+        conn.commit()
+        self._position = max(self._position, last_position)
+        return stale, last_position
+
+    def idle(self) -> bool:
+        """Whether the writer has nothing queued and no transaction running."""
+        return self._busy_since is None and self._send.statistics().current_buffer_used == 0
+
+    async def wait_idle(self) -> None:
+        """Wait until the writer has committed (or failed) everything queued."""
+        while not self.idle():
+            await self._went_idle.wait()
+
+    def writer_stalled(self, limit: float) -> bool:
+        """Whether a transaction has been running for more than ``limit`` seconds."""
+        return self._busy_since is not None and trio.current_time() - self._busy_since > limit
+
+    # --- the log follower -------------------------------------------------------
+
+    async def run_checkpointer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the shared change log and hand its new events to :attr:`feed`; never returns.
+
+        PostgreSQL checkpoints itself; this backend's background task is the
+        follower instead.  It LISTENs on :data:`CHANNEL` and, at each
+        notification, at each local commit with watchers, and every
+        :data:`FOLLOW_POLL` seconds, reads the events after the last one it
+        handed on, in position order.
+        """
+        try:
+            conn = await trio.to_thread.run_sync(lambda: _connect(self.uri, autocommit=True))
+        except psycopg.Error as exc:
+            raise _translate(exc, "cannot follow the change log") from exc
+        try:
+            await trio.to_thread.run_sync(conn.execute, f"LISTEN {CHANNEL}")
+            follower = self._follower
+            follower.advance(max(self._position, await self._read(_last_position, "could not read the log")))
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, conn)
+                while True:
+                    with trio.move_on_after(FOLLOW_POLL):
+                        await follower.hint.wait()
+                    follower.hint = trio.Event()
+                    await self._follow()
+        finally:
+            conn.close()
+
+    async def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        pgconn = conn.pgconn
+        while True:
+            await trio.lowlevel.wait_readable(pgconn.socket)
+            pgconn.consume_input()
+            woken = False
+            while pgconn.notifies() is not None:
+                woken = True
+            if woken:
+                self._follower.hint.set()
+            if pgconn.status != psycopg.pq.ConnStatus.OK:
+                raise StoreError("the change log's notification connection was lost")
+
+    async def _follow(self) -> None:
+        follower = self._follower
+        while True:
+            page = await self.read_events(follower.published, None, FOLLOW_PAGE)
+            if page:
+                if self.feed is not None:
+                    self.feed.publish_events(page)
+                follower.advance(page[-1]["position"])
+            if len(page) < FOLLOW_PAGE:
+                return
+
+    # --- reads ----------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[psycopg.Connection[Any]], Any], what: str) -> Any:
+        def run() -> Any:
+            with self._pool.connection() as conn:
+                return fn(conn)
+
+        async with self._read_limiter:
+            try:
+                return await trio.to_thread.run_sync(run)
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                raise _translate(exc, what) from exc
+
+    async def load(self, name: str) -> TodoList:
+        """Load one list's committed state (an empty list if it was never written)."""
+        await self.wait_committed(name)
+
+        def read(conn: psycopg.Connection[Any]) -> TodoList:
+            row = conn.execute("SELECT id, next_id, seq FROM lists WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                return TodoList()
+            rows = conn.execute(
+                "SELECT id, date, title, done, version, tags FROM entries WHERE list_id = %s ORDER BY id", (row[0],)
+            ).fetchall()
+            entries = [
+                Entry(i, datetime.date.fromisoformat(d), t, bool(done), v, () if tags == "[]" else json.loads(tags))
+                for i, d, t, done, v, tags in rows
+            ]
+            return TodoList.from_entries(entries, row[1], row[2])
+
+        self._loads += 1
+        result: TodoList = await self._read(read, f"could not load list {name!r}")
+        return result
+
+    async def lists(self) -> list[tuple[str, int]]:
+        """Every list that has ever been written, by name, with its entry count."""
+
+        def read(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+            return [
+                (name, int(count))
+                for name, count in conn.execute(
+                    "SELECT l.name, (SELECT count(*) FROM entries e WHERE e.list_id = l.id) "
+                    "FROM lists l ORDER BY l.name COLLATE \"C\""
+                ).fetchall()
+            ]
+
+        result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
+        return result
+
+    async def find(self, query: _query.FindQuery, time_limit: float) -> tuple[list[dict[str, Any]], bool]:
+        """Entries of any list matching ``query``, from the committed state (see the SQLite backend).
+
+        Raises:
+            StoreError: the read failed.
+            Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
+        """
+        sql, params = build_find(query)
+        millis = max(1, int(time_limit * 1000))
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], bool]:
+            conn.execute(f"SET LOCAL statement_timeout = {millis}")
+            rows = conn.execute(sql, params).fetchall()
+            more = len(rows) > query.limit
+            del rows[query.limit :]
+            found = [
+                {
+                    "list": name,
+                    "id": entry_id,
+                    "date": date,
+                    "title": title,
+                    "done": bool(done),
+                    "version": version,
+                    "tags": [] if tags == "[]" else json.loads(tags),
+                }
+                for name, entry_id, date, title, done, version, tags in rows
+            ]
+            return found, more
+
+        with trio.move_on_after(time_limit):
+            try:
+                result: tuple[list[dict[str, Any]], bool] = await self._read(read, "could not run the query")
+            except StoreError as exc:
+                if "statement timeout" not in exc.message:
+                    raise
+            else:
+                return result
+        raise Timeout(f"the query did not finish within {time_limit:g} s")
+
+    # --- the change log -------------------------------------------------------
+
+    def last_position(self) -> int:
+        """The last position this daemon knows committed (its own commits and the log it followed)."""
+        return max(self._position, self._follower.published)
+
+    async def history(self, name: str, limit: int | None = None) -> dict[str, Any]:
+        """A list's events, oldest first (the last ``limit``), with its horizon, in wire form."""
+        await self.wait_committed(name)
+        result: dict[str, Any] = await self._read(
+            lambda c: _log.read_history(_Compat(c), name, limit),  # type: ignore[arg-type]
+            f"could not read the history of {name!r}",
+        )
+        return result
+
+    async def undo_plan(self, name: str, steps: int) -> _log.Plan:
+        """What undoing the last ``steps`` changes of a list reverts (see :mod:`todod._log`)."""
+        await self.wait_committed(name)
+        plan: _log.Plan = await self._read(
+            lambda c: _log.read_undo_plan(_Compat(c), name, steps),  # type: ignore[arg-type]
+            f"could not read the log of {name!r}",
+        )
+        return plan
+
+    async def redo_plan(self, name: str, steps: int) -> _log.Plan:
+        """What redoing the last ``steps`` undone changes of a list re-applies."""
+        await self.wait_committed(name)
+        plan: _log.Plan = await self._read(
+            lambda c: _log.read_redo_plan(_Compat(c), name, steps),  # type: ignore[arg-type]
+            f"could not read the log of {name!r}",
+        )
+        return plan
+
+    async def read_events(self, after: int, name: str | None, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` committed events after position ``after`` (of one list, or all), in wire form."""
+        result: list[dict[str, Any]] = await self._read(
+            lambda c: _log.read_events(_Compat(c), after, name, limit),  # type: ignore[arg-type]
+            "could not read the change log",
+        )
+        return result
+
+    async def log_horizon(self) -> int:
+        """The last position compaction dropped (0: none)."""
+        result: int = await self._read(
+            lambda c: int(c.execute("SELECT horizon FROM log_meta").fetchone()[0]),  # type: ignore[index]
+            "could not read the change log",
+        )
+        return result
+
+    async def compact(self, before: float) -> _log.Compaction:
+        """Fold the changes older than ``before`` into the lists' base state and drop them, in short transactions.
+
+        Each transaction locks the log's counter row first, so no daemon
+        commits in between, and the lists it folds.
+        """
+
+        def run() -> _log.Compaction:
+            with _connect(self.uri) as conn:
+                return _compact(conn, before)
+
+        try:
+            return await trio.to_thread.run_sync(run)
+        except psycopg.Error as exc:
+            raise _translate(exc, "could not compact the change log") from exc
+
+    async def rebuild_and_view(self) -> tuple[dict[str, dict[int, Entry]], dict[str, dict[int, Entry]]]:
+        """Every list rebuilt from its log, and as the entries table serves it (one snapshot)."""
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[dict[str, dict[int, Entry]], dict[str, dict[int, Entry]]]:
+            compat = _Compat(conn)
+            return _log.rebuild(compat), _log.read_view(compat)  # type: ignore[arg-type]
+
+        result: tuple[dict[str, dict[int, Entry]], dict[str, dict[int, Entry]]] = await self._read(
+            read, "could not read the change log"
+        )
+        return result
+
+    async def integrity_check(self) -> str:
+        """``"ok"`` when every list's entries agree with its counters (PostgreSQL checks its own pages)."""
+
+        def read(conn: psycopg.Connection[Any]) -> str:
+            rows = conn.execute(
+                "SELECT l.name FROM lists l JOIN entries e ON e.list_id = l.id GROUP BY l.id, l.name "
+                "HAVING max(e.id) >= min(l.next_id)"
+            ).fetchall()
+            return "ok" if not rows else "\n".join(f"list {r[0]!r}: an entry id at or above next_id" for r in rows)
+
+        result: str = await self._read(read, "integrity check")
+        return result
+
+    def statistics(self) -> StoreStatistics:
+        busy = 0.0 if self._busy_since is None else trio.current_time() - self._busy_since
+        return StoreStatistics(
+            commits=self._commits,
+            failed_commits=self._failed,
+            batches=self._batches,
+            changes=self._changes,
+            max_group=self._max_group,
+            loads=self._loads,
+            checkpoints=0,
+            queued=self._send.statistics().current_buffer_used,
+            writer_busy_seconds=busy,
+        )
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg.Error:
+        log.exception("rollback failed")
+
+
+_WORD_ONLY = re.compile(r"^\w+$")
+
+
+def build_find(query: _query.FindQuery) -> tuple[str, list[object]]:
+    """The PostgreSQL of a ``find`` and its parameters (the SQLite backend's :func:`todod._query.build_sql`)."""
+    where: list[str] = []
+    params: list[object] = []
+    for word in query.words:
+        if len(word) >= _query.MIN_SUBSTRING:
+            # lower(title) LIKE is what the trigram index (entries_title_trgm) serves.
+            where.append("lower(e.title) LIKE %s")
+            params.append("%" + re.sub(r"([\\%_])", r"\\\1", word) + "%")
+        elif _WORD_ONLY.match(word):
+            # A short word as a whole word, as the SQLite backend's todod_has_word.
+            where.append("lower(e.title) ~ %s")
+            params.append(r"(^|[^[:alnum:]_])" + re.escape(word) + r"([^[:alnum:]_]|$)")
+        else:
+            where.append("FALSE")
+    if query.lists is not None:
+        where.append("l.name = ANY(%s)")
+        params.append(sorted(query.lists))
+    if query.date_from is not None:
+        where.append("e.date >= %s")
+        params.append(query.date_from.isoformat())
+    if query.date_to is not None:
+        where.append("e.date <= %s")
+        params.append(query.date_to.isoformat())
+    if query.done is not None:
+        where.append(f"e.done = {int(query.done)}")
+    for tag in sorted(query.tags):
+        where.append("e.tags::jsonb @> %s::jsonb")
+        params.append(json.dumps([tag]))
+    sql = (
+        "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags "
+        "FROM entries e JOIN lists l ON l.id = e.list_id"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += ' ORDER BY e.date, l.name COLLATE "C", e.id LIMIT %s'
+    params.append(query.limit + 1)
+    return sql, params
+
+
+def _compact(conn: psycopg.Connection[Any], before: float) -> _log.Compaction:
+    """The log's compaction (todod/_log.py's, in PostgreSQL's SQL), in chunks of :data:`_log.COMPACT_CHUNK`."""
+    dropped = 0
+    while True:
+        with conn.transaction():
+            mark = int(conn.execute("SELECT horizon FROM log_meta FOR UPDATE").fetchone()[0])  # type: ignore[index]
+            row = conn.execute(
+                "SELECT position, list_id, change FROM events WHERE position > %s AND time < %s "
+                "ORDER BY position LIMIT 1 OFFSET %s",
+                (mark, before, _log.COMPACT_CHUNK - 1),
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT position, list_id, change FROM events WHERE time < %s ORDER BY position DESC LIMIT 1",
+                    (before,),
+                ).fetchone()
+            if row is None:
+                return _log.Compaction(dropped, mark)
+            cut = conn.execute(
+                "SELECT max(position) FROM events WHERE list_id = %s AND change = %s", (row[1], row[2])
+            ).fetchone()[0]  # type: ignore[index]
+            ids = [r[0] for r in conn.execute("SELECT DISTINCT list_id FROM events WHERE position <= %s", (cut,))]
+            conn.execute("SELECT 1 FROM lists WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
+            rows = conn.execute(
+                "SELECT DISTINCT ON (list_id, entry) list_id, entry, after FROM events WHERE position <= %s "
+                "ORDER BY list_id, entry, position DESC",
+                (cut,),
+            ).fetchall()
+            puts, removes = [], []
+            for list_id, entry_id, after in rows:
+                entry = _log._decode(entry_id, after)
+                if entry is None:
+                    removes.append((list_id, entry_id))
+                else:
+                    date, done, version = entry.date.isoformat(), int(entry.done), entry.version
+                    puts.append((list_id, entry.id, date, entry.title, done, version, _query.tags_column(entry)))
+            cur = conn.cursor()
+            if removes:
+                cur.executemany("DELETE FROM base_entries WHERE list_id = %s AND id = %s", removes)
+            if puts:
+                cur.executemany(
+                    "INSERT INTO base_entries (list_id, id, date, title, done, version, tags) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (list_id, id) DO UPDATE SET "
+                    "date = excluded.date, title = excluded.title, done = excluded.done, "
+                    "version = excluded.version, tags = excluded.tags",
+                    puts,
+                )
+            conn.execute(
+                "UPDATE lists l SET base_seq = m.seq FROM (SELECT list_id, max(seq) AS seq FROM events "
+                "WHERE position <= %s GROUP BY list_id) m WHERE l.id = m.list_id",
+                (cut,),
+            )
+            conn.execute(
+                "DELETE FROM undos u USING lists l WHERE l.id = u.list_id "
+                "AND (u.target <= l.base_seq OR u.undone_by <= l.base_seq)"
+            )
+            conn.execute("UPDATE log_meta SET horizon = %s", (cut,))
+            dropped += conn.execute("DELETE FROM events WHERE position <= %s", (cut,)).rowcount
+
+
+def _open_sync(
+    uri: str, full_text: bool
+) -> tuple[psycopg.Connection[Any], psycopg_pool.ConnectionPool[Any], bool, int]:
+    where = redact(uri)
+    writer = _connect(uri)
+    try:
+        _check_and_migrate(writer, where)
+        text_index = _ensure_text_index(writer, full_text)
+        position = _last_position(writer)
+        writer.commit()
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SET synchronous_commit = on")
+            conn.commit()
+            # One snapshot per read (a load's two queries, a history's walk).
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+
+        pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+            uri,
+            min_size=READ_WORKERS,
+            max_size=READ_WORKERS,
+            kwargs={"connect_timeout": 10},
+            configure=configure,
+            open=False,
+            name="todod-read",
+        )
+        pool.open(wait=True, timeout=30.0)
+    except BaseException:
+        writer.close()
+        raise
+    return writer, pool, text_index, position
+
+
+@asynccontextmanager
+async def open_store(
+    uri: str,
+    *,
+    faults: StoreFaults | None = None,
+    full_text: bool = True,
+    change_log: bool = True,
+) -> AsyncIterator[PostgresStore]:
+    """Connect to the PostgreSQL database ``uri`` names, creating or migrating todod's schema.
+
+    Several daemons may open the same database at once.  On exit every
+    connection is closed; the caller must have stopped the writer first.
+
+    Raises:
+        StoreError: the database cannot be reached, holds tables that are not
+            todod's, or has a schema newer than ours.
+    """
+    try:
+        writer, pool, text_index, position = await trio.to_thread.run_sync(_open_sync, uri, full_text)
+    except (psycopg.Error, psycopg_pool.PoolTimeout, StoreError) as exc:
+        raise _translate(exc, f"cannot open the store {redact(uri)}") from exc
+    store = PostgresStore(
+        uri, redact(uri), writer, pool, faults or StoreFaults(), change_log, position, text_index=text_index
+    )
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_close_sync, store)
+
+
+def _close_sync(store: PostgresStore) -> None:
+    try:
+        store._pool.close()
+    finally:
+        store._writer_conn.close()
+
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StaleList", "open_store", "redact"]
