@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.conftest import backend_env
 from tests.daemon import TODO, Daemon, LineReader, PipeLines, connect, running_daemon
 from todod._core import open_core
 from todod._model import NOBODY
@@ -29,8 +30,8 @@ pytestmark = pytest.mark.usefixtures("on_backend")
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as d:
+def daemon(store_uri: str | None) -> Iterator[Daemon]:
+    with running_daemon(env=backend_env(store_uri)) as d:
         yield d
 
 
