@@ -65,6 +65,8 @@ log = logging.getLogger("todod.store")
 APPLICATION = "todod"
 #: The advisory lock key that serializes migrations of daemons starting at once.
 MIGRATION_LOCK = 0x746F646F
+#: The advisory lock key that makes compactions of several daemons take turns.
+COMPACTION_LOCK = MIGRATION_LOCK + 1
 #: The channel commits notify (a hint: the log is the data).
 CHANNEL = "todod_log"
 
@@ -787,8 +789,9 @@ class PostgresStore:
     async def compact(self, before: float) -> _log.Compaction:
         """Fold the changes older than ``before`` into the lists' base state and drop them, in short transactions.
 
-        Each transaction locks the log's counter row first, so no daemon
-        commits in between, and the lists it folds.
+        Compactions of several daemons take turns on an advisory lock; the
+        writers go on meanwhile, and the log's counter row is taken last (as
+        the writers take it), so no lock order can deadlock.
         """
 
         def run() -> _log.Compaction:
@@ -896,7 +899,8 @@ def _compact(conn: psycopg.Connection[Any], before: float) -> _log.Compaction:
     dropped = 0
     while True:
         with conn.transaction():
-            mark = int(conn.execute("SELECT horizon FROM log_meta FOR UPDATE").fetchone()[0])  # type: ignore[index]
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (COMPACTION_LOCK,))
+            mark = int(conn.execute("SELECT horizon FROM log_meta").fetchone()[0])  # type: ignore[index]
             row = conn.execute(
                 "SELECT position, list_id, change FROM events WHERE position > %s AND time < %s "
                 "ORDER BY position LIMIT 1 OFFSET %s",
@@ -912,8 +916,6 @@ def _compact(conn: psycopg.Connection[Any], before: float) -> _log.Compaction:
             cut = conn.execute(
                 "SELECT max(position) FROM events WHERE list_id = %s AND change = %s", (row[1], row[2])
             ).fetchone()[0]  # type: ignore[index]
-            ids = [r[0] for r in conn.execute("SELECT DISTINCT list_id FROM events WHERE position <= %s", (cut,))]
-            conn.execute("SELECT 1 FROM lists WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
             rows = conn.execute(
                 "SELECT DISTINCT ON (list_id, entry) list_id, entry, after FROM events WHERE position <= %s "
                 "ORDER BY list_id, entry, position DESC",
