@@ -29,6 +29,10 @@ the same).
    lists, against an empty store: <= 1.5x.
 6. The first ``entries`` of a cold 10,000-entry list against the same
    request warm: reported.
+7. Durable adds/s on PostgreSQL with 1, 2 and 3 daemons, beside the SQLite
+   daemon and raw psycopg inserts at the same group size
+   (bench/pg_throughput.py; section ``postgres``, run where PostgreSQL's
+   binaries are installed): reported.
 
 ``--quick`` uses fewer requests and finishes in under a minute; the full run
 in under five.  The table is printed and written as JSON to ``--json``
@@ -286,12 +290,12 @@ def main() -> None:
     parser.add_argument("--json", default=str(BENCH / "results" / "run.json"), help="where to write the table")
     parser.add_argument("--dir", default=None, help="where the temporary stores live (default: $TMPDIR)")
     parser.add_argument("--todod-arg", action="append", default=[], help="an extra todod argument (repeatable)")
-    parser.add_argument("--only", default="", help="comma-separated sections: load,memory,entries,start")
+    parser.add_argument("--only", default="", help="comma-separated sections: load,memory,entries,start,postgres")
     args = parser.parse_args()
     reps = max(3, args.reps)
     adds = 6_000 if args.quick else 20_000
     sequential = 400 if args.quick else 1_500
-    sections = set(args.only.split(",")) if args.only else {"load", "memory", "entries", "start"}
+    sections = set(args.only.split(",")) if args.only else {"load", "memory", "entries", "start", "postgres"}
     tmp = Path(tempfile.mkdtemp(prefix="todob-", dir=args.dir))
     table: dict[str, Any] = {"quick": args.quick, "reps": reps, "adds": adds, "todod_args": args.todod_arg}
     started = time.monotonic()
@@ -308,6 +312,14 @@ def main() -> None:
             table["memory"] = json.loads(out)
         if "entries" in sections or "start" in sections:
             table["store"] = store_section(tmp, reps, args.todod_arg)
+        if "postgres" in sections:
+            from bench import pg_throughput
+            from tests.pg import find_bindir
+
+            if find_bindir() is not None or args.only:
+                table["postgres"] = pg_throughput.measure(reps, 1500 if args.quick else 6000)
+            else:
+                print("postgres section skipped: no PostgreSQL binaries (install Debian's postgresql)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     table["seconds"] = round(time.monotonic() - started, 1)
@@ -494,10 +506,15 @@ def print_table(t: dict[str, Any]) -> None:
         rows.append(
             ("first entries, cold / warm", f"{s['cold_over_warm']:.2f}x", f"cold {s['cold'] * 1e3:.1f} ms", "reported")
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else []
     print(f"medians of {t['reps']} interleaved repetitions{' (quick)' if t['quick'] else ''}")
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if "postgres" in t:
+        from bench import pg_throughput
+
+        print()
+        pg_throughput.print_table(t["postgres"])
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 The cluster listens on a Unix socket in its own directory only
 (``listen_addresses=''``), runs as the ``postgres`` user when the tests run
 as root (``initdb`` refuses root), and is stopped with ``pg_ctl`` afterwards.
-It runs with ``fsync=off``: the tests kill daemons, never the cluster, so
-they do not need its durability, and CI stays fast.  Each test gets a fresh
+The tests' cluster runs with ``fsync=off``: they kill daemons, never the
+cluster, so they do not need its durability, and CI stays fast; the
+benchmarks' (``durable=True``) runs with PostgreSQL's defaults, ``fsync=on``.  Each test gets a fresh
 database (:meth:`Cluster.new_database`).
 
 Where no PostgreSQL binaries exist, :func:`find_bindir` returns None and the
@@ -50,8 +51,9 @@ def _version(path: str) -> int:
 class Cluster:
     """One running cluster; :meth:`start` and :meth:`stop` bracket its life."""
 
-    def __init__(self, bindir: str) -> None:
+    def __init__(self, bindir: str, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable
         self.root = tempfile.mkdtemp(prefix="todod-pg-", dir="/tmp")
         self.data = os.path.join(self.root, "data")
         self._user: str | None = None
@@ -75,9 +77,9 @@ class Cluster:
             [
                 "-c listen_addresses=''",
                 f"-c unix_socket_directories={self.root}",
-                "-c fsync=off",
+                f"-c fsync={'on' if self.durable else 'off'}",
                 "-c synchronous_commit=on",
-                "-c full_page_writes=off",
+                f"-c full_page_writes={'on' if self.durable else 'off'}",
                 "-c max_connections=200",
                 "-c shared_buffers=32MB",
             ]
