@@ -7,6 +7,7 @@ drives them over their sockets as clients would.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import json
@@ -21,6 +22,7 @@ import psycopg
 import pytest
 
 from tests.daemon import Daemon, LineReader, connect, exchange, running_daemon, wait_until
+from todod._core import open_core
 from todod.protocol import encode_request
 
 DATE = "2026-12-01"
@@ -272,3 +274,26 @@ def test_a_foreign_database_is_refused_and_a_bad_uri_is_a_clear_error(pg_uri: st
     with pytest.raises(AssertionError, match="unknown store 'mysql'"):
         with running_daemon(env={"TODOD_STORE": "mysql://localhost/todo"}):
             pass
+
+
+async def test_a_stale_list_is_patched_from_the_log_not_reloaded(pg_uri: str, tmp_path: Any) -> None:
+    """Two cores on one database: the second, finding its cached list stale, replays the first's events onto it
+    (adds, an update, a delete) instead of loading the list again, and ends with the same list."""
+    day = datetime.date(2026, 12, 1)
+    async with (
+        open_core(str(tmp_path / "a"), store_uri=pg_uri) as a,
+        open_core(str(tmp_path / "b"), store_uri=pg_uri) as b,
+    ):
+        for title in ("one", "two", "three"):
+            await a.add("l", title, day)
+        assert [e.title for e in await b.entries("l")] == ["one", "two", "three"]
+        loads = b.store.statistics().loads
+        await a.add("l", "four", day)
+        await a.update("l", 2, title="TWO")
+        await a.delete("l", 1)
+        added = await b.add("l", "five", day)
+        assert added.id == 5, "the id was not taken after the other daemon's add"
+        assert await b.entries("l") == await a.entries("l")
+        assert [e.title for e in await b.entries("l")] == ["TWO", "three", "four", "five"]
+        assert b.store.statistics().loads == loads, "the stale list was loaded whole"
+        assert b.registry.events.reloads >= 1

@@ -603,7 +603,9 @@ class ListServer:
         """Reload the list once every batch with the store is answered (the stale ones are in ``_carry``)."""
         while self._pipeline:
             await self._room.wait()
-        state = await self._store.load(self.name)
+        # From the last state this daemon knows committed: the store patches
+        # it with what the others wrote since, or loads the list whole.
+        state = await self._store.catch_up(self.name, self._durable)
         self._durable, self._built = state, self._epoch
         self._reload = False
         self._stale_epochs.clear()

@@ -184,6 +184,17 @@ _INSERT_UNDO = (
 )
 _DELETE_UNDO = "DELETE FROM undos WHERE list_id = %s AND target = %s"
 _LIST_COLUMNS = "id, name, seq, head"
+#: A list's events after seq ``after``, newest first from its head, one
+#: query: the chain of ``prev`` positions (todod/_log.py), at most ``limit``.
+_CHAIN = """WITH RECURSIVE chain (position, prev, seq, entry, after, n) AS (
+        SELECT position, prev, seq, entry, after, 1 FROM events WHERE position = %(head)s AND seq > %(after)s
+        UNION ALL
+        SELECT e.position, e.prev, e.seq, e.entry, e.after, c.n + 1 FROM events e JOIN chain c ON e.position = c.prev
+        WHERE e.seq > %(after)s AND c.n < %(limit)s
+    ) SELECT seq, entry, after FROM chain ORDER BY seq"""
+#: Beyond this many events another daemon wrote, a stale list is loaded
+#: whole rather than patched from the log.
+CATCH_UP_MAX = 10_000
 
 
 def _translate(exc: BaseException, what: str) -> StoreError:
@@ -322,6 +333,7 @@ class PostgresStore:
     _max_group: int = attrs.field(default=0, init=False)
     _loads: int = attrs.field(default=0, init=False)
     _stale: int = attrs.field(default=0, init=False)
+    _caught_up: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._read_limiter = trio.CapacityLimiter(READ_WORKERS)
@@ -681,6 +693,45 @@ class PostgresStore:
 
         self._loads += 1
         result: TodoList = await self._read(read, f"could not load list {name!r}")
+        return result
+
+    async def catch_up(self, name: str, state: TodoList) -> TodoList:
+        """The list as the database has it now, from ``state`` (a committed state of it) and the log since.
+
+        What a list server calls after a stale batch: the events after
+        ``state.seq`` are read in one query, walking the list's chain back
+        from its head, and replayed onto ``state``, so a conflict costs the
+        events another daemon wrote, not a reload of the whole list.  Falls
+        back to :meth:`load` when the log cannot give them (compacted, the
+        change log off, too many).
+        """
+        await self.wait_committed(name)
+
+        def read(conn: psycopg.Connection[Any]) -> TodoList | None:
+            row = conn.execute("SELECT next_id, seq, head, base_seq FROM lists WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                return state if state.seq == 0 else None
+            next_id, seq, head, base_seq = (int(v) for v in row)
+            if seq == state.seq:
+                return state
+            if seq < state.seq or state.seq < base_seq or seq - state.seq > CATCH_UP_MAX or not head:
+                return None
+            rows = conn.execute(_CHAIN, {"head": head, "after": state.seq, "limit": seq - state.seq}).fetchall()
+            if [r[0] for r in rows] != list(range(state.seq + 1, seq + 1)):
+                return None  # the chain does not reach back to state.seq: not ours to patch
+            entries = state.entries.mutate()
+            for _seq, entry_id, after in rows:
+                entry = _log._decode(entry_id, after)
+                if entry is None:
+                    entries.pop(entry_id, None)
+                else:
+                    entries[entry_id] = entry
+            return TodoList(entries.finish(), max(next_id, state.next_id), seq)
+
+        result: TodoList | None = await self._read(read, f"could not read the log of {name!r}")
+        if result is None:
+            return await self.load(name)
+        self._caught_up += 1
         return result
 
     async def lists(self) -> list[tuple[str, int]]:

@@ -555,6 +555,10 @@ class SQLiteStore:
         result: TodoList = await self._read(read, f"could not load list {name!r}")
         return result
 
+    async def catch_up(self, name: str, state: TodoList) -> TodoList:
+        """The list as stored now: with one writer, that is :meth:`load` (never called: the store is not shared)."""
+        return await self.load(name)
+
     async def lists(self) -> list[tuple[str, int]]:
         """Every list that has ever been written, by name, with its entry count."""
 
