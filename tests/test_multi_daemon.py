@@ -297,3 +297,20 @@ async def test_a_stale_list_is_patched_from_the_log_not_reloaded(pg_uri: str, tm
         assert [e.title for e in await b.entries("l")] == ["TWO", "three", "four", "five"]
         assert b.store.statistics().loads == loads, "the stale list was loaded whole"
         assert b.registry.events.reloads >= 1
+
+
+def test_watch_goes_on_after_the_followers_connection_is_killed(pg_uri: str) -> None:
+    """The follower's LISTEN connection terminated by the server: it reconnects and the watch misses nothing."""
+    with started(2, pg_uri) as (first, second), psycopg.connect(pg_uri, autocommit=True) as admin:
+        watcher = Watcher(first)
+        ok(second, "add", list="f", title="before", date=DATE)
+        assert watcher.events(1)[0]["after"]["title"] == "before"
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"
+        ).fetchone()
+        assert killed is not None and killed[0] == 2, "the two followers' connections were not found"
+        for title in ("after 1", "after 2"):
+            ok(second, "add", list="f", title=title, date=DATE)
+        assert [e["after"]["title"] for e in watcher.events(2)] == ["after 1", "after 2"]
+        assert "following the change log failed" in first.log()
+        watcher.close()

@@ -108,6 +108,10 @@ class CoreStatistics:
     log_position: int
     watchers: int
     watch_catchups: int
+    #: On a shared store (PostgreSQL): batches refused because another daemon
+    #: had changed their list, and the times a list server caught up after one.
+    stale_batches: int
+    list_reloads: int
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -372,6 +376,8 @@ class Core:
             log_position=self.store.last_position(),
             watchers=self.hub.statistics().watchers,
             watch_catchups=self.hub.statistics().watch_catchups,
+            stale_batches=st.stale_batches,
+            list_reloads=ev.reloads,
         )
 
 

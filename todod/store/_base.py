@@ -53,6 +53,8 @@ class StoreStatistics:
     checkpoints: int
     queued: int
     writer_busy_seconds: float
+    #: Batches answered StaleList: another daemon had changed their list (a shared store).
+    stale_batches: int = 0
 
 
 class Batch(Protocol):

@@ -468,7 +468,6 @@ class PostgresStore:
                     # As on SQLite, where reads never reach the writer: only groups that write.
                     self.faults.before_commit(len(group))
                 stale, last = self._transaction(conn, group)
-                self._commits += 1
                 written = [item for i, item in enumerate(group) if i not in stale and item.changes]
                 self._batches += len(written)
                 self._changes += sum(len(item.changes) for item in written)
@@ -591,6 +590,7 @@ class PostgresStore:
         if last_position:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last_position)))
         conn.commit()
+        self._commits += 1  # a transaction that only checked reads is not counted
         self._position = max(self._position, last_position)
         return stale, last_position
 
@@ -617,31 +617,50 @@ class PostgresStore:
         notification, at each local commit with watchers, and every
         :data:`FOLLOW_POLL` seconds, reads the events after the last one it
         handed on, in position order.
+
+        When the database cannot be reached it says so once, tries again
+        every :data:`FOLLOW_POLL` seconds and goes on from where it was (the
+        log is the data, so nothing is missed); it does not crash, so an
+        outage of the database does not escalate through the supervisor.
         """
-        try:
-            conn = await trio.to_thread.run_sync(lambda: _connect(self.uri, autocommit=True))
-        except psycopg.Error as exc:
-            raise _translate(exc, "cannot follow the change log") from exc
-        try:
-            await trio.to_thread.run_sync(conn.execute, f"LISTEN {CHANNEL}")
-            follower = self._follower
-            follower.advance(max(self._position, await self._read(_last_position, "could not read the log")))
+        follower = self._follower
+        warned = False
+        while True:
+            try:
+                conn = await trio.to_thread.run_sync(lambda: _connect(self.uri, autocommit=True))
+            except psycopg.Error as exc:
+                conn = None
+                if not warned:
+                    log.warning("cannot follow the change log: %s; trying again", str(exc).strip())
+                    warned = True
+            if conn is not None:
+                try:
+                    await trio.to_thread.run_sync(conn.execute, f"LISTEN {CHANNEL}")
+                    warned = False
+                    task_status.started()
+                    task_status = trio.TASK_STATUS_IGNORED
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._listen, conn)
+                        while True:
+                            await self._follow()
+                            with trio.move_on_after(FOLLOW_POLL):
+                                await follower.hint.wait()
+                            follower.hint = trio.Event()
+                except* (psycopg.Error, StoreError) as group:
+                    # The listener's error comes out of its nursery in a group.
+                    log.warning("following the change log failed: %s; trying again", _first_line(group))
+                    warned = True
+                finally:
+                    conn.close()
             task_status.started()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._listen, conn)
-                while True:
-                    with trio.move_on_after(FOLLOW_POLL):
-                        await follower.hint.wait()
-                    follower.hint = trio.Event()
-                    await self._follow()
-        finally:
-            conn.close()
+            task_status = trio.TASK_STATUS_IGNORED
+            await trio.sleep(FOLLOW_POLL)
 
     async def _listen(self, conn: psycopg.Connection[Any]) -> None:
         pgconn = conn.pgconn
         while True:
             await trio.lowlevel.wait_readable(pgconn.socket)
-            pgconn.consume_input()
+            pgconn.consume_input()  # raises psycopg.OperationalError when the connection is gone
             woken = False
             while pgconn.notifies() is not None:
                 woken = True
@@ -891,7 +910,15 @@ class PostgresStore:
             checkpoints=0,
             queued=self._send.statistics().current_buffer_used,
             writer_busy_seconds=busy,
+            stale_batches=self._stale,
         )
+
+
+def _first_line(group: BaseExceptionGroup[Any]) -> str:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
