@@ -314,3 +314,20 @@ def test_watch_goes_on_after_the_followers_connection_is_killed(pg_uri: str) -> 
         assert [e["after"]["title"] for e in watcher.events(2)] == ["after 1", "after 2"]
         assert "following the change log failed" in first.log()
         watcher.close()
+
+
+def test_every_connection_cut_by_the_server_the_daemons_reconnect_and_answer(pg_uri: str) -> None:
+    """All of the daemons' connections terminated by the server (a restart, a failover): the next adds and reads
+    succeed on new connections, and nothing acknowledged is lost."""
+    with started(2, pg_uri) as (first, second), psycopg.connect(pg_uri, autocommit=True) as admin:
+        ok(first, "add", list="r", title="before", date=DATE)
+        assert [e["title"] for e in entries(second, "r")] == ["before"]
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        assert killed is not None and killed[0] >= 2 * 5, "the daemons' connections were not found"
+        ok(second, "add", list="r", title="after", date=DATE)
+        ok(first, "add", list="r", title="later", date=DATE)
+        for daemon in (first, second):
+            assert [e["title"] for e in entries(daemon, "r")] == ["before", "after", "later"]

@@ -334,6 +334,8 @@ class PostgresStore:
     _loads: int = attrs.field(default=0, init=False)
     _stale: int = attrs.field(default=0, init=False)
     _caught_up: int = attrs.field(default=0, init=False)
+    #: Set in the writer's thread while its COMMIT is on its way.
+    _committing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._read_limiter = trio.CapacityLimiter(READ_WORKERS)
@@ -478,6 +480,16 @@ class PostgresStore:
                 if attempt == RETRIES:
                     return self._failure(exc, len(group))
                 log.info("group commit retried after %s", type(exc).__name__)
+            except psycopg.OperationalError as exc:
+                # A connection lost before the COMMIT was sent (the server
+                # restarted, a failover, an idle connection cut): nothing of
+                # the group was written, so it is tried again on a new one.
+                # Lost during the COMMIT, the outcome is unknown: that is
+                # the callers' error to see (see docs/ARCHITECTURE.md).
+                if not conn.broken or self._committing or attempt == RETRIES:
+                    _rollback(conn)
+                    return self._failure(exc, len(group))
+                log.warning("the writer's connection was lost (%s); trying the group again", str(exc).strip())
             except Exception as exc:
                 _rollback(conn)
                 return self._failure(exc, len(group))
@@ -589,7 +601,11 @@ class PostgresStore:
         )
         if last_position:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last_position)))
-        conn.commit()
+        self._committing = True
+        try:
+            conn.commit()
+        finally:
+            self._committing = False
         self._commits += 1  # a transaction that only checked reads is not counted
         self._position = max(self._position, last_position)
         return stale, last_position
@@ -684,8 +700,18 @@ class PostgresStore:
 
     async def _read(self, fn: Callable[[psycopg.Connection[Any]], Any], what: str) -> Any:
         def run() -> Any:
-            with self._pool.connection() as conn:
-                return fn(conn)
+            # A read is tried once more on another connection when the pool
+            # handed out one the server had cut (reads change nothing).
+            for attempt in (1, 2):
+                try:
+                    with self._pool.connection() as conn:
+                        return fn(conn)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.broken:
+                        raise
+                    # The others were likely cut too (a server restart): check them all first.
+                    self._pool.check()
+            raise AssertionError("unreachable")  # pragma: no cover
 
         async with self._read_limiter:
             try:
