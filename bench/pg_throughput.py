@@ -19,10 +19,12 @@ repetition runs, interleaved (the order rotates):
   writer at that group size, with nothing of todod in it;
 
 each with the adds spread over 1,000 lists and with every add into one hot
-list.  Every figure is the median of ``--reps`` repetitions (at least 3),
-and the ratios are taken within each repetition, then their median.  The
-machine has 2 cores shared by the daemons, PostgreSQL and the generators, so
-read the ratios, not the absolute rates.
+list; and 2 and 3 daemons whose clients each write 1,000 lists of their own
+daemon's (``own lists``: no list is written through two daemons).  Every
+figure is the median of ``--reps`` repetitions (at least 3), and the ratios
+are taken within each repetition, then their median.  The machine has 2
+cores shared by the daemons, PostgreSQL and the generators, so read the
+ratios, not the absolute rates.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from tests.pg import Cluster, find_bindir  # noqa: E402
 CONNECTIONS = 64
 LISTS = 1000
 KINDS = ("sqlite", "pg1", "pg2", "pg3")
+#: 2 and 3 daemons, each daemon's clients on lists of their own.
+OWN = ("pg2own", "pg3own")
 
 
 def status(socket_path: str) -> dict[str, Any]:
@@ -56,14 +60,16 @@ def status(socket_path: str) -> dict[str, Any]:
     return result
 
 
-def run_load(servers: list[Server], requests: int, lists: int) -> dict[str, Any]:
+def run_load(servers: list[Server], requests: int, lists: int, own: bool = False) -> dict[str, Any]:
     """64 closed-loop connections spread over ``servers``, one generator process per server."""
     count = len(servers)
     per = [CONNECTIONS // count + (1 if i < CONNECTIONS % count else 0) for i in range(count)]
     gens = []
     first = 0
-    for server, conns in zip(servers, per, strict=True):
+    for number, (server, conns) in enumerate(zip(servers, per, strict=True)):
         argv = [PY, str(BENCH / "loadgen.py"), "--socket", server.socket, "--connections", str(conns)]
+        if own:
+            argv += ["--prefix", f"d{number}-"]
         argv += ["--requests", str(requests * conns // CONNECTIONS), "--lists", str(lists), "--first", str(first)]
         first += conns
         gens.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
@@ -90,14 +96,15 @@ def run_load(servers: list[Server], requests: int, lists: int) -> dict[str, Any]
 
 
 def daemons_run(tmp: Path, kind: str, uri: str | None, adds: int, lists: int) -> dict[str, Any]:
-    count = 1 if kind == "sqlite" else int(kind[2:])
+    count = 1 if kind == "sqlite" else int(kind[2])
+    own = kind.endswith("own")
     extra = [] if uri is None else ["--store", uri]
     servers = [Server("todod", tmp / f"{kind}-{lists}-{n}-{time.monotonic_ns()}", extra=extra) for n in range(count)]
     try:
         # Warm up: every list written once, so loading is not in the figure.
-        run_load(servers, max(lists, CONNECTIONS), lists)
+        run_load(servers, max(lists * (count if own else 1), CONNECTIONS), lists, own)
         before = [status(s.socket) for s in servers]
-        result = run_load(servers, adds, lists)
+        result = run_load(servers, adds, lists, own)
         after = [status(s.socket) for s in servers]
     finally:
         for server in servers:
@@ -156,6 +163,7 @@ def measure(reps: int, adds: int) -> dict[str, Any]:
     cluster.start()
     tmp = Path(tempfile.mkdtemp(prefix="todob-pg-"))
     runs: dict[str, list[dict[str, Any]]] = {f"{k}_{w}": [] for k in (*KINDS, "raw") for w in ("1000", "hot")}
+    runs.update({f"{k}_1000": [] for k in OWN})
     started = time.monotonic()
     try:
         for rep in range(reps):
@@ -164,6 +172,8 @@ def measure(reps: int, adds: int) -> dict[str, Any]:
                 for lists, which in ((LISTS, "1000"), (1, "hot")):
                     uri = None if kind == "sqlite" else cluster.new_database()
                     runs[f"{kind}_{which}"].append(daemons_run(tmp, kind, uri, adds, lists))
+            for kind in OWN:
+                runs[f"{kind}_1000"].append(daemons_run(tmp, kind, cluster.new_database(), adds, LISTS))
             for which in ("1000", "hot"):
                 group = max(1, round(runs[f"pg1_{which}"][-1]["group"]))
                 rate = raw_inserts(cluster.new_database(), adds, group)
@@ -179,7 +189,7 @@ def measure(reps: int, adds: int) -> dict[str, Any]:
             "group": median([r["group"] for r in rs]),
         }
     for which in ("1000", "hot"):
-        for kind in ("pg1", "pg2", "pg3"):
+        for kind in ("pg1", "pg2", "pg3", *(OWN if which == "1000" else ())):
             pairs = zip(runs[f"{kind}_{which}"], runs[f"sqlite_{which}"], runs[f"raw_{which}"], strict=True)
             ratios = [(p["per_second"] / s["per_second"], p["per_second"] / r["per_second"]) for p, s, r in pairs]
             out[f"{kind}_{which}"]["over_sqlite"] = median([a for a, _ in ratios])
@@ -193,11 +203,15 @@ def print_table(t: dict[str, Any]) -> None:
     print(f"{'':28} {'1,000 lists':>12} {'group':>6} {'/ SQLite':>9} {'/ raw':>7}   {'one list':>9} {'group':>6}"
           f" {'/ SQLite':>9} {'/ raw':>7}")  # fmt: skip
     labels = {"sqlite": "SQLite daemon", "pg1": "PostgreSQL, 1 daemon", "pg2": "PostgreSQL, 2 daemons",
-              "pg3": "PostgreSQL, 3 daemons", "raw": "raw psycopg, same group"}  # fmt: skip
+              "pg3": "PostgreSQL, 3 daemons", "pg2own": "  2 daemons, own lists", "pg3own": "  3 daemons, own lists",
+              "raw": "raw psycopg, same group"}  # fmt: skip
     for kind, label in labels.items():
         cells = []
         for which in ("1000", "hot"):
-            row = t[f"{kind}_{which}"]
+            row = t.get(f"{kind}_{which}")
+            if row is None:
+                cells.append("")
+                continue
             ratio = f"{row['over_sqlite']:.2f}x" if "over_sqlite" in row else ""
             raw = f"{row['over_raw']:.2f}x" if "over_raw" in row else ""
             cells.append(f"{row['per_second']:>12.0f} {row['group']:>6.1f} {ratio:>9} {raw:>7}")
