@@ -6,6 +6,7 @@
     ├── Supervisor.run                     (permanent children, restart intensity)
     │   ├── supervise:writer     → Store.run_writer
     │   ├── supervise:checkpointer → Store.run_checkpointer
+    │   ├── supervise:indexer    → Store.run_indexer (the search index, behind the log)
     │   ├── supervise:compactor  → Core.run_compactor (with --keep-days only)
     │   └── (the socket listener and watchdog, started by the entry point)
     └── Registry.run
@@ -442,6 +443,7 @@ async def open_core(
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
         await supervisor.start_child(ChildSpec("checkpointer", store.run_checkpointer))
+        await supervisor.start_child(ChildSpec("indexer", store.run_indexer))
         registry = Registry(store, config.server, server_faults or ServerFaults())
         await nursery.start(registry.run)
         core = Core(store, registry, supervisor, hub)
