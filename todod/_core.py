@@ -421,10 +421,12 @@ async def open_core(
     store_faults: StoreFaults | None = None,
     server_faults: ServerFaults | None = None,
     full_text: bool = True,
+    search_index: bool = True,
 ) -> AsyncIterator[Core]:
     """Open the store and run the core's task tree for the body's duration.
 
-    ``full_text=False`` leaves out the FTS5 title index (searches scan).
+    ``full_text=False`` leaves out the FTS5 title index (searches scan);
+    ``search_index=False`` (benchmarks only) keeps no search index (searches and tags scan).
 
     Raises:
         StoreError: the store cannot be opened.
@@ -433,7 +435,13 @@ async def open_core(
     """
     config = config or CoreConfig()
     async with (
-        open_store(data_dir, faults=store_faults, full_text=full_text, change_log=config.change_log) as store,
+        open_store(
+            data_dir,
+            faults=store_faults,
+            full_text=full_text,
+            change_log=config.change_log,
+            search_index=search_index,
+        ) as store,
         trio.open_nursery() as nursery,
     ):
         store.inline_commits = config.inline_commits
