@@ -76,7 +76,9 @@ _TABLES = (
         replay_until INTEGER NOT NULL
     )""",
 )
-_TEXT_TABLE = f"CREATE VIRTUAL TABLE {SCHEMA}.entry_text USING fts5(title, tokenize='trigram')"
+# columnsize=0: no per-row token counts, which only ranking (bm25) reads; the
+# positions (detail=full) stay, since a trigram search is a phrase query.
+_TEXT_TABLE = f"CREATE VIRTUAL TABLE {SCHEMA}.entry_text USING fts5(title, tokenize='trigram', columnsize=0)"
 
 
 def index_path(db_path: str) -> str:

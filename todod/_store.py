@@ -122,10 +122,11 @@ MAX_GROUP = 512
 #: each commit appends to the WAL; 256 small commits keep it to a few MiB.
 CHECKPOINT_EVERY = 256
 #: Once caught up, the indexer lets the next commits gather this long before
-#: its next step: FTS5 writes a segment per transaction, so 1,000 events a
-#: step cost it a third less CPU per add than one group's 64 (bench/write_cost.py
-#: --index-every), and queries do not wait for it (they check the log's tail).
-INDEX_DELAY = 0.1
+#: its next step: FTS5 writes a segment per transaction, so a step of 2,000
+#: events (0.5 s of adds at 4,000 a second) cost it about half the CPU per add
+#: of a step per group of 64 (bench/write_cost.py --index-every); queries do
+#: not wait for it (they check the log's tail, a few thousand events at most).
+INDEX_DELAY = 0.5
 #: Threads that may read at once (the book's three database workers).
 READ_WORKERS = 3
 #: INSERT ... RETURNING needs SQLite 3.35.
