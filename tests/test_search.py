@@ -117,6 +117,23 @@ async def test_a_lost_search_index_is_built_again_from_the_entries(data_dir: str
     assert oct(os.stat(os.path.join(data_dir, _search.INDEX_NAME)).st_mode & 0o777) == "0o600"
 
 
+async def test_an_unreadable_search_index_is_made_again(data_dir: str) -> None:
+    """A search index file that is not a database is replaced at open and built again; nothing is lost."""
+    async with open_core(data_dir) as core:
+        await seed(core)
+        await core.store.wait_indexed()
+        expected = await answers(core)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(data_dir, _search.INDEX_NAME + suffix))
+    with open(os.path.join(data_dir, _search.INDEX_NAME), "wb") as garbage:  # noqa: ASYNC230
+        garbage.write(b"not a database " * 1000)
+    async with open_core(data_dir) as core:
+        await core.store.wait_indexed()
+        assert await answers(core) == expected
+        assert index_rows(data_dir) == entry_rows(data_dir)
+
+
 async def test_an_index_behind_the_compacted_horizon_is_built_again(data_dir: str) -> None:
     """When compaction drops events the index still needed, queries scan and the indexer builds the index again."""
     faults = StoreFaults()

@@ -300,7 +300,8 @@ def run_find(
         sql, params = build_sql(query, text_index, mark)
         rows = conn.execute(sql, params).fetchall()
     finally:
-        conn.execute("COMMIT")
+        if conn.in_transaction:
+            conn.execute("COMMIT")
         conn.set_progress_handler(None, 0)
     more = len(rows) > query.limit
     del rows[query.limit :]

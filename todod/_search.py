@@ -36,11 +36,15 @@ No trio here: these functions run in worker threads.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import Sequence
 
 from todod._log import _fields
+
+log = logging.getLogger("todod.store")
 
 #: The index's file, beside todod.sqlite3 in the data directory.
 INDEX_NAME = "todod-search.sqlite3"
@@ -89,6 +93,41 @@ def index_path(db_path: str) -> str:
 def attach(conn: sqlite3.Connection, db_path: str) -> None:
     """Attach the search index to a connection on the store's file, as ``search``."""
     conn.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (f"file:{index_path(db_path)}?mode=rw",))
+
+
+def open_index(conn: sqlite3.Connection, db_path: str, text: bool, trusted: bool) -> None:
+    """Attach the search index to the indexer's connection and :func:`prepare` it.
+
+    A file SQLite cannot read (corrupt, or not a database) is removed and
+    made again, to be built from the entries: nothing in it is kept data.
+    """
+    path = index_path(db_path)
+    try:
+        attach(conn, db_path)
+        prepare(conn, text, trusted)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise  # locked, full, or out of memory: not the file's fault
+        log.warning("the search index %s cannot be read (%s); making it again", path, exc)
+        if conn.execute(f"SELECT 1 FROM pragma_database_list WHERE name = '{SCHEMA}'").fetchone():
+            conn.execute(f"DETACH DATABASE {SCHEMA}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        attach(conn, db_path)
+        prepare(conn, text, trusted)
+
+
+def rebuild_now(conn: sqlite3.Connection) -> None:
+    """Mark the index as not built, in a transaction of its own: the next steps copy the entries again."""
+    conn.execute("BEGIN")
+    try:
+        start_rebuild(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def prepare(conn: sqlite3.Connection, text: bool, trusted: bool) -> None:

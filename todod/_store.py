@@ -627,6 +627,12 @@ class Store:
                 self._indexed = await trio.to_thread.run_sync(_search.step, conn, self._position)
                 self._index_moved.set()
                 self._index_moved = trio.Event()
+            except sqlite3.IntegrityError as exc:
+                # The index disagrees with the log (a bug, or a file tampered
+                # with): it is derived data, so it is built again.
+                log.error("the search index is inconsistent (%s); building it again", exc)
+                await trio.to_thread.run_sync(_search.rebuild_now, conn)
+                continue
             except (sqlite3.Error, OSError) as exc:
                 log.warning("the search index could not be brought up to date: %s", exc)
                 await trio.sleep(1.0)  # a full disk, say: not a busy loop, and no crash of the daemon
@@ -871,8 +877,7 @@ def _open_sync(
         os.close(os.open(index, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         indexer = _connect(path)
         conns.append(indexer)
-        _search.attach(indexer, path)
-        _search.prepare(indexer, text_index, trusted=search_index)
+        _search.open_index(indexer, path, text_index, trusted=search_index)
         if not search_index:
             text_index = False
         writer.execute("PRAGMA synchronous = FULL")
