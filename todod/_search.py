@@ -98,25 +98,31 @@ def attach(conn: sqlite3.Connection, db_path: str) -> None:
 def open_index(conn: sqlite3.Connection, db_path: str, text: bool, trusted: bool) -> None:
     """Attach the search index to the indexer's connection and :func:`prepare` it.
 
-    A file SQLite cannot read (corrupt, or not a database) is removed and
-    made again, to be built from the entries: nothing in it is kept data.
+    A file of another layout, or one SQLite cannot read (corrupt, or not a
+    database), is removed and made again, to be built from the entries:
+    nothing in it is kept data.  (Dropping its tables instead would need
+    FTS5 for the text table, which is gone when FTS5 is.)
     """
     path = index_path(db_path)
     try:
         attach(conn, db_path)
-        prepare(conn, text, trusted)
+        fits = prepare(conn, text, trusted)
     except sqlite3.DatabaseError as exc:
         if isinstance(exc, sqlite3.OperationalError):
             raise  # locked, full, or out of memory: not the file's fault
         log.warning("the search index %s cannot be read (%s); making it again", path, exc)
-        if conn.execute(f"SELECT 1 FROM pragma_database_list WHERE name = '{SCHEMA}'").fetchone():
-            conn.execute(f"DETACH DATABASE {SCHEMA}")
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path + suffix)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        attach(conn, db_path)
-        prepare(conn, text, trusted)
+        fits = False
+    if fits:
+        return
+    if conn.execute(f"SELECT 1 FROM pragma_database_list WHERE name = '{SCHEMA}'").fetchone():
+        conn.execute(f"DETACH DATABASE {SCHEMA}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    attach(conn, db_path)
+    if not prepare(conn, text, trusted):
+        raise sqlite3.DatabaseError(f"could not make the search index {path}")
 
 
 def rebuild_now(conn: sqlite3.Connection) -> None:
@@ -130,40 +136,40 @@ def rebuild_now(conn: sqlite3.Connection) -> None:
         raise
 
 
-def prepare(conn: sqlite3.Connection, text: bool, trusted: bool) -> None:
-    """Make the attached index's layout match ``text``; a new or mismatched index is built afresh.
+def prepare(conn: sqlite3.Connection, text: bool, trusted: bool) -> bool:
+    """Check the attached index's layout against ``text``, making the tables in an empty file.
 
     Runs at open on the indexer's connection, before the readers attach the
     file.  ``trusted=False`` (the store runs without the change log, or
     without an indexer) marks the index as not built, so that no reader
     trusts a watermark that writes made meanwhile would not move.
+
+    Returns:
+        False if the file holds another layout (then nothing is changed).
     """
     conn.execute(f"PRAGMA {SCHEMA}.journal_mode = WAL")
     # Derived data: a crash may lose the last transactions, never corrupt the
     # file, and the watermark committed with them says where to go on from.
     conn.execute(f"PRAGMA {SCHEMA}.synchronous = NORMAL")
-    row = None
     names = {r[0] for r in conn.execute(f"SELECT name FROM {SCHEMA}.sqlite_schema WHERE type = 'table'")}
-    if "meta" in names:
-        row = conn.execute(f"SELECT layout, text FROM {SCHEMA}.meta").fetchone()
+    row = conn.execute(f"SELECT layout, text FROM {SCHEMA}.meta").fetchone() if "meta" in names else None
+    if names and (row is None or tuple(row) != (LAYOUT, int(text)) or (text and "entry_text" not in names)):
+        return False
     conn.execute("BEGIN")
     try:
-        if row is None or tuple(row) != (LAYOUT, int(text)) or (text and "entry_text" not in names):
-            for name in ("entry_text", "entry_tags", "meta"):
-                if name in names:
-                    conn.execute(f"DROP TABLE {SCHEMA}.{name}")
+        if not names:
             for statement in _TABLES:
                 conn.execute(statement)
             if text:
                 conn.execute(_TEXT_TABLE)
             conn.execute(f"INSERT INTO {SCHEMA}.meta VALUES (1, {LAYOUT}, {int(text)}, NULL, 0, -1, 0)")
-            start_rebuild(conn)
         elif not trusted:
             start_rebuild(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return True
 
 
 def start_rebuild(conn: sqlite3.Connection) -> None:
