@@ -42,7 +42,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 
-from todod._log import _fields
+from todod._log import title_and_tags
 
 log = logging.getLogger("todod.store")
 
@@ -266,20 +266,22 @@ def _apply(conn: sqlite3.Connection, position: int, replay_until: int) -> None:
     ).fetchall()
     if not rows:
         return
-    # Per entry: its state before the chunk, the tags it had at any point
-    # in the chunk, and its state after it.
-    first: dict[int, str | None] = {}
-    last: dict[int, str | None] = {}
-    seen_tags: dict[int, set[str]] = {}
-    for _pos, list_id, entry_id, before, after in rows:
+    # Per entry: its state before the chunk, the tags it had at any point in
+    # the chunk, and its state after it.  Each text is parsed once: this loop
+    # is most of the indexer's Python time.
+    first: dict[int, tuple[str, frozenset[str]] | None] = {}
+    last: dict[int, tuple[str, frozenset[str]] | None] = {}
+    seen_tags: dict[int, frozenset[str]] = {}
+    for _pos, list_id, entry_id, before_text, after_text in rows:
         key = list_id << 32 | entry_id
-        if key not in first:
-            first[key] = before
+        after = title_and_tags(after_text)
+        if key in first:
+            seen = seen_tags[key]
+        else:
+            before = first[key] = title_and_tags(before_text)
+            seen = before[1] if before is not None else frozenset()
+        seen_tags[key] = seen | after[1] if after is not None else seen
         last[key] = after
-        tags = seen_tags.setdefault(key, set())
-        for text in (before, after):
-            if text is not None:
-                tags.update(_fields(text)[4])
     # Events up to replay_until may be in the index already (a rebuild copied
     # the entries while they were committed): their entries' rows are
     # replaced whatever the states before them say.
@@ -288,20 +290,20 @@ def _apply(conn: sqlite3.Connection, position: int, replay_until: int) -> None:
     text_inserts: list[tuple[int, str]] = []
     tag_deletes: list[tuple[str, int, int]] = []
     tag_inserts: list[tuple[str, int, int]] = []
-    for key, after in last.items():
-        before = first[key]
-        old_title = None if before is None else _fields(before)[3]
-        new = None if after is None else _fields(after)
-        if replaying or old_title != (None if new is None else new[3]):
-            if replaying or old_title is not None:
+    empty: frozenset[str] = frozenset()
+    for key, new in last.items():
+        old = first[key]
+        if replaying or old is None or new is None or old[0] != new[0]:
+            if replaying or old is not None:
                 text_deletes.append((key,))
             if new is not None:
-                text_inserts.append((key, new[3]))
-        list_id, entry_id = key >> 32, key & 0xFFFFFFFF
-        keep = set(new[4]) if new is not None else set()
-        if not replaying and seen_tags[key] == keep and before is not None and set(_fields(before)[4]) == keep:
+                text_inserts.append((key, new[0]))
+        keep = new[1] if new is not None else empty
+        seen = seen_tags[key]
+        if not replaying and old is not None and seen == keep == old[1]:
             continue  # the tags never changed in the chunk: their rows are right
-        tag_deletes.extend((tag, list_id, entry_id) for tag in seen_tags[key] - keep)
+        list_id, entry_id = key >> 32, key & 0xFFFFFFFF
+        tag_deletes.extend((tag, list_id, entry_id) for tag in seen - keep)
         tag_inserts.extend((tag, list_id, entry_id) for tag in keep)
     if _has_text(conn):
         # In key order: FTS5 writes out its buffer whenever a rowid is not above the last one.
