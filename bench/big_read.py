@@ -134,6 +134,20 @@ def latency_during_reads(daemon: Daemon, readers: int) -> tuple[list[float], lis
     return hellos, adds
 
 
+def latency_report(daemon: Daemon, readers: int) -> dict[str, object]:
+    """Other clients' latency during ``readers`` paged reads of the whole list: p50, p99 and max."""
+    hellos, adds = (sorted(samples) for samples in latency_during_reads(daemon, readers))
+    return {
+        "hello_samples": len(hellos),
+        "hello_p50_ms": round(statistics.median(hellos) * 1000, 2),
+        "hello_p99_ms": round(_p99(hellos) * 1000, 2),
+        "hello_max_ms": round(hellos[-1] * 1000, 2),
+        "unrelated_add_p50_ms": round(statistics.median(adds) * 1000, 2),
+        "unrelated_add_p99_ms": round(_p99(adds) * 1000, 2),
+        "unrelated_add_max_ms": round(adds[-1] * 1000, 2),
+    }
+
+
 def _p99(ordered: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
@@ -143,12 +157,26 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--readers", type=int, default=16)
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the latency of other clients during the paged reads"
+    )
+    parser.add_argument(
+        "--daemon-arg", action="append", default=[], help="an argument for todod (repeatable), e.g. --commit-in-loop"
+    )
     args = parser.parse_args()
     root = short_tempdir()
-    daemon = Daemon(root)
+    daemon = Daemon(root, args.daemon_arg)
     try:
         daemon.start()
         fill(daemon, args.entries)
+        if args.latency_only:
+            print(
+                json.dumps(
+                    {"readers": args.readers, "daemon_args": args.daemon_arg, **latency_report(daemon, args.readers)},
+                    indent=2,
+                )
+            )
+            return
         env = {k: v for k, v in daemon.cli_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
         python, todo = _plain_venv(str(root / "plain"), str(Path(sys.executable).parent / "todo"))
@@ -163,7 +191,6 @@ def main() -> None:
             took, rss = timed([python, "-c", SQLITE_READ, db], env)
             base_times.append(took)
             base_rss.append(rss)
-        hellos, adds = (sorted(samples) for samples in latency_during_reads(daemon, args.readers))
         report = {
             "entries": args.entries,
             "reps": args.reps,
@@ -173,13 +200,7 @@ def main() -> None:
             "todo_peak_rss_mb_max": round(max(todo_rss) / 1024, 1),
             "sqlite3_peak_rss_mb_max": round(max(base_rss) / 1024, 1),
             "readers": args.readers,
-            "hello_samples": len(hellos),
-            "hello_p50_ms": round(statistics.median(hellos) * 1000, 2),
-            "hello_p99_ms": round(_p99(hellos) * 1000, 2),
-            "hello_max_ms": round(hellos[-1] * 1000, 2),
-            "unrelated_add_p50_ms": round(statistics.median(adds) * 1000, 2),
-            "unrelated_add_p99_ms": round(_p99(adds) * 1000, 2),
-            "unrelated_add_max_ms": round(adds[-1] * 1000, 2),
+            **latency_report(daemon, args.readers),
         }
         print(json.dumps(report, indent=2))
     finally:

@@ -212,9 +212,22 @@ def find(
         "done": True if done else False if pending else None,
         "tags": tag or None,
         "search": search,
-        "limit": limit,
     }
-    _found(_query(fields, options), json, _render.found)
+    try:
+        # Page by page as they come; --limit is the total, --timeout bounds each page's exchange.
+        shown, more = _paging.stream_found(
+            fields,
+            limit,
+            as_json=json,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            write=lambda text: _write(text, json),
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    if more:
+        _note(f"showing the first {shown} entries; more match (narrow the query or raise --limit)")
 
 
 @_command
@@ -246,9 +259,20 @@ def _found(result: Any, json: bool, render: Callable[[Any], str]) -> None:
 @_command
 def history(*, list_name: str, limit: int | None, **options: Unpack[Options]) -> None:
     """Show the changes made to LIST, oldest first."""
-    result = _call("history", {"list": list_name, "limit": limit}, options)
-    text = _render.dump_json(result) if options["json"] else _render.history(result, limited=limit is not None)
-    _write(text, options["json"])
+    json = options["json"]
+    try:
+        # Page by page as they come; --limit is the total (the last N), --timeout bounds each page's exchange.
+        _paging.stream_history(
+            list_name,
+            limit,
+            as_json=json,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            write=lambda text: _write(text, json),
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
 
 
 @_command

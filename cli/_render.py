@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _encode_string  # type: ignore[attr-defined]
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
 
 # Every C0 and C1 control character (Unicode category Cc), plus the bidi
 # embedding, override and isolate characters, which can make a line display in
@@ -126,18 +126,7 @@ def found(items: Sequence[Mapping[str, Any]]) -> str:
     """A table of entries of several lists (DATE, LIST, ID, DONE, TAGS, TITLE) in the order given."""
     if not items:
         return ""
-    rows = (
-        (
-            clean(str(e["date"])),
-            clean(str(e["list"])),
-            str(e["id"]),
-            "yes" if e["done"] else "no",
-            tags(e),
-            clean(str(e["title"])),
-        )
-        for e in items
-    )
-    return table(rows, header=("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE"), right=(2,))
+    return table(found_rows(items), header=FOUND_HEADER, right=FOUND_RIGHT)
 
 
 #: Bold red, for overdue entries on a terminal.
@@ -199,17 +188,36 @@ def _what(event: Mapping[str, Any]) -> str:
 def history(result: Mapping[str, Any], *, limited: bool = False) -> str:
     """A table of a list's events (SEQ, POSITION, TIME, OP, ID, VERSION, ENTRY), with a note at the horizon."""
     items: Sequence[Mapping[str, Any]] = result.get("events", [])
-    note = ""
+    note = history_note(result, limited=limited)
+    if not items:
+        return note
+    return note + table(history_rows(items), header=HISTORY_HEADER, right=HISTORY_RIGHT)
+
+
+HISTORY_HEADER: Final = ("SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY")
+HISTORY_RIGHT: Final = (0, 1, 4, 5)
+
+
+def history_note(result: Mapping[str, Any], *, limited: bool) -> str:
+    """The line that says where a list's log starts, when it starts after compacted (or older) changes.
+
+    ``result`` is the history, or its first page: the note is there when
+    the events shown reach back to the log's start.
+    """
+    items: Sequence[Mapping[str, Any]] = result.get("events", [])
     reached_start = not limited or not items or items[0].get("seq") == result.get("horizon", 0) + 1
     if reached_start and (result.get("horizon") or result.get("base_entries")):
-        note = (
+        return (
             f"(the log starts after seq {result.get('horizon', 0)}: older changes were compacted or predate the log; "
             f"{result.get('base_entries', 0)} entries come from before it)\n"
         )
-    if not items:
-        return note
-    rows = (
-        (
+    return ""
+
+
+def history_rows(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str, ...]]:
+    """The cells of :func:`history`'s table, one row per event."""
+    for e in items:
+        yield (
             str(e["seq"]),
             str(e["position"]),
             clean(str(e["time"])),
@@ -218,9 +226,85 @@ def history(result: Mapping[str, Any], *, limited: bool = False) -> str:
             str((e.get("after") or {}).get("version", "-")),
             _what(e),
         )
-        for e in items
+
+
+FOUND_HEADER: Final = ("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE")
+FOUND_RIGHT: Final = (2,)
+
+
+def found_rows(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str, ...]]:
+    """The cells of :func:`found`'s table, one row per entry."""
+    for e in items:
+        yield (
+            clean(str(e["date"])),
+            clean(str(e["list"])),
+            str(e["id"]),
+            "yes" if e["done"] else "no",
+            tags(e),
+            clean(str(e["title"])),
+        )
+
+
+class Columns:
+    """A table printed page by page: :func:`table`'s layout, each page as wide as it needs, never narrower than before.
+
+    A table of one page is exactly :func:`table`'s; a later page with a wider
+    cell widens that column from there on (the lines already printed stay).
+    """
+
+    def __init__(self, header: Sequence[str], right: Iterable[int] = ()) -> None:
+        self._header: tuple[str, ...] | None = tuple(header)
+        self._right = frozenset(right)
+        self._widths = [0] * len(header)
+
+    def page(self, rows: Iterable[Sequence[str]]) -> str:
+        """The lines of these rows (and of the header, before the first row); an empty string for none."""
+        lines = [tuple(row) for row in rows]
+        if not lines:
+            return ""
+        if self._header is not None:
+            lines.insert(0, self._header)
+            self._header = None
+        right, widths = self._right, self._widths
+        last = len(widths) - 1
+        columns: list[Sequence[str]] = []
+        for i, column in enumerate(zip(*lines, strict=True)):
+            if i == last and i not in right:
+                columns.append(column)
+                continue
+            ascii_only = "".join(column).isascii()
+            cell_widths = list(map(len, column)) if ascii_only else [width(cell) for cell in column]
+            size = widths[i] = max(widths[i], *cell_widths)
+            if i in right:
+                columns.append([" " * (size - w) + cell for cell, w in zip(column, cell_widths, strict=True)])
+            else:
+                columns.append([cell + " " * (size - w) for cell, w in zip(column, cell_widths, strict=True)])
+        return "\n".join(map(_GAP.join, zip(*columns, strict=True))) + "\n"
+
+
+def history_json_head(result: Mapping[str, Any]) -> str:
+    """The start of a streamed history in JSON, up to its events array, as :func:`dump_json` lays it out."""
+    fields = "".join(
+        f"  {json.dumps(key)}: {json.dumps(result.get(key), ensure_ascii=False)},\n"
+        for key in ("list", "horizon", "base_entries")
     )
-    return note + table(rows, header=("SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY"), right=(0, 1, 4, 5))
+    return _json_safe("{\n" + fields + '  "events": ')
+
+
+def json_array_part(items: Sequence[object], written: int, *, last: bool, indent: str = "") -> str:
+    """One page's part of a streamed JSON array, as :func:`dump_json` would lay out the whole array.
+
+    ``indent`` is the array's own indentation (its items are two spaces
+    deeper); ``written`` counts the items of the pages before.
+    """
+    deeper = indent + "  "
+    blocks = [deeper + json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n" + deeper) for item in items]
+    out = "[" if written == 0 else ""
+    if blocks:
+        out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)
+    if last:
+        out += f"\n{indent}]" if written or blocks else "]"
+    return _json_safe(out)
 
 
 def event(item: Mapping[str, Any]) -> str:

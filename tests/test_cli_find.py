@@ -82,7 +82,7 @@ def test_find_without_options_sends_no_filter_and_shows_a_table(daemon: FakeDaem
     )
     result = todo(daemon, "find")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find"}]
+    assert daemon.requests == [{"op": "find", "limit": 10_000}], "a page of the daemon's most"
     assert result.stdout == (
         "DATE        LIST  ID  DONE  TAGS  TITLE\n"
         "2026-11-30  home   2  yes   food  Buy milk\n"
@@ -106,7 +106,7 @@ def test_find_done_json_and_the_note_when_more_match(daemon: FakeDaemon) -> None
     [
         (("--pending", "--done"), 2),
         (("--limit", "0"), 2),
-        (("--limit", "10001"), 2),
+        (("--limit", "many"), 2),
         (("--from", "someday"), 65),
         (("--to", "2026-2-3"), 65),
     ],
