@@ -243,7 +243,7 @@ class Daemon:
 
 
 class _PagedConnection:
-    """One paged read (entries, find, history) through :class:`Daemon`: each page request is a call, answered by one page."""
+    """One paged read (entries, find, history) through :class:`Daemon`: each request is a call, answered by a page."""
 
     def __init__(self, daemon: Daemon, socket_path: str, timeout: float, data_dir: str | None) -> None:
         self._daemon, self._where = daemon, (socket_path, timeout, data_dir)
