@@ -90,7 +90,8 @@ def _stream(
     data_dir: str | None,
     write: Callable[[str], None],
 ) -> int:
-    fields: dict[str, Any] = {"list": list_name, "date": date, "limit": PAGE_ENTRIES}
+    # Rows, not objects: a third of the decoding time (see ROW_COLUMNS in todod/_pages.py).
+    fields: dict[str, Any] = {"list": list_name, "date": date, "limit": PAGE_ENTRIES, "form": "rows"}
     id_width = 0
     tag_width: int | None = None
     wrote_any = False
@@ -103,7 +104,14 @@ def _stream(
             if found and cursor is not None:
                 # Ask for the next page now: the daemon builds it meanwhile.
                 conn.send(protocol.encode_request("entries", **fields, after=cursor))
-            result = protocol.parse_response(line).result
+            try:
+                result = protocol.parse_response(line).result
+            except protocol.BadRequest as exc:
+                if written or "'form'" not in exc.message or "form" not in fields:
+                    raise
+                del fields["form"]  # a daemon older than rows: its objects, then
+                conn.send(protocol.encode_request("entries", **fields))
+                continue
             if isinstance(result, list):  # a whole read's answer (an older daemon)
                 result = {"next": None, "last_id": max((e["id"] for e in result), default=0), "entries": result}
             if not found:
@@ -111,6 +119,8 @@ def _stream(
                 if cursor is not None:
                     conn.send(protocol.encode_request("entries", **fields, after=cursor))
             entries = result["entries"]
+            if entries and type(entries[0]) is dict and not as_json:  # a daemon that sends objects
+                entries = [_render.row_of(e) for e in entries]
             if as_json:
                 write(_render.json_entries(entries, written, last=cursor is None))
             elif entries:

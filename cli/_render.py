@@ -326,19 +326,33 @@ def entries_header(id_width: int, tags_width: int | None = None) -> str:
     return f"{'ID':>{id_width}}  DATE        DONE  {tags_cell}TITLE\n"
 
 
-def tags_width(items: Sequence[Mapping[str, Any]]) -> int | None:
-    """The TAGS column's width for these entries, or None when none has a tag (no column)."""
-    for e in items:
-        if e.get("tags"):
+#: The fields of an entry as a row (``"form": "rows"``), as the daemon's ROW_COLUMNS.
+ROW_KEYS: Final = ("id", "date", "title", "done", "version", "tags")
+
+
+def row_of(entry: Mapping[str, Any]) -> list[Any]:
+    """An entry object as a row of :data:`ROW_KEYS` (the pages of a daemon that sends objects)."""
+    return [entry.get(key) for key in ROW_KEYS]
+
+
+def tags_width(rows: Sequence[Sequence[Any]]) -> int | None:
+    """The TAGS column's width for these rows, or None when none has a tag (no column)."""
+    for r in rows:
+        if r[5]:
             break
     else:
         return None
-    return max(len("TAGS"), *(width(tags(e)) for e in items))
+    return max(len("TAGS"), *(width(_tags_cell(r[5])) for r in rows))
 
 
-def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int | None = None) -> str:
+def _tags_cell(found: Any) -> str:
+    return clean(",".join(map(str, found))) if found else "-"
+
+
+def entry_rows(rows: Sequence[Sequence[Any]], id_width: int, tag_width: int | None = None) -> str:
     """The lines of a streamed entries table, laid out as :func:`entries` lays them out.
 
+    ``rows`` are entries as rows of :data:`ROW_KEYS`.
     Columns: the id right-aligned in ``id_width``, the date, the done mark,
     the tags if ``tag_width`` is given, the title (last, so never padded).
     A page at a time, so the widths cannot come from all the rows: the id's
@@ -347,8 +361,7 @@ def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int
     """
     out: list[str] = []
     append = out.append
-    for e in items:
-        date, title = e["date"], e["title"]
+    for entry_id, date, title, done, _version, found in rows:
         # What the daemon sends is clean: a ten-character ASCII date, a
         # printable title; only anything else takes the slow, careful way.
         if type(date) is not str or len(date) != 10 or not (date.isascii() and date.isprintable()):
@@ -357,39 +370,34 @@ def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int
         if type(title) is not str or not title.isprintable():
             title = clean(str(title))
         if tag_width is not None:
-            cell = tags(e)
+            cell = _tags_cell(found)
             title = cell + " " * (tag_width - width(cell)) + "  " + title
-        append(f"{str(e['id']).rjust(id_width)}  {date}  {'yes ' if e['done'] else 'no  '}  {title}\n")
+        append(f"{str(entry_id).rjust(id_width)}  {date}  {'yes ' if done else 'no  '}  {title}\n")
     return "".join(out)
 
 
-_WIRE_KEYS = ("id", "date", "title", "done", "version", "tags")
-
-
-def json_entries(items: Sequence[Mapping[str, Any]], written: int, *, last: bool) -> str:
+def json_entries(rows: Sequence[Any], written: int, *, last: bool) -> str:
     """One page's part of a streamed JSON array of entries, as :func:`dump_json` would indent the whole array.
 
     Args:
-        items: the page's entries.
+        rows: the page's entries, as rows of :data:`ROW_KEYS` (or as objects).
         written: how many entries earlier pages wrote.
         last: whether this is the last page (it closes the array).
     """
     blocks = []
-    for e in items:
-        if (
-            tuple(e) == _WIRE_KEYS
-            and type(e["id"]) is int
-            and type(e["done"]) is bool
-            and type(e["version"]) is int
-            and e["tags"] == []
-        ):
+    for r in rows:
+        if type(r) is dict:  # an object, from a daemon that sends them: as it is
+            blocks.append("  " + json.dumps(r, indent=2).replace("\n", "\n  "))
+            continue
+        entry_id, date, title, done, version, found = r
+        if type(entry_id) is int and type(done) is bool and type(version) is int and found == []:
             blocks.append(
-                f'  {{\n    "id": {e["id"]},\n    "date": {_string(e["date"])},\n'
-                f'    "title": {_string(e["title"])},\n    "done": {"true" if e["done"] else "false"},\n'
-                f'    "version": {e["version"]},\n    "tags": []\n  }}'
+                f'  {{\n    "id": {entry_id},\n    "date": {_string(date)},\n'
+                f'    "title": {_string(title)},\n    "done": {"true" if done else "false"},\n'
+                f'    "version": {version},\n    "tags": []\n  }}'
             )
         else:  # tags, or a shape this fast path does not know: the general way
-            blocks.append("  " + json.dumps(e, indent=2).replace("\n", "\n  "))
+            blocks.append("  " + json.dumps(dict(zip(ROW_KEYS, r, strict=True)), indent=2).replace("\n", "\n  "))
     out = "[" if written == 0 else ""
     if blocks:
         out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)

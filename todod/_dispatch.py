@@ -204,7 +204,10 @@ def _page(args: dict[str, Any]) -> PageRequest:
     snapshot, after = (None, 0) if cursor is None else parse_cursor(cursor)
     if limit is None and cursor is not None:
         limit = DEFAULT_PAGE_ENTRIES
-    return PageRequest(_date(args.get("date")), limit, snapshot, after)
+    form = args.get("form", "objects")
+    if form not in ("objects", "rows"):
+        raise Invalid(f"'form' is 'objects' or 'rows' (got {form[:40]!r})")
+    return PageRequest(_date(args.get("date")), limit, snapshot, after, form == "rows")
 
 
 def _date(text: str | None) -> datetime.date | None:

@@ -186,7 +186,13 @@ def error_from_wire(error: object) -> TodoError:
 OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "hello": {},
     "add": {"list": (str, True), "title": (str, True), "date": (str, False), "tags": (list, False)},
-    "entries": {"list": (str, True), "date": (str, False), "limit": (int, False), "after": (str, False)},
+    "entries": {
+        "list": (str, True),
+        "date": (str, False),
+        "limit": (int, False),
+        "after": (str, False),
+        "form": (str, False),
+    },
     "lists": {},
     "update": {
         "list": (str, True),
