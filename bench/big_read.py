@@ -148,6 +148,25 @@ def latency_report(daemon: Daemon, readers: int) -> dict[str, object]:
     }
 
 
+def compare_latency(daemon: Daemon, reps: int, readers: int, other_args: list[str]) -> dict[str, object]:
+    """Other clients' latency during big reads, the daemon restarted on the same data with each argument set in turn."""
+    arms = {"A": list(daemon.extra_args), "B": list(daemon.extra_args) + other_args}
+    runs: dict[str, list[dict[str, object]]] = {"A": [], "B": []}
+    for _ in range(reps):
+        for arm, extra in arms.items():
+            daemon.stop()
+            daemon.extra_args = extra
+            daemon.start(timeout=60)
+            runs[arm].append(latency_report(daemon, readers))
+    keys = ("hello_p99_ms", "unrelated_add_p50_ms", "unrelated_add_p99_ms", "unrelated_add_max_ms")
+    report: dict[str, object] = {"reps": reps, "readers": readers, "A_args": arms["A"], "B_args": arms["B"]}
+    for key in keys:
+        a = [float(run[key]) for run in runs["A"]]  # type: ignore[arg-type]
+        b = [float(run[key]) for run in runs["B"]]  # type: ignore[arg-type]
+        report[key] = {"A": a, "B": b, "median_A": statistics.median(a), "median_B": statistics.median(b)}
+    return report
+
+
 def _p99(ordered: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
@@ -163,12 +182,21 @@ def main() -> None:
     parser.add_argument(
         "--daemon-arg", action="append", default=[], help="an argument for todod (repeatable), e.g. --commit-in-loop"
     )
+    parser.add_argument(
+        "--compare",
+        metavar="ARGS",
+        help="with --latency-only: restart the daemon on the same data, in turn with --daemon-arg's and with these "
+        "space-separated todod arguments, --reps times each (a same-run A/B), e.g. '--switch-interval 5'",
+    )
     args = parser.parse_args()
     root = short_tempdir()
     daemon = Daemon(root, args.daemon_arg)
     try:
         daemon.start()
         fill(daemon, args.entries)
+        if args.latency_only and args.compare is not None:
+            print(json.dumps(compare_latency(daemon, args.reps, args.readers, args.compare.split()), indent=2))
+            return
         if args.latency_only:
             print(
                 json.dumps(

@@ -219,10 +219,12 @@ def stream_found(
     timeout: float,
     data_dir: str | None,
     write: Callable[[str], None] = _render.write,
+    render: Callable[[list[dict[str, Any]]], str] | None = None,
 ) -> tuple[int, bool]:
     """Every entry a ``find`` matches (the first ``total``), page by page, written out as they come.
 
-    The human table is laid out a page at a time (:class:`cli._render.Columns`).
+    The human table is laid out a page at a time (:class:`cli._render.Columns`),
+    or by ``render``, called with each page's entries.
 
     Returns:
         How many entries were written, and whether more matched beyond ``total``.
@@ -230,6 +232,25 @@ def stream_found(
     Raises:
         TodoError: as :func:`cli._client.request`; what was written stays written.
     """
+    collecting = gc.isenabled()
+    gc.disable()  # acyclic pages, as in stream_entries
+    try:
+        return _stream_found(fields, total, as_json, socket_path, timeout, data_dir, write, render)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _stream_found(
+    fields: dict[str, Any],
+    total: int | None,
+    as_json: bool,
+    socket_path: str,
+    timeout: float,
+    data_dir: str | None,
+    write: Callable[[str], None],
+    render: Callable[[list[dict[str, Any]]], str] | None,
+) -> tuple[int, bool]:
     columns = _render.Columns(_render.FOUND_HEADER, _render.FOUND_RIGHT)
     written = 0
     more = False
@@ -244,7 +265,7 @@ def stream_found(
             if as_json:
                 write(_render.json_array_part(entries, written, last=last) + ("\n" if last else ""))
             else:
-                write(columns.page(_render.found_rows(entries)))
+                write(columns.page(_render.found_rows(entries)) if render is None else render(entries))
             written += len(entries)
     return written, more
 
@@ -267,6 +288,24 @@ def stream_history(
     Raises:
         TodoError: as :func:`cli._client.request`; what was written stays written.
     """
+    collecting = gc.isenabled()
+    gc.disable()  # acyclic pages, as in stream_entries
+    try:
+        return _stream_history(list_name, total, as_json, socket_path, timeout, data_dir, write)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _stream_history(
+    list_name: str,
+    total: int | None,
+    as_json: bool,
+    socket_path: str,
+    timeout: float,
+    data_dir: str | None,
+    write: Callable[[str], None],
+) -> int:
     columns = _render.Columns(_render.HISTORY_HEADER, _render.HISTORY_RIGHT)
     written = 0
     first = {"list": list_name, "limit": total}

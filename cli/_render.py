@@ -146,22 +146,35 @@ def agenda(items: Sequence[Mapping[str, Any]], today: str, color: bool) -> str:
         entries as aligned rows (LIST, ID, TAGS, TITLE) indented by two
         spaces; the columns line up across all groups.
     """
-    if not items:
-        return ""
-    rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
-    lines = table(rows, right=(1,)).splitlines()
-    out: list[str] = []
-    current = None
-    for entry, line in zip(items, lines, strict=True):
-        date = str(entry["date"])
-        overdue = date < today
-        if date != current:
-            current = date
-            label = "overdue" if overdue else "today" if date == today else ""
-            heading = f"{clean(date)}  {label}".rstrip()
-            out.append(f"{_OVERDUE_ON}{heading}{_OVERDUE_OFF}" if color and overdue else heading)
-        out.append(f"  {_OVERDUE_ON}{line}{_OVERDUE_OFF}" if color and overdue else f"  {line}")
-    return "\n".join(out) + "\n"
+    return Agenda(today, color).page(items)
+
+
+class Agenda:
+    """:func:`agenda` page by page: the columns as :class:`Columns` lays them out, a heading at each new date."""
+
+    def __init__(self, today: str, color: bool) -> None:
+        self._today, self._color = today, color
+        self._columns = Columns(None, right=(1,), count=4)
+        self._current: str | None = None
+
+    def page(self, items: Sequence[Mapping[str, Any]]) -> str:
+        """The lines of these entries (pending, in date order, with their ``list``), headings included."""
+        if not items:
+            return ""
+        rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
+        lines = self._columns.page(rows).splitlines()
+        out: list[str] = []
+        on, off = (_OVERDUE_ON, _OVERDUE_OFF) if self._color else ("", "")
+        for entry, line in zip(items, lines, strict=True):
+            date = str(entry["date"])
+            overdue = date < self._today
+            if date != self._current:
+                self._current = date
+                label = "overdue" if overdue else "today" if date == self._today else ""
+                heading = f"{clean(date)}  {label}".rstrip()
+                out.append(f"{on}{heading}{off}" if overdue else heading)
+            out.append(f"  {on}{line}{off}" if overdue else f"  {line}")
+        return "\n".join(out) + "\n"
 
 
 def use_color(stream: Any) -> bool:
@@ -252,13 +265,13 @@ class Columns:
     cell widens that column from there on (the lines already printed stay).
     """
 
-    def __init__(self, header: Sequence[str], right: Iterable[int] = ()) -> None:
-        self._header: tuple[str, ...] | None = tuple(header)
+    def __init__(self, header: Sequence[str] | None, right: Iterable[int] = (), count: int = 0) -> None:
+        self._header: tuple[str, ...] | None = None if header is None else tuple(header)
         self._right = frozenset(right)
-        self._widths = [0] * len(header)
+        self._widths = [0] * (count if header is None else len(header))
 
     def page(self, rows: Iterable[Sequence[str]]) -> str:
-        """The lines of these rows (and of the header, before the first row); an empty string for none."""
+        """The lines of these rows (and of the header, if any, before the first row); an empty string for none."""
         lines = [tuple(row) for row in rows]
         if not lines:
             return ""

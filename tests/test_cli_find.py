@@ -131,7 +131,7 @@ def test_today_asks_for_pending_up_to_today_and_groups_by_date(daemon: FakeDaemo
     )
     result = todo(daemon, "today")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False}]
+    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False, "limit": 10_000}]
     assert result.stdout == (
         "2026-11-28  overdue\n"
         "  home   3  bills  Pay rent\n"
@@ -214,7 +214,13 @@ def test_entries_takes_a_relative_date(daemon: FakeDaemon) -> None:
     """`todo entries --date yesterday` sends yesterday's ISO date."""
     daemon.answer([])
     assert todo(daemon, "entries", "home", "--date", "yesterday").exit_code == 0
-    assert daemon.requests[0] == {"op": "entries", "list": "home", "date": "2026-12-01", "limit": 10_000}
+    assert daemon.requests[0] == {
+        "op": "entries",
+        "list": "home",
+        "date": "2026-12-01",
+        "limit": 10_000,
+        "form": "rows",
+    }
 
 
 def test_an_unknown_date_word_is_invalid_data(daemon: FakeDaemon) -> None:

@@ -68,3 +68,17 @@ def test_history_streams_every_page_and_limit_is_the_last_n(daemon: Daemon) -> N
     table = todo(daemon, "history", "b", "--limit", "500").stdout.splitlines()
     assert table[0].split() == ["SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY"]
     assert len(table) == 501 and table[1].split()[0] == "101" and table[-1].split()[0] == "600"
+
+
+def test_today_streams_every_page_under_its_date_headings(daemon: Daemon) -> None:
+    """`todo today` shows all 1,200 overdue entries over seven pages, one heading per date, columns never narrowing."""
+    assert len(json.loads(todo(daemon, "today", "--json").stdout)) == len(TITLES)
+    lines = todo(daemon, "today").stdout.splitlines()
+    assert [line for line in lines if not line.startswith("  ")] == [
+        "2026-01-01  overdue",
+        "2026-01-02  overdue",
+        "2026-01-03  overdue",
+    ]
+    assert len(lines) == 3 + len(TITLES)
+    title_columns = [line.index("é") - 5 for line in lines if line.startswith("  ")]
+    assert title_columns == sorted(title_columns)
