@@ -390,10 +390,11 @@ def _tune_gc() -> None:
 #: 5 ms).  A group commit runs in a worker thread, which takes the GIL back
 #: after each SQLite call (a dozen per transaction) and, while the event
 #: loop is busy (paging big lists for 16 readers), waits up to one interval
-#: each time: an unrelated add's p50 was 60 ms and its p99 234 ms during big
-#: reads, against 3.7 and 17 ms when it committed in the loop
-#: (bench/big_read.py --latency-only).  At 0.5 ms a commit gets its turns
-#: back sooner; the loop, alone or with idle threads, pays nothing for it.
+#: each time: an unrelated add's p99 was 155 to 244 ms during such reads,
+#: against 17 ms when it committed in the loop.  At 0.5 ms it was 41 to
+#: 71 ms, its p50 and other clients' latency unchanged (bench/big_read.py
+#: --latency-only --compare, docs/ARCHITECTURE.md).  The loop, alone or
+#: beside idle threads, pays nothing for it.
 SWITCH_INTERVAL = 0.0005
 
 
