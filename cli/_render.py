@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from json.encoder import encode_basestring as _encode_utf8  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _encode_string  # type: ignore[attr-defined]
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
@@ -304,6 +305,39 @@ def history_json_head(result: Mapping[str, Any]) -> str:
     return _json_safe("{\n" + fields + '  "events": ')
 
 
+def indented(value: object, level: int = 0, *, ascii_only: bool = True) -> str:
+    """``json.dumps(value, indent=2, ensure_ascii=ascii_only)`` for a value nested ``level`` deep, without its cost.
+
+    json's indenting encoder is written in Python with nested closures: a
+    reference cycle per call, which the page streams (that turn the cyclic
+    collector off) would keep until the end, some 3 KB an entry.  This one
+    makes no cycle and gives the same text for JSON values (a test checks).
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _encode_string(value) if ascii_only else _encode_utf8(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, (dict, list)):
+        if not value:
+            return "{}" if isinstance(value, dict) else "[]"
+        inner = "\n" + "  " * (level + 1)
+        if isinstance(value, dict):
+            items = [
+                f"{indented(str(k), ascii_only=ascii_only)}: {indented(v, level + 1, ascii_only=ascii_only)}"
+                for k, v in value.items()
+            ]
+            opening, closing = "{", "}"
+        else:
+            items = [indented(v, level + 1, ascii_only=ascii_only) for v in value]
+            opening, closing = "[", "]"
+        return opening + inner + ("," + inner).join(items) + "\n" + "  " * level + closing
+    return json.dumps(value, ensure_ascii=ascii_only)  # a float or another scalar
+
+
 def json_array_part(items: Sequence[object], written: int, *, last: bool, indent: str = "") -> str:
     """One page's part of a streamed JSON array, as :func:`dump_json` would lay out the whole array.
 
@@ -311,7 +345,8 @@ def json_array_part(items: Sequence[object], written: int, *, last: bool, indent
     deeper); ``written`` counts the items of the pages before.
     """
     deeper = indent + "  "
-    blocks = [deeper + json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n" + deeper) for item in items]
+    level = len(deeper) // 2
+    blocks = [deeper + indented(item, level, ascii_only=False) for item in items]
     out = "[" if written == 0 else ""
     if blocks:
         out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)
@@ -400,7 +435,7 @@ def json_entries(rows: Sequence[Any], written: int, *, last: bool) -> str:
     blocks = []
     for r in rows:
         if type(r) is dict:  # an object, from a daemon that sends them: as it is
-            blocks.append("  " + json.dumps(r, indent=2).replace("\n", "\n  "))
+            blocks.append("  " + indented(r, 1))
             continue
         entry_id, date, title, done, version, found = r
         if type(entry_id) is int and type(done) is bool and type(version) is int and found == []:
@@ -410,7 +445,7 @@ def json_entries(rows: Sequence[Any], written: int, *, last: bool) -> str:
                 f'    "version": {version},\n    "tags": []\n  }}'
             )
         else:  # tags, or a shape this fast path does not know: the general way
-            blocks.append("  " + json.dumps(dict(zip(ROW_KEYS, r, strict=True)), indent=2).replace("\n", "\n  "))
+            blocks.append("  " + indented(dict(zip(ROW_KEYS, r, strict=True)), 1))
     out = "[" if written == 0 else ""
     if blocks:
         out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,3 +120,17 @@ def test_streamed_find_and_history_pages_print_as_the_whole_answer(size: int) ->
     assert len(lines) == 1 + len(items) and lines[0].startswith("DATE")
     widths = [_render.width(line.split("  entry")[0]) for line in lines[1:]]
     assert widths == sorted(widths), "a later page is never narrower than the ones before"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON, st.integers(min_value=0, max_value=3), st.booleans())
+def test_indented_is_json_dumps_with_indent(value: object, level: int, ascii_only: bool) -> None:
+    """indented() writes what json.dumps(indent=2) writes, at any depth, ASCII-escaped or not."""
+    expected = json.dumps(value, indent=2, ensure_ascii=ascii_only).replace("\n", "\n" + "  " * level)
+    assert _render.indented(value, level, ascii_only=ascii_only) == expected
