@@ -211,3 +211,18 @@ async def test_a_history_page_is_bounded_in_entries_bytes_and_its_window(data_di
         await core.compact(0)
         with pytest.raises(Compacted):
             page("l", 3, None, 5)
+
+
+async def test_history_page_texts_are_the_json_of_the_events_wire_form(data_dir: str) -> None:
+    """Each event's text in a page is byte for byte the compact JSON of its wire form, ASCII only."""
+    async with open_core(data_dir) as core:
+        await core.add("l", "Crème \u202e \"quoted\" \\ brûlée", D(2026, 12, 1), tags=["b", "a"])
+        await core.add("l", "plain", D(2026, 12, 2))
+        await core.update("l", 1, done=True, untag=["a"])
+        await core.delete("l", 2)
+        await core.undo("l", 1)
+        page = await core.history_page("l", None, None)
+        whole = (await core.history("l"))["events"]
+        assert list(page.events) == [json.dumps(e, separators=(",", ":")) for e in whole]
+        assert all(text.isascii() for text in page.events)
+        assert json.loads(page.to_json())["events"] == whole
