@@ -42,6 +42,7 @@ async def open_store(
     faults: StoreFaults | None = None,
     full_text: bool = True,
     change_log: bool = True,
+    search_index: bool = True,
 ) -> AsyncIterator[Store]:
     """Open the store ``uri`` names, or without one SQLite in ``data_dir`` (see the backends' ``open_store``).
 
@@ -51,7 +52,9 @@ async def open_store(
     if not uri:
         from todod.store import _sqlite
 
-        async with _sqlite.open_store(data_dir, faults=faults, full_text=full_text, change_log=change_log) as store:
+        async with _sqlite.open_store(
+            data_dir, faults=faults, full_text=full_text, change_log=change_log, search_index=search_index
+        ) as store:
             yield store
     elif is_postgres(uri):
         from todod.store import _postgres

@@ -47,7 +47,7 @@ import trio
 
 from todod import _log, _query
 from todod._model import Change, Entry, TodoList
-from todod.protocol import Timeout
+from todod.protocol import MAX_PAGE_BYTES, Compacted, Timeout
 from todod.store._base import (
     Batch,
     Commit,
@@ -625,6 +625,15 @@ class PostgresStore:
 
     # --- the log follower -------------------------------------------------------
 
+    async def run_indexer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Nothing to do, never returns: PostgreSQL keeps its indexes (tags, pg_trgm) in the writer's transaction."""
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def wait_indexed(self) -> None:
+        """Returns at once: the indexes are always up to date here."""
+        await trio.lowlevel.checkpoint()
+
     async def run_checkpointer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the shared change log and hand its new events to :attr:`feed`; never returns.
 
@@ -833,6 +842,67 @@ class PostgresStore:
                 return result
         raise Timeout(f"the query did not finish within {time_limit:g} s")
 
+    async def find_page(self, query: _query.FindQuery, time_limit: float) -> _query.FoundPage:
+        """One page of a query (docs/PROTOCOL.md, ``find``), as the SQLite backend's :meth:`find_page`.
+
+        Raises:
+            StoreError: the read failed.
+            Compacted: the log was compacted past the start of the paged read.
+            Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
+        """
+        sql, params = build_find(query)
+        millis = max(1, int(time_limit * 1000))
+
+        def read(conn: psycopg.Connection[Any]) -> _query.FoundPage:
+            conn.execute(f"SET LOCAL statement_timeout = {millis}")
+            start, mark = conn.execute("SELECT last_position, horizon FROM log_meta").fetchone()  # type: ignore[misc]
+            if query.after is not None:
+                if mark > query.after.position:
+                    raise Compacted(
+                        f"the change log was compacted past position {query.after.position} during this read; "
+                        "read again from the start"
+                    )
+                start = query.after.position
+            texts: list[str] = []
+            size = 0
+            last: tuple[str, str, int] | None = None
+            more = False
+            for name, entry_id, date, title, done, version, tags in conn.execute(sql, params):
+                if len(texts) >= query.limit:
+                    more = True
+                    break
+                text = json.dumps(
+                    {
+                        "list": name,
+                        "id": entry_id,
+                        "date": date,
+                        "title": title,
+                        "done": bool(done),
+                        "version": version,
+                        "tags": json.loads(tags),
+                    },
+                    separators=(",", ":"),
+                )
+                size += len(text) + 1
+                if size > MAX_PAGE_BYTES and texts:
+                    more = True
+                    break
+                texts.append(text)
+                last = (date, name, entry_id)
+            if not more or last is None:
+                return _query.FoundPage(tuple(texts), None)
+            return _query.FoundPage(tuple(texts), _query.FindCursor(int(start), last[0], last[1], last[2]))
+
+        with trio.move_on_after(time_limit):
+            try:
+                result: _query.FoundPage = await self._read(read, "could not run the query")
+            except StoreError as exc:
+                if "statement timeout" not in exc.message:
+                    raise
+            else:
+                return result
+        raise Timeout(f"the query did not finish within {time_limit:g} s")
+
     # --- the change log -------------------------------------------------------
 
     def last_position(self) -> int:
@@ -844,6 +914,15 @@ class PostgresStore:
         await self.wait_committed(name)
         result: dict[str, Any] = await self._read(
             lambda c: _log.read_history(_Compat(c), name, limit),  # type: ignore[arg-type]
+            f"could not read the history of {name!r}",
+        )
+        return result
+
+    async def history_page(self, name: str, after: int | None, limit: int | None, page: int) -> _log.HistoryPage:
+        """One page of a list's events (see :func:`todod._log.read_history_page`)."""
+        await self.wait_committed(name)
+        result: _log.HistoryPage = await self._read(
+            lambda c: _log.read_history_page(_Compat(c), name, after, limit, page),  # type: ignore[arg-type]
             f"could not read the history of {name!r}",
         )
         return result
@@ -987,6 +1066,16 @@ def build_find(query: _query.FindQuery) -> tuple[str, list[object]]:
     for tag in sorted(query.tags):
         where.append("e.tags::jsonb @> %s::jsonb")
         params.append(json.dumps([tag]))
+    if query.after is not None:
+        # A later page (todod/_query.py's _after_terms): after the cursor's
+        # key, and none of the entries with an event since the read began.
+        after = query.after
+        where += [
+            "e.date >= %s",
+            '(e.date > %s OR l.name COLLATE "C" > %s OR (l.name = %s AND e.id > %s))',
+            "(e.list_id, e.id) NOT IN (SELECT list_id, entry FROM events WHERE position > %s)",
+        ]
+        params += [after.date, after.date, after.list, after.list, after.id, after.position]
     sql = (
         "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags "
         "FROM entries e JOIN lists l ON l.id = e.list_id"
