@@ -305,7 +305,7 @@ def store_log_out_of_step(daemon: Daemon) -> list[str]:
     import psycopg
 
     from todod._log import read_view, rebuild
-    from todod.store._postgres import _Compat
+    from todod.store._pg_sql import Compat as _Compat
 
     with psycopg.connect(uri) as conn:
         compat: Any = _Compat(conn)
