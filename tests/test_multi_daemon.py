@@ -331,3 +331,12 @@ def test_every_connection_cut_by_the_server_the_daemons_reconnect_and_answer(pg_
         ok(first, "add", list="r", title="later", date=DATE)
         for daemon in (first, second):
             assert [e["title"] for e in entries(daemon, "r")] == ["before", "after", "later"]
+
+
+def test_a_store_uri_is_shown_without_its_password() -> None:
+    """``status`` and the logs show a PostgreSQL URI with its password masked, in either place libpq takes one."""
+    from todod.store._postgres import redact
+
+    assert redact("postgresql://todo:s3cret@db1,db2/todo?sslmode=require") == "postgresql://todo:***@db1,db2/todo?sslmode=require"
+    assert redact("postgres:///todo?host=/run/pg&password=s3cret&user=t") == "postgres:///todo?host=/run/pg&password=***&user=t"
+    assert redact("postgresql://todo@db/todo") == "postgresql://todo@db/todo"
