@@ -108,6 +108,11 @@ RESULTS: dict[str, Any] = {
     "undo": [ENTRY],
     "redo": [ENTRY],
     "compact": {"dropped": 3, "horizon": 9},
+    "move": {"from": {"list": "home", "id": 7}, "to": {"list": "仕事", "id": 1}, "entry": ENTRY},
+    "import_begin": {"import": "0123456789abcdef"},
+    "import_rows": {"staged": 1},
+    "import_commit": {"list": "home", "count": 0, "first": None, "last": None},
+    "import_abort": {"import": "0123456789abcdef"},
 }
 EVENTS = [RESULTS["history"]["events"][0], {**RESULTS["history"]["events"][0], "position": 10, "after": ENTRY}]
 ERRORS = [
@@ -255,7 +260,7 @@ class _PagedConnection:
     def __exit__(self, *_exc: object) -> None:
         pass
 
-    def send(self, line: bytes) -> None:
+    def send(self, line: bytes, timeout: float | None = None) -> None:
         request = json.loads(line)
         op = request.pop("op")
         self._answers.append(
@@ -266,6 +271,8 @@ class _PagedConnection:
 
     def receive(self) -> bytes:
         entries = self._answers.pop(0)
+        if not isinstance(entries, list):  # not a page: an import's or a move's answer
+            return protocol.encode_ok(None, entries)
         page = {"next": None, "last_id": max((e["id"] for e in entries), default=0), "entries": entries}
         return protocol.encode_ok(None, page)
 

@@ -146,6 +146,9 @@ async def test_import_with_a_bad_row_changes_nothing(data_dir: str) -> None:
         bad[4][1] = "2026-02-30"
         with pytest.raises(Invalid, match="line 15: '2026-02-30' is not a real date"):
             await core.imports.rows(import_id, 11, bad)
+        with pytest.raises(Invalid, match="line 15"):  # the same error for what comes after it
+            await core.imports.commit(import_id, 20)
+        await core.imports.abort(import_id)
         with pytest.raises(NotFound):
             await core.imports.commit(import_id, 20)
         assert await core.entries("big") == ()

@@ -120,11 +120,12 @@ class Imports:
                 lambda: [check_row(row, import_id, start + i) for i, row in enumerate(rows)]
             )
             async with session.lock:
+                if session.failed is not None:  # another batch failed meanwhile
+                    raise session.failed
                 await self.store.stage_import(staged)
         except TodoError as exc:
-            if import_id in self._sessions:
-                session.failed = exc
-                await self._drop(session)
+            if session.failed is None:
+                await self._fail(session, exc)
             raise
         session.staged += len(staged)
         return session.staged
@@ -137,6 +138,8 @@ class Imports:
         """
         session = self._session(import_id)
         async with session.lock:
+            if session.failed is not None:
+                raise session.failed
             staged, highest = await self.store.staged_count(import_id)
             if staged != count or highest != count:
                 await self._drop(session)
@@ -182,8 +185,25 @@ class Imports:
         session = self._sessions.get(import_id)
         if session is None:
             return
+        if session.failed is not None:
+            self._sessions.pop(import_id, None)  # dropped already
+            return
         async with session.lock:
             await self._drop(session)
+
+    async def _fail(self, session: _Session, exc: TodoError) -> None:
+        """Fail the import: drop what it staged, and answer its later requests with the same error until it ends.
+
+        Batches pipelined behind the bad one get its error (with its line),
+        not a puzzling "no open import"; the session ends with the client's
+        ``import_abort``, or when idle.
+        """
+        session.failed = exc
+        async with session.lock:  # no batch stages after this: each checks ``failed`` under the lock
+            try:
+                await self.store.drop_import(session.id)
+            except TodoError as error:
+                log.warning("could not drop import %s: %s", session.id, error)
 
     async def _drop(self, session: _Session) -> None:
         self._sessions.pop(session.id, None)
