@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import TODO, Daemon, connect, exchange, running_daemon, run_cli
+from tests.daemon import TODO, Daemon, connect, exchange, run_cli, running_daemon
 
 
 @pytest.fixture
@@ -28,9 +28,7 @@ def values(entries: list[dict[str, Any]]) -> list[tuple[str, str, bool, list[str
 
 
 def todo(daemon: Daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [TODO, *args], env=daemon.cli_env(), capture_output=True, text=True, input=stdin, timeout=120
-    )
+    return subprocess.run([TODO, *args], env=daemon.cli_env(), capture_output=True, text=True, input=stdin, timeout=120)
 
 
 def test_import_book_csv_with_quotes_commas_and_unicode(daemon: Daemon, tmp_path: Path) -> None:
@@ -88,7 +86,10 @@ def test_import_of_an_empty_file_imports_nothing(daemon: Daemon, tmp_path: Path)
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("2026-12-19,one\n2026-12-20,two\n2026-02-30,bad\n2026-12-22,four\n", "line 3: '2026-02-30' is not a real date"),
+        (
+            "2026-12-19,one\n2026-12-20,two\n2026-02-30,bad\n2026-12-22,four\n",
+            "line 3: '2026-02-30' is not a real date",
+        ),
         ('2026-12-19,one\n2026-12-20,"two\nlines"\n2026-12-22,four\n', "line 2: a title must be one line"),
         ("2026-12-19,one\n2026-12-20,two,three\n", "line 2: 3 fields, not 2"),
         ('{"date":"2026-12-19","title":"one"}\n{"date":"2026-12-19"\n', "line 2: not a JSON object"),
@@ -150,7 +151,9 @@ def test_a_reader_during_an_import_sees_none_of_it(daemon: Daemon) -> None:
         started = exchange(sock, "import_begin", list="big")
         import_id = started["result"]["import"]
         for first in range(0, 6_000, 2_000):
-            answer = exchange(sock, "import_rows", **{"import": import_id, "start": first + 1}, rows=rows[first : first + 2_000])
+            answer = exchange(
+                sock, "import_rows", **{"import": import_id, "start": first + 1}, rows=rows[first : first + 2_000]
+            )
             assert answer["ok"], answer
             assert exchange(reader, "entries", list="big")["result"] == []
             assert exchange(reader, "find", tags=["bulk"])["result"]["entries"] == []

@@ -111,7 +111,10 @@ async def test_undo_of_a_move_whose_other_half_changed_is_refused(data_dir: str)
 
 
 def rows(count: int, start: int = 1) -> list[list[object]]:
-    return [[start + i, "2026-12-19", f"entry {start + i}", i % 2 == 0, ["bulk"] if i % 3 == 0 else []] for i in range(count)]
+    return [
+        [start + i, "2026-12-19", f"entry {start + i}", i % 2 == 0, ["bulk"] if i % 3 == 0 else []]
+        for i in range(count)
+    ]
 
 
 async def test_import_publishes_all_rows_as_one_change_that_one_undo_takes_back(data_dir: str) -> None:
