@@ -413,6 +413,18 @@ def _start_daemon(socket_path: str, data_dir: str, deadline: float) -> None:
     """
     import subprocess  # only on the rare start-up path
 
+    # A daemon whose socket file was just removed still holds the lock until it
+    # notices (within a second) and stops: a new one started now would find the
+    # lock taken and exit.  Wait for the old one to go first.
+    holder = _procs.lock_holder(socket_path)
+    if holder is not None and not _is_socket(socket_path):
+        if not _procs.wait_exited(holder, min(time.monotonic() + START_DEADLINE, deadline)):
+            if deadline <= time.monotonic() + START_DEADLINE:
+                raise TimeoutError  # the caller's --timeout: the old daemon may yet stop
+            raise Unreachable(
+                f"todod (pid {holder}) still holds the lock of {socket_path}, whose socket file is gone, "
+                f"and has not stopped within {START_DEADLINE:g} s; stop it with: kill {holder}"
+            )
     log_path = os.path.join(data_dir, "todod.log")
     # -P: the current directory is not put on sys.path, or a `todod` package
     # there (another version's checkout, a planted file) would run instead.

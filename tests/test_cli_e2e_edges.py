@@ -91,6 +91,24 @@ def test_a_deleted_socket_file_stops_the_daemon_and_the_next_todo_starts_one(dae
         assert todo(daemon, "stop", env=env).returncode == 0
 
 
+def test_todo_right_after_the_socket_file_is_deleted_waits_for_the_old_daemon_and_starts_one(daemon: Daemon) -> None:
+    """A `todo` run at once after the socket file is deleted waits for the old daemon to stop, then starts a new one."""
+    assert todo(daemon, "add", "home", "kept").returncode == 0
+    assert daemon.proc is not None
+    old = daemon.proc
+    daemon.socket.unlink()
+    env = auto_start_env(daemon)
+    try:
+        result = todo(daemon, "entries", "home", "--json", env=env)  # before the old daemon has noticed
+        assert result.returncode == 0, result.stderr
+        assert [e["title"] for e in json.loads(result.stdout)] == ["kept"]
+        assert old.poll() is not None, "a new daemon answered while the old one still held the lock"
+        assert f"its socket file {daemon.socket} is gone; stopping" in daemon.log()
+    finally:
+        assert todo(daemon, "stop", env=env).returncode == 0
+        assert daemon.stop() == 0
+
+
 def test_a_replaced_socket_file_stops_the_daemon_and_is_left_alone(daemon: Daemon) -> None:
     """A daemon whose socket path now holds another file stops cleanly and does not remove that file."""
     daemon.socket.unlink()

@@ -214,7 +214,11 @@ async def test_escalation_does_not_wait_for_a_dead_writer_to_drain(
 ) -> None:
     """When the writer escalates with commits queued, open_core ends without waiting out drain_timeout."""
     faults = StoreFaults(before_commit=commit_gate)
-    config = CoreConfig(max_restarts=0, drain_timeout=1000.0)  # the first writer crash escalates
+    # The first writer crash escalates.  The drain bound is far beyond every
+    # other deadline (the idle reaper's 600 s, the hourly compaction): the
+    # lazy autojump clock may jump to those while a worker thread runs (the
+    # final checkpoint), but only waiting out the drain reaches 10**9 s.
+    config = CoreConfig(max_restarts=0, drain_timeout=1e9)
     start = trio.current_time()
     with pytest.RaisesGroup(SupervisorEscalation, flatten_subgroups=True):
         async with open_core(data_dir, config, store_faults=faults) as core, trio.open_nursery() as nursery:
@@ -238,7 +242,7 @@ async def test_escalation_does_not_wait_for_a_dead_writer_to_drain(
             # thread or a timer: once every task waits, it has escalated.
             await trio.testing.wait_all_tasks_blocked()
             pytest.fail("the supervisor never escalated")
-    assert trio.current_time() - start < 10, "shutdown waited for a writer that no longer runs"
+    assert trio.current_time() - start < 1e8, "shutdown waited for a writer that no longer runs"
 
 
 async def commit_or_fail(core: Core, name: str) -> None:

@@ -157,9 +157,25 @@ def test_exec_start_argv_prefers_the_running_script(tmp_path: Path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     assert exec_start_argv("bin/todod", "/py/python") == [str(script)]
     # python -m todod: argv[0] is the package's __main__.py.
-    assert exec_start_argv("/site/todod/__main__.py", "/venv/bin/python") == ["/venv/bin/python", "-m", "todod"]
+    assert exec_start_argv("/site/todod/__main__.py", "/venv/bin/python") == ["/venv/bin/python", "-P", "-m", "todod"]
     script.chmod(0o644)
-    assert exec_start_argv(str(script), "/venv/bin/python") == ["/venv/bin/python", "-m", "todod"]
+    assert exec_start_argv(str(script), "/venv/bin/python") == ["/venv/bin/python", "-P", "-m", "todod"]
+
+
+def test_exec_start_fallback_ignores_a_todod_folder_in_the_working_directory(tmp_path: Path) -> None:
+    """The ``python -P -m todod`` fallback runs the installed todod even when the working directory holds a ``todod`` package."""  # noqa: E501
+    impostor = tmp_path / "todod"
+    impostor.mkdir()
+    (impostor / "__init__.py").write_text("")
+    (impostor / "__main__.py").write_text("print('impostor')\n")
+    argv = exec_start_argv("/site/todod/__main__.py", sys.executable)
+    result = subprocess.run([*argv, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("todod "), result.stdout
+    assert "impostor" not in result.stdout
+    # Without -P the working directory wins: the check above can fail.
+    plain = subprocess.run([sys.executable, "-m", "todod"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert plain.stdout == "impostor\n"
 
 
 # --- install-units -------------------------------------------------------------------
@@ -190,7 +206,7 @@ def test_install_units_defaults_to_xdg_config_home(tmp_path: Path) -> None:
 
 
 def test_install_units_from_python_m_runs_the_interpreter(tmp_path: Path) -> None:
-    """Run as ``python -m todod``, install-units puts that interpreter and ``-m todod`` in ExecStart."""
+    """Run as ``python -m todod``, install-units puts that interpreter and ``-P -m todod`` in ExecStart."""
     result = subprocess.run(
         [sys.executable, "-m", "todod", "install-units", "--user-dir", str(tmp_path)],
         capture_output=True,
@@ -199,7 +215,7 @@ def test_install_units_from_python_m_runs_the_interpreter(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     service = parse_unit((tmp_path / SERVICE_NAME).read_text())
-    assert service["Service"]["ExecStart"] == [f"{os.path.abspath(sys.executable)} -m todod"]
+    assert service["Service"]["ExecStart"] == [f"{os.path.abspath(sys.executable)} -P -m todod"]
 
 
 def test_install_units_refuses_a_path_systemd_cannot_run(short_dir: Path) -> None:

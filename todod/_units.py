@@ -117,13 +117,15 @@ def render_units(exec_start: str) -> dict[str, str]:
 
 
 def exec_start_argv(argv0: str | None = None, executable: str | None = None) -> list[str]:
-    """The command that runs this todod: the running console script, else ``python -m todod``.
+    """The command that runs this todod: the running console script, else ``python -P -m todod``.
 
     ``shutil.which("todod")`` could name another installation; the script
     that is running (``sys.argv[0]``) is this one.  The path is made absolute
     but symlinks are kept: a package manager's symlink (``~/.local/bin/todod``)
     survives upgrades that move its target, and a venv's ``python`` only finds
-    the venv through the symlink.
+    the venv through the symlink.  ``-P`` keeps the service's working
+    directory (a user service starts in the home directory) off ``sys.path``,
+    so a ``todod`` folder there cannot stand in for the installed package.
     """
     argv0 = sys.argv[0] if argv0 is None else argv0
     executable = sys.executable if executable is None else executable
@@ -133,7 +135,7 @@ def exec_start_argv(argv0: str | None = None, executable: str | None = None) -> 
             return [script]
     if not executable:
         raise ValueError("cannot tell how this todod was started (no sys.argv[0] or sys.executable)")
-    return [os.path.abspath(executable), "-m", "todod"]
+    return [os.path.abspath(executable), "-P", "-m", "todod"]
 
 
 def exec_start_line(argv: Sequence[str]) -> str:
