@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -72,7 +71,9 @@ conn.execute("BEGIN IMMEDIATE")
 conn.execute("INSERT INTO lists (name, next_id) VALUES ('big', 1)")
 with open(sys.argv[1], newline="") as f:
     rows = ((1, i, d, t, 0, 1, "[]") for i, (d, t) in enumerate(csv.reader(f), 1))
-    conn.executemany("INSERT INTO entries (list_id, id, date, title, done, version, tags) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(
+        "INSERT INTO entries (list_id, id, date, title, done, version, tags) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+    )
 if text:
     _query.flush_text_index(conn)
 conn.execute("COMMIT")
@@ -214,7 +215,8 @@ def main() -> None:
     print(
         f"daemon RSS: idle {rss['idle'] / 1024:.0f} MiB, peak during an import of {args.lines // 10:,} lines "
         f"{rss['peak_small_import'] / 1024:.0f} MiB, of {args.lines:,} lines "
-        f"{', '.join(f'{p / 1024:.0f}' for p in rss['peak_imports'])} MiB (VmHWM after the exports {rss['hwm'] / 1024:.0f} MiB)"
+        f"{', '.join(f'{p / 1024:.0f}' for p in rss['peak_imports'])} MiB "
+        f"(VmHWM after the exports {rss['hwm'] / 1024:.0f} MiB)"
     )
 
 
