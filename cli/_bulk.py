@@ -317,10 +317,20 @@ def export_stream(
     fields: dict[str, Any] = {"list": list_name, "date": date, "limit": protocol.MAX_PAGE_ENTRIES}
     written = 0
     started = False
+    deadline = time.monotonic() + timeout
     with _client.Connection(socket_path, timeout=timeout, data_dir=data_dir) as conn:
         conn.send(protocol.encode_request("entries", **fields))
         while True:
-            page = protocol.parse_response(conn.receive()).result
+            try:
+                page = protocol.parse_response(conn.receive()).result
+            except protocol.Timeout:
+                # A list not in memory is loaded whole on its first read, which for
+                # a million entries takes longer than the daemon's call timeout:
+                # the load goes on, so ask again while --timeout allows.
+                if started or time.monotonic() + 1 > deadline:
+                    raise
+                conn.send(protocol.encode_request("entries", **fields), deadline - time.monotonic())
+                continue
             if not started and fmt in ("csv", "json"):  # once the daemon has answered
                 write("date,title,done,tags\n" if fmt == "csv" else "[\n")
             started = True
