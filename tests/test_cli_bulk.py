@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import TODO, Daemon, connect, exchange, run_cli, running_daemon
+from tests.daemon import TODO, Daemon, LineReader, connect, exchange, run_cli, running_daemon
+from todod.protocol import encode_request
 
 
 @pytest.fixture
@@ -246,3 +247,18 @@ def test_run_cli_import_with_missing_file_is_an_io_error(daemon: Daemon) -> None
     result = run_cli(["import", "home", "/nonexistent/file.csv"], daemon.cli_env())
     assert result.returncode == 74
     assert result.stderr.startswith("todo: io error: cannot read /nonexistent/file.csv")
+
+
+def test_a_watcher_gets_every_event_of_an_import_once(daemon: Daemon) -> None:
+    """A watcher sees an import's events (read from the log) once each, in order, and the next add after them."""
+    with connect(daemon.socket) as sock:
+        reader = LineReader(sock)
+        sock.sendall(encode_request("watch", 1, list="big"))
+        assert reader.response()["ok"]
+        text = "".join(f"2026-12-19,entry {i}\n" for i in range(3_000))  # more than a watcher's buffer
+        assert todo(daemon, "import", "big", stdin=text).returncode == 0
+        daemon.request("add", list="big", title="after", date="2026-12-19")
+        events = [json.loads(reader.line())["event"] for _ in range(3_001)]
+    assert [e["op"] for e in events] == ["import"] * 3_000 + ["add"]
+    assert [e["entry"] for e in events] == list(range(1, 3_002))
+    assert len({e["position"] for e in events}) == 3_001
