@@ -224,11 +224,12 @@ def main() -> None:
     print(f"todo export --format csv:  {rate['export']:>10,.0f}/s  export / raw {result['export_over_raw']:.2f}x")
     print(f"raw sqlite3 + csv export:  {rate['raw_export']:>10,.0f}/s")
     rss = result["daemon_rss_kib"]
+    growth = zip(rss["peak_imports"], rss["before_imports"], strict=True)
     print(
         f"daemon RSS: idle {rss['idle'] / 1024:.0f} MiB, peak during an import of {args.lines // 10:,} lines "
         f"{rss['peak_small_import'] / 1024:.0f} MiB, of {args.lines:,} lines "
         f"{', '.join(f'{p / 1024:.0f}' for p in rss['peak_imports'])} MiB, "
-        f"growth {', '.join(f'{(p - b) / 1024:.0f}' for p, b in zip(rss['peak_imports'], rss['before_imports']))} MiB "
+        f"growth {', '.join(f'{(p - b) / 1024:.0f}' for p, b in growth)} MiB "
         f"(VmHWM after the exports {rss['hwm'] / 1024:.0f} MiB)"
     )
 
