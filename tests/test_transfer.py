@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from todod._core import Core, open_core
+from todod._imports import IDLE_TIMEOUT
 from todod._model import Entry
 from todod.protocol import Conflict, Invalid, NotFound
 
@@ -181,3 +182,15 @@ async def test_import_into_a_running_list_then_writes_go_on(data_dir: str) -> No
         await core.move("big", 3, "other")
         assert len(await core.entries("big")) == 6
         await consistent(core)
+
+
+async def test_an_import_left_idle_is_dropped_with_its_rows(data_dir: str, autojump_clock: object) -> None:
+    """An import whose client went away is dropped with what it staged once it has been idle for a minute."""
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("big")
+        await core.imports.rows(import_id, 1, rows(10))
+        await trio.sleep(IDLE_TIMEOUT * 1.6)
+        assert core.imports.open_count() == 0
+        assert await core.store.staged_count(import_id) == (0, 0)
+        with pytest.raises(NotFound):
+            await core.imports.commit(import_id, 10)

@@ -558,8 +558,10 @@ async def open_core(
         await supervisor.start_child(ChildSpec("mover", mover.run))
         timeout = config.server.call_timeout
         sagas = Sagas(store, mover, timeout)
-        core = Core(store, registry, supervisor, hub, mover, Imports(store, mover, timeout), sagas)
+        imports = Imports(store, mover, timeout)
+        core = Core(store, registry, supervisor, hub, mover, imports, sagas)
         await supervisor.start_child(ChildSpec("sagas", sagas.run))
+        await supervisor.start_child(ChildSpec("imports", imports.run))
         if config.keep_days is not None:
             compactor = functools.partial(core.run_compactor, config.keep_days)
             await supervisor.start_child(ChildSpec("compactor", compactor))

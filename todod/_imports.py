@@ -212,6 +212,13 @@ class Imports:
         except TodoError as exc:
             log.warning("could not drop import %s: %s", session.id, exc)
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drop the imports idle for :data:`IDLE_TIMEOUT` (a client killed mid-import); never returns."""
+        task_status.started()
+        while True:
+            await trio.sleep(IDLE_TIMEOUT / 2)
+            await self._expire()
+
     async def _expire(self) -> None:
         now = trio.current_time()
         for session in [s for s in self._sessions.values() if now - s.used > IDLE_TIMEOUT]:
