@@ -6,15 +6,17 @@ import json
 import os
 import pty
 import select
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemon import TODO, Daemon, LineReader, connect, exchange, run_cli, running_daemon
+from tests.daemon import TODO, Daemon, LineReader, connect, exchange, run_cli, running_daemon, wait_until
 from todod.protocol import encode_request
 
 
@@ -262,3 +264,37 @@ def test_a_watcher_gets_every_event_of_an_import_once(daemon: Daemon) -> None:
     assert [e["op"] for e in events] == ["import"] * 3_000 + ["add"]
     assert [e["entry"] for e in events] == list(range(1, 3_002))
     assert len({e["position"] for e in events}) == 3_001
+
+
+def _import_under_way(daemon: Daemon) -> subprocess.Popen[bytes]:
+    """A `todo import` that has sent its first batches and waits for more input on its stdin."""
+    proc = subprocess.Popen([TODO, "import", "big"], env=daemon.cli_env(), stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write("".join(f"2026-12-19,entry {i}\n" for i in range(5_000)).encode())
+    proc.stdin.flush()
+    wait_until(lambda: daemon.request("status")["stats"]["imports_open"] == 1, 30, "the import to begin")
+    return proc
+
+
+def test_a_cli_killed_mid_import_publishes_nothing(daemon: Daemon) -> None:
+    """A todo import killed (SIGKILL) after sending batches leaves the list untouched."""
+    proc = _import_under_way(daemon)
+    proc.kill()
+    proc.wait(10)
+    assert daemon.request("lists") == []
+    assert daemon.request("entries", list="big") == []
+
+
+def test_a_daemon_killed_mid_import_keeps_nothing_of_it() -> None:
+    """A daemon killed during an import keeps none of it after the restart, staged rows included."""
+    with running_daemon() as daemon:
+        proc = _import_under_way(daemon)
+        daemon.kill()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(30) != 0
+        daemon.start()
+        assert daemon.request("lists") == []
+        daemon.stop()
+        with closing(sqlite3.connect(f"file:{daemon.data_dir / 'todod.sqlite3'}?mode=ro", uri=True)) as conn:
+            assert conn.execute("SELECT count(*) FROM import_rows").fetchone()[0] == 0
