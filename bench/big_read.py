@@ -38,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,16 +73,28 @@ def fill(daemon: Daemon, count: int) -> None:
                 assert reader.response()["ok"]
 
 
+#: GNU time, to read a process's peak RSS: ``wait4``'s ru_maxrss of a child
+#: of this process is at least this process's own RSS (the high-water mark
+#: of the memory it forked from is kept across exec), some 21 MB here, while
+#: a child of the small ``time`` process starts from ``time``'s.
+GNU_TIME = shutil.which("time")
+
+
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one process, its output thrown away."""
+    """Wall time and peak RSS (KiB) of one process, its output thrown away.
+
+    Without GNU time the RSS is ``wait4``'s, a floor of this process's own.
+    """
     started = time.perf_counter()
-    with open(os.devnull, "wb") as null:
-        proc = subprocess.Popen(argv, stdout=null, env=env)
+    with open(os.devnull, "wb") as null, tempfile.NamedTemporaryFile("r") as rss:
+        command = argv if GNU_TIME is None else [GNU_TIME, "-f", "%M", "-o", rss.name, *argv]
+        proc = subprocess.Popen(command, stdout=null, env=env)
         _pid, status, usage = os.wait4(proc.pid, 0)
-    took = time.perf_counter() - started
+        took = time.perf_counter() - started
+        peak = usage.ru_maxrss if GNU_TIME is None else int(rss.read().split()[-1])
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, argv
-    return took, usage.ru_maxrss
+    return took, peak
 
 
 def page_through(path: str) -> None:
@@ -134,6 +147,39 @@ def latency_during_reads(daemon: Daemon, readers: int) -> tuple[list[float], lis
     return hellos, adds
 
 
+def latency_report(daemon: Daemon, readers: int) -> dict[str, object]:
+    """Other clients' latency during ``readers`` paged reads of the whole list: p50, p99 and max."""
+    hellos, adds = (sorted(samples) for samples in latency_during_reads(daemon, readers))
+    return {
+        "hello_samples": len(hellos),
+        "hello_p50_ms": round(statistics.median(hellos) * 1000, 2),
+        "hello_p99_ms": round(_p99(hellos) * 1000, 2),
+        "hello_max_ms": round(hellos[-1] * 1000, 2),
+        "unrelated_add_p50_ms": round(statistics.median(adds) * 1000, 2),
+        "unrelated_add_p99_ms": round(_p99(adds) * 1000, 2),
+        "unrelated_add_max_ms": round(adds[-1] * 1000, 2),
+    }
+
+
+def compare_latency(daemon: Daemon, reps: int, readers: int, other_args: list[str]) -> dict[str, object]:
+    """Other clients' latency during big reads, the daemon restarted on the same data with each argument set in turn."""
+    arms = {"A": list(daemon.extra_args), "B": list(daemon.extra_args) + other_args}
+    runs: dict[str, list[dict[str, object]]] = {"A": [], "B": []}
+    for _ in range(reps):
+        for arm, extra in arms.items():
+            daemon.stop()
+            daemon.extra_args = extra
+            daemon.start(timeout=60)
+            runs[arm].append(latency_report(daemon, readers))
+    keys = ("hello_p99_ms", "unrelated_add_p50_ms", "unrelated_add_p99_ms", "unrelated_add_max_ms")
+    report: dict[str, object] = {"reps": reps, "readers": readers, "A_args": arms["A"], "B_args": arms["B"]}
+    for key in keys:
+        a = [float(run[key]) for run in runs["A"]]  # type: ignore[arg-type]
+        b = [float(run[key]) for run in runs["B"]]  # type: ignore[arg-type]
+        report[key] = {"A": a, "B": b, "median_A": statistics.median(a), "median_B": statistics.median(b)}
+    return report
+
+
 def _p99(ordered: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
@@ -143,12 +189,35 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--readers", type=int, default=16)
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the latency of other clients during the paged reads"
+    )
+    parser.add_argument(
+        "--daemon-arg", action="append", default=[], help="an argument for todod (repeatable), e.g. --commit-in-loop"
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="ARGS",
+        help="with --latency-only: restart the daemon on the same data, in turn with --daemon-arg's and with these "
+        "space-separated todod arguments, --reps times each (a same-run A/B), e.g. '--switch-interval 5'",
+    )
     args = parser.parse_args()
     root = short_tempdir()
-    daemon = Daemon(root)
+    daemon = Daemon(root, args.daemon_arg)
     try:
         daemon.start()
         fill(daemon, args.entries)
+        if args.latency_only and args.compare is not None:
+            print(json.dumps(compare_latency(daemon, args.reps, args.readers, args.compare.split()), indent=2))
+            return
+        if args.latency_only:
+            print(
+                json.dumps(
+                    {"readers": args.readers, "daemon_args": args.daemon_arg, **latency_report(daemon, args.readers)},
+                    indent=2,
+                )
+            )
+            return
         env = {k: v for k, v in daemon.cli_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
         python, todo = _plain_venv(str(root / "plain"), str(Path(sys.executable).parent / "todo"))
@@ -163,7 +232,6 @@ def main() -> None:
             took, rss = timed([python, "-c", SQLITE_READ, db], env)
             base_times.append(took)
             base_rss.append(rss)
-        hellos, adds = (sorted(samples) for samples in latency_during_reads(daemon, args.readers))
         report = {
             "entries": args.entries,
             "reps": args.reps,
@@ -173,13 +241,7 @@ def main() -> None:
             "todo_peak_rss_mb_max": round(max(todo_rss) / 1024, 1),
             "sqlite3_peak_rss_mb_max": round(max(base_rss) / 1024, 1),
             "readers": args.readers,
-            "hello_samples": len(hellos),
-            "hello_p50_ms": round(statistics.median(hellos) * 1000, 2),
-            "hello_p99_ms": round(_p99(hellos) * 1000, 2),
-            "hello_max_ms": round(hellos[-1] * 1000, 2),
-            "unrelated_add_p50_ms": round(statistics.median(adds) * 1000, 2),
-            "unrelated_add_p99_ms": round(_p99(adds) * 1000, 2),
-            "unrelated_add_max_ms": round(adds[-1] * 1000, 2),
+            **latency_report(daemon, args.readers),
         }
         print(json.dumps(report, indent=2))
     finally:

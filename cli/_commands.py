@@ -338,43 +338,62 @@ def find(
         "done": True if done else False if pending else None,
         "tags": tag or None,
         "search": search,
-        "limit": limit,
     }
-    _found(_query(fields, options), json, _render.found)
+    try:
+        # Page by page as they come; --limit is the total, --timeout bounds each page's exchange.
+        shown, more = _paging.stream_found(
+            fields,
+            limit,
+            as_json=json,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            write=lambda text: _write(text, json),
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    if more:
+        _note(f"showing the first {shown} entries; more match (narrow the query or raise --limit)")
 
 
 @_command
 def today(**options: Unpack[Options]) -> None:
     """Show what is pending and due today or overdue, across all lists, overdue first."""
     day = _dates.today()
-    result = _query({"to": day, "done": False}, options)
-    _found(result, options["json"], lambda items: _render.agenda(items, day, _render.use_color(sys.stdout)))
-
-
-def _query(fields: dict[str, Any], options: Options) -> Any:
-    """Make a ``find`` request, whose answer can hold thousands of entries."""
-    # Decoding and laying out 10,000 entries makes some 100,000 objects;
-    # frozen, the objects of the start (Typer's, on the slow path) are no
-    # longer walked by every full collection that their allocation triggers.
-    import gc  # builtin: no file to read
-
-    gc.freeze()
-    return _call("find", fields, options)
-
-
-def _found(result: Any, json: bool, render: Callable[[Any], str]) -> None:
-    items = result["entries"]
-    _write(_render.dump_json(items) if json else render(items), json)
-    if result.get("more"):
-        _note(f"showing the first {len(items)} entries; more match (narrow the query or raise --limit)")
+    json = options["json"]
+    agenda = _render.Agenda(day, _render.use_color(sys.stdout))
+    try:
+        _paging.stream_found(
+            {"to": day, "done": False},
+            None,
+            as_json=json,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            write=lambda text: _write(text, json),
+            render=agenda.page,
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
 
 
 @_command
 def history(*, list_name: str, limit: int | None, **options: Unpack[Options]) -> None:
     """Show the changes made to LIST, oldest first."""
-    result = _call("history", {"list": list_name, "limit": limit}, options)
-    text = _render.dump_json(result) if options["json"] else _render.history(result, limited=limit is not None)
-    _write(text, options["json"])
+    json = options["json"]
+    try:
+        # Page by page as they come; --limit is the total (the last N), --timeout bounds each page's exchange.
+        _paging.stream_history(
+            list_name,
+            limit,
+            as_json=json,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            write=lambda text: _write(text, json),
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
 
 
 @_command

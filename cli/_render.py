@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from json.encoder import encode_basestring as _encode_utf8  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _encode_string  # type: ignore[attr-defined]
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without the import: see todod/protocol.py
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
 
 # Every C0 and C1 control character (Unicode category Cc), plus the bidi
 # embedding, override and isolate characters, which can make a line display in
@@ -126,18 +127,7 @@ def found(items: Sequence[Mapping[str, Any]]) -> str:
     """A table of entries of several lists (DATE, LIST, ID, DONE, TAGS, TITLE) in the order given."""
     if not items:
         return ""
-    rows = (
-        (
-            clean(str(e["date"])),
-            clean(str(e["list"])),
-            str(e["id"]),
-            "yes" if e["done"] else "no",
-            tags(e),
-            clean(str(e["title"])),
-        )
-        for e in items
-    )
-    return table(rows, header=("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE"), right=(2,))
+    return table(found_rows(items), header=FOUND_HEADER, right=FOUND_RIGHT)
 
 
 #: Bold red, for overdue entries on a terminal.
@@ -157,22 +147,35 @@ def agenda(items: Sequence[Mapping[str, Any]], today: str, color: bool) -> str:
         entries as aligned rows (LIST, ID, TAGS, TITLE) indented by two
         spaces; the columns line up across all groups.
     """
-    if not items:
-        return ""
-    rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
-    lines = table(rows, right=(1,)).splitlines()
-    out: list[str] = []
-    current = None
-    for entry, line in zip(items, lines, strict=True):
-        date = str(entry["date"])
-        overdue = date < today
-        if date != current:
-            current = date
-            label = "overdue" if overdue else "today" if date == today else ""
-            heading = f"{clean(date)}  {label}".rstrip()
-            out.append(f"{_OVERDUE_ON}{heading}{_OVERDUE_OFF}" if color and overdue else heading)
-        out.append(f"  {_OVERDUE_ON}{line}{_OVERDUE_OFF}" if color and overdue else f"  {line}")
-    return "\n".join(out) + "\n"
+    return Agenda(today, color).page(items)
+
+
+class Agenda:
+    """:func:`agenda` page by page: the columns as :class:`Columns` lays them out, a heading at each new date."""
+
+    def __init__(self, today: str, color: bool) -> None:
+        self._today, self._color = today, color
+        self._columns = Columns(None, right=(1,), count=4)
+        self._current: str | None = None
+
+    def page(self, items: Sequence[Mapping[str, Any]]) -> str:
+        """The lines of these entries (pending, in date order, with their ``list``), headings included."""
+        if not items:
+            return ""
+        rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
+        lines = self._columns.page(rows).splitlines()
+        out: list[str] = []
+        on, off = (_OVERDUE_ON, _OVERDUE_OFF) if self._color else ("", "")
+        for entry, line in zip(items, lines, strict=True):
+            date = str(entry["date"])
+            overdue = date < self._today
+            if date != self._current:
+                self._current = date
+                label = "overdue" if overdue else "today" if date == self._today else ""
+                heading = f"{clean(date)}  {label}".rstrip()
+                out.append(f"{on}{heading}{off}" if overdue else heading)
+            out.append(f"  {on}{line}{off}" if overdue else f"  {line}")
+        return "\n".join(out) + "\n"
 
 
 def use_color(stream: Any) -> bool:
@@ -199,17 +202,36 @@ def _what(event: Mapping[str, Any]) -> str:
 def history(result: Mapping[str, Any], *, limited: bool = False) -> str:
     """A table of a list's events (SEQ, POSITION, TIME, OP, ID, VERSION, ENTRY), with a note at the horizon."""
     items: Sequence[Mapping[str, Any]] = result.get("events", [])
-    note = ""
+    note = history_note(result, limited=limited)
+    if not items:
+        return note
+    return note + table(history_rows(items), header=HISTORY_HEADER, right=HISTORY_RIGHT)
+
+
+HISTORY_HEADER: Final = ("SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY")
+HISTORY_RIGHT: Final = (0, 1, 4, 5)
+
+
+def history_note(result: Mapping[str, Any], *, limited: bool) -> str:
+    """The line that says where a list's log starts, when it starts after compacted (or older) changes.
+
+    ``result`` is the history, or its first page: the note is there when
+    the events shown reach back to the log's start.
+    """
+    items: Sequence[Mapping[str, Any]] = result.get("events", [])
     reached_start = not limited or not items or items[0].get("seq") == result.get("horizon", 0) + 1
     if reached_start and (result.get("horizon") or result.get("base_entries")):
-        note = (
+        return (
             f"(the log starts after seq {result.get('horizon', 0)}: older changes were compacted or predate the log; "
             f"{result.get('base_entries', 0)} entries come from before it)\n"
         )
-    if not items:
-        return note
-    rows = (
-        (
+    return ""
+
+
+def history_rows(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str, ...]]:
+    """The cells of :func:`history`'s table, one row per event."""
+    for e in items:
+        yield (
             str(e["seq"]),
             str(e["position"]),
             clean(str(e["time"])),
@@ -218,9 +240,119 @@ def history(result: Mapping[str, Any], *, limited: bool = False) -> str:
             str((e.get("after") or {}).get("version", "-")),
             _what(e),
         )
-        for e in items
+
+
+FOUND_HEADER: Final = ("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE")
+FOUND_RIGHT: Final = (2,)
+
+
+def found_rows(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str, ...]]:
+    """The cells of :func:`found`'s table, one row per entry."""
+    for e in items:
+        yield (
+            clean(str(e["date"])),
+            clean(str(e["list"])),
+            str(e["id"]),
+            "yes" if e["done"] else "no",
+            tags(e),
+            clean(str(e["title"])),
+        )
+
+
+class Columns:
+    """A table printed page by page: :func:`table`'s layout, each page as wide as it needs, never narrower than before.
+
+    A table of one page is exactly :func:`table`'s; a later page with a wider
+    cell widens that column from there on (the lines already printed stay).
+    """
+
+    def __init__(self, header: Sequence[str] | None, right: Iterable[int] = (), count: int = 0) -> None:
+        self._header: tuple[str, ...] | None = None if header is None else tuple(header)
+        self._right = frozenset(right)
+        self._widths = [0] * (count if header is None else len(header))
+
+    def page(self, rows: Iterable[Sequence[str]]) -> str:
+        """The lines of these rows (and of the header, if any, before the first row); an empty string for none."""
+        lines = [tuple(row) for row in rows]
+        if not lines:
+            return ""
+        if self._header is not None:
+            lines.insert(0, self._header)
+            self._header = None
+        right, widths = self._right, self._widths
+        last = len(widths) - 1
+        columns: list[Sequence[str]] = []
+        for i, column in enumerate(zip(*lines, strict=True)):
+            if i == last and i not in right:
+                columns.append(column)
+                continue
+            ascii_only = "".join(column).isascii()
+            cell_widths = list(map(len, column)) if ascii_only else [width(cell) for cell in column]
+            size = widths[i] = max(widths[i], *cell_widths)
+            if i in right:
+                columns.append([" " * (size - w) + cell for cell, w in zip(column, cell_widths, strict=True)])
+            else:
+                columns.append([cell + " " * (size - w) for cell, w in zip(column, cell_widths, strict=True)])
+        return "\n".join(map(_GAP.join, zip(*columns, strict=True))) + "\n"
+
+
+def history_json_head(result: Mapping[str, Any]) -> str:
+    """The start of a streamed history in JSON, up to its events array, as :func:`dump_json` lays it out."""
+    fields = "".join(
+        f"  {json.dumps(key)}: {json.dumps(result.get(key), ensure_ascii=False)},\n"
+        for key in ("list", "horizon", "base_entries")
     )
-    return note + table(rows, header=("SEQ", "POS", "TIME", "OP", "ID", "VER", "ENTRY"), right=(0, 1, 4, 5))
+    return _json_safe("{\n" + fields + '  "events": ')
+
+
+def indented(value: object, level: int = 0, *, ascii_only: bool = True) -> str:
+    """``json.dumps(value, indent=2, ensure_ascii=ascii_only)`` for a value nested ``level`` deep, without its cost.
+
+    json's indenting encoder is written in Python with nested closures: a
+    reference cycle per call, which the page streams (that turn the cyclic
+    collector off) would keep until the end, some 3 KB an entry.  This one
+    makes no cycle and gives the same text for JSON values (a test checks).
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _encode_string(value) if ascii_only else _encode_utf8(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, (dict, list)):
+        if not value:
+            return "{}" if isinstance(value, dict) else "[]"
+        inner = "\n" + "  " * (level + 1)
+        if isinstance(value, dict):
+            items = [
+                f"{indented(str(k), ascii_only=ascii_only)}: {indented(v, level + 1, ascii_only=ascii_only)}"
+                for k, v in value.items()
+            ]
+            opening, closing = "{", "}"
+        else:
+            items = [indented(v, level + 1, ascii_only=ascii_only) for v in value]
+            opening, closing = "[", "]"
+        return opening + inner + ("," + inner).join(items) + "\n" + "  " * level + closing
+    return json.dumps(value, ensure_ascii=ascii_only)  # a float or another scalar
+
+
+def json_array_part(items: Sequence[object], written: int, *, last: bool, indent: str = "") -> str:
+    """One page's part of a streamed JSON array, as :func:`dump_json` would lay out the whole array.
+
+    ``indent`` is the array's own indentation (its items are two spaces
+    deeper); ``written`` counts the items of the pages before.
+    """
+    deeper = indent + "  "
+    level = len(deeper) // 2
+    blocks = [deeper + indented(item, level, ascii_only=False) for item in items]
+    out = "[" if written == 0 else ""
+    if blocks:
+        out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)
+    if last:
+        out += f"\n{indent}]" if written or blocks else "]"
+    return _json_safe(out)
 
 
 def event(item: Mapping[str, Any]) -> str:
@@ -242,19 +374,33 @@ def entries_header(id_width: int, tags_width: int | None = None) -> str:
     return f"{'ID':>{id_width}}  DATE        DONE  {tags_cell}TITLE\n"
 
 
-def tags_width(items: Sequence[Mapping[str, Any]]) -> int | None:
-    """The TAGS column's width for these entries, or None when none has a tag (no column)."""
-    for e in items:
-        if e.get("tags"):
+#: The fields of an entry as a row (``"form": "rows"``), as the daemon's ROW_COLUMNS.
+ROW_KEYS: Final = ("id", "date", "title", "done", "version", "tags")
+
+
+def row_of(entry: Mapping[str, Any]) -> list[Any]:
+    """An entry object as a row of :data:`ROW_KEYS` (the pages of a daemon that sends objects)."""
+    return [entry.get(key) for key in ROW_KEYS]
+
+
+def tags_width(rows: Sequence[Sequence[Any]]) -> int | None:
+    """The TAGS column's width for these rows, or None when none has a tag (no column)."""
+    for r in rows:
+        if r[5]:
             break
     else:
         return None
-    return max(len("TAGS"), *(width(tags(e)) for e in items))
+    return max(len("TAGS"), *(width(_tags_cell(r[5])) for r in rows))
 
 
-def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int | None = None) -> str:
+def _tags_cell(found: Any) -> str:
+    return clean(",".join(map(str, found))) if found else "-"
+
+
+def entry_rows(rows: Sequence[Sequence[Any]], id_width: int, tag_width: int | None = None) -> str:
     """The lines of a streamed entries table, laid out as :func:`entries` lays them out.
 
+    ``rows`` are entries as rows of :data:`ROW_KEYS`.
     Columns: the id right-aligned in ``id_width``, the date, the done mark,
     the tags if ``tag_width`` is given, the title (last, so never padded).
     A page at a time, so the widths cannot come from all the rows: the id's
@@ -263,8 +409,7 @@ def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int
     """
     out: list[str] = []
     append = out.append
-    for e in items:
-        date, title = e["date"], e["title"]
+    for entry_id, date, title, done, _version, found in rows:
         # What the daemon sends is clean: a ten-character ASCII date, a
         # printable title; only anything else takes the slow, careful way.
         if type(date) is not str or len(date) != 10 or not (date.isascii() and date.isprintable()):
@@ -273,39 +418,34 @@ def entry_rows(items: Sequence[Mapping[str, Any]], id_width: int, tag_width: int
         if type(title) is not str or not title.isprintable():
             title = clean(str(title))
         if tag_width is not None:
-            cell = tags(e)
+            cell = _tags_cell(found)
             title = cell + " " * (tag_width - width(cell)) + "  " + title
-        append(f"{str(e['id']).rjust(id_width)}  {date}  {'yes ' if e['done'] else 'no  '}  {title}\n")
+        append(f"{str(entry_id).rjust(id_width)}  {date}  {'yes ' if done else 'no  '}  {title}\n")
     return "".join(out)
 
 
-_WIRE_KEYS = ("id", "date", "title", "done", "version", "tags")
-
-
-def json_entries(items: Sequence[Mapping[str, Any]], written: int, *, last: bool) -> str:
+def json_entries(rows: Sequence[Any], written: int, *, last: bool) -> str:
     """One page's part of a streamed JSON array of entries, as :func:`dump_json` would indent the whole array.
 
     Args:
-        items: the page's entries.
+        rows: the page's entries, as rows of :data:`ROW_KEYS` (or as objects).
         written: how many entries earlier pages wrote.
         last: whether this is the last page (it closes the array).
     """
     blocks = []
-    for e in items:
-        if (
-            tuple(e) == _WIRE_KEYS
-            and type(e["id"]) is int
-            and type(e["done"]) is bool
-            and type(e["version"]) is int
-            and e["tags"] == []
-        ):
+    for r in rows:
+        if type(r) is dict:  # an object, from a daemon that sends them: as it is
+            blocks.append("  " + indented(r, 1))
+            continue
+        entry_id, date, title, done, version, found = r
+        if type(entry_id) is int and type(done) is bool and type(version) is int and found == []:
             blocks.append(
-                f'  {{\n    "id": {e["id"]},\n    "date": {_string(e["date"])},\n'
-                f'    "title": {_string(e["title"])},\n    "done": {"true" if e["done"] else "false"},\n'
-                f'    "version": {e["version"]},\n    "tags": []\n  }}'
+                f'  {{\n    "id": {entry_id},\n    "date": {_string(date)},\n'
+                f'    "title": {_string(title)},\n    "done": {"true" if done else "false"},\n'
+                f'    "version": {version},\n    "tags": []\n  }}'
             )
         else:  # tags, or a shape this fast path does not know: the general way
-            blocks.append("  " + json.dumps(e, indent=2).replace("\n", "\n  "))
+            blocks.append("  " + indented(dict(zip(ROW_KEYS, r, strict=True)), 1))
     out = "[" if written == 0 else ""
     if blocks:
         out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)

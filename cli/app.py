@@ -30,7 +30,7 @@ from cli._commands import (
     exit_code,
 )
 from cli._params import MAX_TIMEOUT
-from todod import __version__, protocol
+from todod import __version__
 
 # Modules that Typer's imports pull in and `todo` hardly ever uses stay unrun
 # until used, 7-14 ms of every Typer run (help, usage errors, each completion
@@ -428,8 +428,7 @@ def find(
             "--limit",
             metavar="N",
             min=1,
-            max=protocol.MAX_FIND,
-            help="At most N entries (default and most: 10000).",
+            help="At most N entries in all (default: every match).",
             show_default=False,
         ),
     ] = None,

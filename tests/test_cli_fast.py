@@ -248,7 +248,7 @@ class Daemon:
 
 
 class _PagedConnection:
-    """One paged read through :class:`Daemon`: each page request is a call, answered by one whole page."""
+    """One paged read (entries, find, history) through :class:`Daemon`: each request is a call, answered by a page."""
 
     def __init__(self, daemon: Daemon, socket_path: str, timeout: float, data_dir: str | None) -> None:
         self._daemon, self._where = daemon, (socket_path, timeout, data_dir)
@@ -270,10 +270,12 @@ class _PagedConnection:
         )
 
     def receive(self) -> bytes:
-        entries = self._answers.pop(0)
-        if not isinstance(entries, list):  # not a page: an import's or a move's answer
-            return protocol.encode_ok(None, entries)
-        page = {"next": None, "last_id": max((e["id"] for e in entries), default=0), "entries": entries}
+        answer = self._answers.pop(0)
+        if isinstance(answer, dict) and ("entries" in answer or "events" in answer):
+            return protocol.encode_ok(None, {"next": None, **answer})  # a find or history: its one page
+        if isinstance(answer, dict):  # not a page: an import's or a move's answer
+            return protocol.encode_ok(None, answer)
+        page = {"next": None, "last_id": max((e["id"] for e in answer), default=0), "entries": answer}
         return protocol.encode_ok(None, page)
 
 

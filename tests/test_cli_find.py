@@ -82,7 +82,7 @@ def test_find_without_options_sends_no_filter_and_shows_a_table(daemon: FakeDaem
     )
     result = todo(daemon, "find")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find"}]
+    assert daemon.requests == [{"op": "find", "limit": 10_000}], "a page of the daemon's most"
     assert result.stdout == (
         "DATE        LIST  ID  DONE  TAGS  TITLE\n"
         "2026-11-30  home   2  yes   food  Buy milk\n"
@@ -106,7 +106,7 @@ def test_find_done_json_and_the_note_when_more_match(daemon: FakeDaemon) -> None
     [
         (("--pending", "--done"), 2),
         (("--limit", "0"), 2),
-        (("--limit", "10001"), 2),
+        (("--limit", "many"), 2),
         (("--from", "someday"), 65),
         (("--to", "2026-2-3"), 65),
     ],
@@ -131,7 +131,7 @@ def test_today_asks_for_pending_up_to_today_and_groups_by_date(daemon: FakeDaemo
     )
     result = todo(daemon, "today")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False}]
+    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False, "limit": 10_000}]
     assert result.stdout == (
         "2026-11-28  overdue\n"
         "  home   3  bills  Pay rent\n"
@@ -214,7 +214,13 @@ def test_entries_takes_a_relative_date(daemon: FakeDaemon) -> None:
     """`todo entries --date yesterday` sends yesterday's ISO date."""
     daemon.answer([])
     assert todo(daemon, "entries", "home", "--date", "yesterday").exit_code == 0
-    assert daemon.requests[0] == {"op": "entries", "list": "home", "date": "2026-12-01", "limit": 10_000}
+    assert daemon.requests[0] == {
+        "op": "entries",
+        "list": "home",
+        "date": "2026-12-01",
+        "limit": 10_000,
+        "form": "rows",
+    }
 
 
 def test_an_unknown_date_word_is_invalid_data(daemon: FakeDaemon) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,3 +77,60 @@ def test_history_and_watch_lines_show_the_entrys_tags() -> None:
     assert "Pay rent (tags bills,urgent)" in _render.history({"list": "home", "events": [event]})
     untagged = {**event, "after": before}
     assert _render.event(untagged).endswith("  Pay rent\n")
+
+
+def _found_item(i: int) -> dict[str, Any]:
+    return {
+        "list": ["home", "仕事\u202e", "a"][i % 3],
+        "id": i * 7,
+        "date": f"2026-12-{1 + i % 28:02d}",
+        "title": f"entry {i} Café\x1b" if i % 2 else f"entry {i}",
+        "done": bool(i % 2),
+        "version": 1,
+        "tags": ["x"] * (i % 2),
+    }
+
+
+@pytest.mark.parametrize("size", [1, 3, 10])
+def test_streamed_find_and_history_pages_print_as_the_whole_answer(size: int) -> None:
+    """Pages of a find or history in JSON are the whole answer's dump_json; a table of one page is table()'s."""
+    items = [_found_item(i) for i in range(10)]
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    parts, written = [], 0
+    for n, chunk in enumerate(chunks):
+        parts.append(_render.json_array_part(chunk, written, last=n == len(chunks) - 1))
+        written += len(chunk)
+    assert "".join(parts) + "\n" == _render.dump_json(items)
+    assert _render.json_array_part([], 0, last=True) + "\n" == _render.dump_json([])
+    history = {"list": "home ☃", "horizon": 2, "base_entries": 1, "events": items}
+    streamed = _render.history_json_head(history)
+    written = 0
+    for n, chunk in enumerate(chunks):
+        streamed += _render.json_array_part(chunk, written, last=n == len(chunks) - 1, indent="  ")
+        written += len(chunk)
+    assert streamed + "\n}\n" == _render.dump_json(history)
+    empty = {**history, "events": []}
+    assert _render.history_json_head(empty) + _render.json_array_part([], 0, last=True, indent="  ") + "\n}\n" == (
+        _render.dump_json(empty)
+    )
+    columns = _render.Columns(_render.FOUND_HEADER, _render.FOUND_RIGHT)
+    assert columns.page(_render.found_rows(items)) == _render.found(items)
+    paged = _render.Columns(_render.FOUND_HEADER, _render.FOUND_RIGHT)
+    lines = "".join(paged.page(_render.found_rows(chunk)) for chunk in chunks).splitlines()
+    assert len(lines) == 1 + len(items) and lines[0].startswith("DATE")
+    widths = [_render.width(line.split("  entry")[0]) for line in lines[1:]]
+    assert widths == sorted(widths), "a later page is never narrower than the ones before"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON, st.integers(min_value=0, max_value=3), st.booleans())
+def test_indented_is_json_dumps_with_indent(value: object, level: int, ascii_only: bool) -> None:
+    """indented() writes what json.dumps(indent=2) writes, at any depth, ASCII-escaped or not."""
+    expected = json.dumps(value, indent=2, ensure_ascii=ascii_only).replace("\n", "\n" + "  " * level)
+    assert _render.indented(value, level, ascii_only=ascii_only) == expected

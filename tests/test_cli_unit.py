@@ -90,7 +90,7 @@ def test_entries_renders_an_aligned_table(daemon: FakeDaemon) -> None:
         " 3  2024-05-01  yes   buy milk\n",
         "12  2024-05-02  no    call 日本\n",
     ]
-    assert daemon.requests == [{"op": "entries", "list": "home", "limit": PAGE_ENTRIES}]
+    assert daemon.requests == [{"op": "entries", "list": "home", "limit": PAGE_ENTRIES, "form": "rows"}]
 
 
 def test_entries_pages_through_the_list_and_lines_up_every_page(daemon: FakeDaemon) -> None:
@@ -145,7 +145,9 @@ def test_entries_sends_the_date_filter_and_prints_json(daemon: FakeDaemon) -> No
     result = todo(daemon, "entries", "home", "--date", "2024-05-01", "--json")
     assert result.exit_code == 0, result.output
     assert result.stdout == json.dumps([ENTRY], indent=2) + "\n"
-    assert daemon.requests == [{"op": "entries", "list": "home", "date": "2024-05-01", "limit": PAGE_ENTRIES}]
+    assert daemon.requests == [
+        {"op": "entries", "list": "home", "date": "2024-05-01", "limit": PAGE_ENTRIES, "form": "rows"}
+    ]
 
 
 def test_entries_prints_nothing_for_an_empty_list(daemon: FakeDaemon) -> None:
@@ -507,3 +509,16 @@ def test_fast_path_knows_every_command() -> None:
     from cli import _table
 
     assert set(_table.COMMANDS) == set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_entries_reads_objects_from_a_daemon_that_knows_no_rows(daemon: FakeDaemon) -> None:
+    """A daemon older than ``"form": "rows"`` refuses the field: `todo entries` asks again for its objects."""
+    daemon.fail("bad_request", "op 'entries' has no field 'form'")
+    daemon.answer(page([{"id": 3, "date": "2024-05-01", "title": "buy milk", "done": True}], None, 3))
+    result = todo(daemon, "entries", "home")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "ID  DATE        DONE  TITLE\n 3  2024-05-01  yes   buy milk\n"
+    assert daemon.requests == [
+        {"op": "entries", "list": "home", "limit": PAGE_ENTRIES, "form": "rows"},
+        {"op": "entries", "list": "home", "limit": PAGE_ENTRIES},
+    ]

@@ -212,3 +212,22 @@ def test_a_pages_entry_text_is_the_json_of_its_wire_form() -> None:
         Entry(8, DAY, 'quote " back \\ slash é 日本 \U0001f600', done=True, version=3, tags=("b", "a\u00e9")),
     ):
         assert _pages._encode(entry) == json.dumps(entry.to_wire(), separators=(",", ":"))
+
+
+async def test_a_page_of_rows_holds_the_same_entries_as_arrays(open_registry: OpenRegistry) -> None:
+    """``"form": "rows"`` gives each entry as an array of ROW_COLUMNS, the same values as its object."""
+    async with open_registry() as (_store, registry):
+        await fill(registry, "l", 30, "tïtle {}")
+        await registry.call("l", UpdateEntry(3, tag=frozenset({"b", "a"})))
+        objects = await page(registry, "l", 10)
+        result = await registry.call("l", ReadPage(PageRequest(None, 10, None, 0, rows=True)))
+        rows = json.loads(result.json)
+        assert result.json.isascii()
+        assert rows["entries"] == [[e[key] for key in _pages.ROW_COLUMNS] for e in objects["entries"]]
+        assert rows["entries"][2][5] == ["a", "b"]
+        assert rows["next"] is not None and rows["last_id"] == objects["last_id"]
+    from todod._dispatch import _page
+
+    assert _page({"list": "l", "limit": 5, "form": "rows"}).rows
+    with pytest.raises(Invalid, match="'form' is"):
+        _page({"list": "l", "form": "csv"})

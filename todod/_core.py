@@ -31,7 +31,7 @@ import trio
 
 from todod import _bulk, _log
 from todod._imports import Imports
-from todod._log import Compaction
+from todod._log import Compaction, HistoryPage
 from todod._model import (
     MAX_TAGS,
     MAX_TITLE,
@@ -46,7 +46,7 @@ from todod._model import (
     validate_tags,
     validate_title,
 )
-from todod._query import FindQuery, search_words
+from todod._query import FindCursor, FindQuery, FoundPage, search_words
 from todod._registry import Registry
 from todod._saga import Sagas
 from todod._server import (
@@ -63,7 +63,16 @@ from todod._store import Store, StoreError, StoreFaults, WriteContext, open_stor
 from todod._subscription import Hub
 from todod._supervisor import ChildSpec, Supervisor
 from todod._transfer import Applied, Mover, Work
-from todod.protocol import MAX_FIND, Compacted, Conflict, Invalid, NotFound, Timeout
+from todod.protocol import (
+    DEFAULT_PAGE_ENTRIES,
+    MAX_FIND,
+    MAX_PAGE_ENTRIES,
+    Compacted,
+    Conflict,
+    Invalid,
+    NotFound,
+    Timeout,
+)
 
 #: Most changes one undo or redo request reverts (each is one change of the
 #: log, all committed together): a bound on the plan read and held in memory.
@@ -429,6 +438,7 @@ class Core:
         It asks no list server: the store holds exactly what the servers have
         acknowledged, so the answer holds every change acknowledged before
         this call (docs/ARCHITECTURE.md, "Queries across lists").
+        For in-process callers; the socket reads in pages (:meth:`find_page`).
 
         Returns:
             The entries' wire forms, each with its ``"list"``, in date, list,
@@ -438,18 +448,54 @@ class Core:
             Invalid: a bad list name, tag, search text, range or limit.
             Timeout: the query did not finish within the call timeout.
         """
-        query = FindQuery(
-            lists=None if lists is None else _check_lists(lists),
-            date_from=date_from,
-            date_to=date_to,
-            done=done,
-            tags=_check_query_tags(tags),
-            words=() if search is None else _check_search(search),
-            limit=_check_limit(limit),
-        )
-        if date_from is not None and date_to is not None and date_from > date_to:
-            raise Invalid(f"the range is empty: from {date_from.isoformat()} is after to {date_to.isoformat()}")
+        query = _find_query(lists, date_from, date_to, done, tags, search, limit, None)
         return await self.store.find(query, self.registry.call_timeout)
+
+    async def find_page(
+        self,
+        *,
+        lists: Iterable[str] | None = None,
+        date_from: datetime.date | None = None,
+        date_to: datetime.date | None = None,
+        done: bool | None = None,
+        tags: Iterable[str] = (),
+        search: str | None = None,
+        limit: int = MAX_FIND,
+        after: str | None = None,
+    ) -> FoundPage:
+        """One page of :meth:`find`: at most ``limit`` entries and a page's bytes, after the cursor ``after``.
+
+        Raises:
+            Invalid: as :meth:`find`, or a cursor that is not one.
+            Compacted: the log was compacted past the paged read's start.
+            Timeout: the page did not finish within the call timeout.
+        """
+        cursor = None if after is None else FindCursor.from_wire(after)
+        query = _find_query(lists, date_from, date_to, done, tags, search, limit, cursor)
+        return await self.store.find_page(query, self.registry.call_timeout)
+
+    async def history_page(self, list_name: str, after: int | None, limit: int | None) -> HistoryPage:
+        """One page of a list's history (docs/PROTOCOL.md, ``history``).
+
+        Without ``after``, the read starts at the last ``limit`` events (all
+        of them when ``limit`` is None); with it, the page holds at most
+        ``limit`` events (1,000 when None) after that position.
+
+        Raises:
+            Invalid: a bad list name or limit.
+            Compacted: ``after`` is below the compacted horizon.
+        """
+        list_name = validate_list_name(list_name)
+        if after is None:
+            if limit is not None and limit < 1:
+                raise Invalid(f"limit is at least 1 (got {limit})")
+            page = MAX_PAGE_ENTRIES if limit is None else min(limit, MAX_PAGE_ENTRIES)
+        else:
+            page = DEFAULT_PAGE_ENTRIES if limit is None else limit
+            if not 1 <= page <= MAX_PAGE_ENTRIES:
+                raise Invalid(f"a page's limit is 1 to {MAX_PAGE_ENTRIES} (got {page})")
+        await self._flush(list_name)
+        return await self.store.history_page(list_name, after, limit if after is None else None, page)
 
     def statistics(self) -> CoreStatistics:
         ev = self.registry.events
@@ -512,6 +558,31 @@ def _check_search(search: str) -> tuple[str, ...]:
     if not words:
         raise Invalid("a search text must hold a word")
     return words
+
+
+def _find_query(
+    lists: Iterable[str] | None,
+    date_from: datetime.date | None,
+    date_to: datetime.date | None,
+    done: bool | None,
+    tags: Iterable[str],
+    search: str | None,
+    limit: int,
+    after: FindCursor | None,
+) -> FindQuery:
+    query = FindQuery(
+        lists=None if lists is None else _check_lists(lists),
+        date_from=date_from,
+        date_to=date_to,
+        done=done,
+        tags=_check_query_tags(tags),
+        words=() if search is None else _check_search(search),
+        limit=_check_limit(limit),
+        after=after,
+    )
+    if date_from is not None and date_to is not None and date_from > date_to:
+        raise Invalid(f"the range is empty: from {date_from.isoformat()} is after to {date_to.isoformat()}")
+    return query
 
 
 def _check_limit(limit: int) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import attrs
@@ -120,7 +121,7 @@ class Dispatcher:
                 entry = await self.core.delete(args["list"], args["entry"], args.get("if_version"), current_origin())
                 return entry.to_wire()
             case "find":
-                found, more = await self.core.find(
+                found = await self.core.find_page(
                     lists=args.get("lists"),
                     date_from=_date(args.get("from")),
                     date_to=_date(args.get("to")),
@@ -128,10 +129,15 @@ class Dispatcher:
                     tags=args.get("tags", ()),
                     search=args.get("search"),
                     limit=args.get("limit", MAX_FIND),
+                    after=args.get("after"),
                 )
-                return {"entries": found, "more": more}
+                # next first, so a client can ask for the next page before it decodes this one.
+                cursor = "null" if found.next is None else encode_basestring_ascii(found.next.to_wire())
+                more = "false" if found.next is None else "true"
+                return RawResult(f'{{"next":{cursor},"entries":[{",".join(found.entries)}],"more":{more}}}')
             case "history":
-                return await self.core.history(args["list"], args.get("limit"))
+                page = await self.core.history_page(args["list"], args.get("after"), args.get("limit"))
+                return RawResult(page.to_json())
             case "undo" | "redo":
                 revert = self.core.undo if request.op == "undo" else self.core.redo
                 entries = await revert(args["list"], args.get("steps", 1), current_origin(), args.get("if_seq"))
@@ -224,7 +230,10 @@ def _page(args: dict[str, Any]) -> PageRequest:
     snapshot, after = (None, 0) if cursor is None else parse_cursor(cursor)
     if limit is None and cursor is not None:
         limit = DEFAULT_PAGE_ENTRIES
-    return PageRequest(_date(args.get("date")), limit, snapshot, after)
+    form = args.get("form", "objects")
+    if form not in ("objects", "rows"):
+        raise Invalid(f"'form' is 'objects' or 'rows' (got {form[:40]!r})")
+    return PageRequest(_date(args.get("date")), limit, snapshot, after, form == "rows")
 
 
 def _date(text: str | None) -> datetime.date | None:

@@ -15,12 +15,14 @@ import datetime
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import attrs
 
 from todod._model import DO_OPS, Change, Entry, Event, Step, replay
 from todod._query import tags_column
+from todod.protocol import MAX_INT, Compacted
 
 #: Schema version 2: versions, the change log, its horizon and the undo state.
 #: Entries that exist when it runs become each list's base state, so a
@@ -283,6 +285,143 @@ def read_history(conn: sqlite3.Connection, name: str, limit: int | None) -> dict
         rows.append(row)
     base = conn.execute("SELECT count(*) FROM base_entries WHERE list_id = ?", (list_id,)).fetchone()[0]
     return {"list": name, "horizon": base_seq, "base_entries": base, "events": [_wire(r) for r in reversed(rows)]}
+
+
+#: Positions of the log (every list's events) one history page scans at
+#: most after its cursor: a list whose events are sparse among other lists'
+#: gets short pages, even empty ones, with a cursor, but no page scans the
+#: whole log.  100,000 rows are a few tens of ms of SQLite's time, without the GIL.
+HISTORY_WINDOW = 100_000
+
+#: A list's events walked back from its head (``?``: the head, then how many
+#: at most), in SQLite: one primary-key lookup per event, with no Python in
+#: between.  It stops at the list's first event or at the compacted horizon
+#: (a ``prev`` that names a dropped event).
+_CHAIN = """WITH RECURSIVE chain(position, prev, n) AS (
+    SELECT position, prev, 1 FROM events WHERE position = ?
+    UNION ALL
+    SELECT e.position, e.prev, c.n + 1 FROM chain c JOIN events e ON e.position = c.prev WHERE c.n < ?
+) """
+
+
+@attrs.frozen
+class HistoryPage:
+    """One page of a list's history: its events' JSON texts, oldest first, and the position to go on after."""
+
+    list: str
+    horizon: int
+    base_entries: int
+    events: tuple[str, ...]
+    next: int | None
+
+    def to_json(self) -> str:
+        """The page's result as JSON text (ASCII): ``next`` first, so a client can ask for more before decoding."""
+        head = "null" if self.next is None else str(self.next)
+        return (
+            f'{{"next":{head},"list":{json.dumps(self.list)},"horizon":{self.horizon},'
+            f'"base_entries":{self.base_entries},"events":[{",".join(self.events)}]}}'
+        )
+
+
+def read_history_page(
+    conn: sqlite3.Connection, name: str, after: int | None, limit: int | None, page: int, max_bytes: int = 1 << 20
+) -> HistoryPage:
+    """One page of a list's events in position order, in the caller's read transaction.
+
+    With ``after`` None, the read starts at the last ``limit`` events of the
+    list (all of them when ``limit`` is None); else it goes on with the
+    list's events after position ``after``.  A page ends at ``page`` events,
+    before the event that would take its JSON past ``max_bytes`` (it holds
+    at least one), or after :data:`HISTORY_WINDOW` positions of the log.
+
+    Raises:
+        Compacted: ``after`` is below the log's compacted horizon: events
+            after it may be gone.
+    """
+    found = _list_row(conn, name)
+    if found is None:
+        return HistoryPage(name, 0, 0, (), None)
+    list_id, _seq, head, base_seq = found
+    base = conn.execute("SELECT count(*) FROM base_entries WHERE list_id = ?", (list_id,)).fetchone()[0]
+    end = last_position(conn)
+    select = f"SELECT {_COLUMNS} FROM "
+    if after is None:
+        start, count = conn.execute(
+            _CHAIN + "SELECT min(position), count(*) FROM chain", (head, MAX_INT if limit is None else limit)
+        ).fetchone()
+        if not count:
+            return HistoryPage(name, base_seq, base, (), None)
+        if count <= page:
+            # The whole tail in this page: its events straight from the chain.
+            rows = conn.execute(
+                _CHAIN + select + "chain c JOIN events e ON e.position = c.position "
+                "JOIN lists l ON l.id = e.list_id ORDER BY e.position",
+                (head, count),
+            ).fetchall()
+            texts, cut = _page_texts(rows, page, max_bytes)
+            return HistoryPage(name, base_seq, base, texts, cut)
+        after = start - 1
+    elif horizon(conn) > after:
+        raise Compacted(
+            f"events after position {after} were compacted (the log starts after {horizon(conn)}); "
+            "read the history again from the start"
+        )
+    stop = min(end, after + HISTORY_WINDOW)
+    rows = conn.execute(
+        select + "events e JOIN lists l ON l.id = e.list_id "
+        "WHERE e.position > ? AND e.position <= ? AND e.list_id = ? ORDER BY e.position LIMIT ?",
+        (after, stop, list_id, page + 1),
+    ).fetchall()
+    texts, cut = _page_texts(rows, page, max_bytes)
+    if cut is None and stop < end:
+        cut = stop  # the window ended before the log did
+    return HistoryPage(name, base_seq, base, texts, cut)
+
+
+def _entry_json(entry_id: int, text: str | None) -> str:
+    """An event's entry text as the JSON of its wire form (``_decode_wire``'s), ASCII only."""
+    if text is None:
+        return "null"
+    date, done, version, title, tags = _fields(text)
+    return (
+        f'{{"id":{entry_id},"date":"{date}","title":{encode_basestring_ascii(title)},'
+        f'"done":{"true" if done else "false"},"version":{version},'
+        f'"tags":[{",".join(map(encode_basestring_ascii, tags))}]}}'
+    )
+
+
+def _int_json(value: int | None) -> str:
+    return "null" if value is None else str(value)
+
+
+def _page_texts(rows: list[Any], page: int, max_bytes: int) -> tuple[tuple[str, ...], int | None]:
+    """The JSON texts of up to ``page`` events and ``max_bytes``; and the last one's position if more are left.
+
+    Each is the JSON of :func:`_wire`'s form (a test compares them), built
+    directly: json.dumps of the dicts took half of a page's time, in a
+    reader thread that holds the GIL meanwhile.
+    """
+    texts: list[str] = []
+    size = 0
+    times: dict[float, str] = {}  # the events of one transaction share their time
+    for row in rows:
+        if len(texts) >= page:
+            return tuple(texts), rows[len(texts) - 1][0]
+        position, name, seq, change, op, entry, before, after, when, uid, pid, target = row[:12]
+        stamp = times.get(when)
+        if stamp is None:
+            stamp = times[when] = wire_time(when)
+        text = (
+            f'{{"position":{position},"list":{encode_basestring_ascii(name)},"seq":{seq},"change":{change},'
+            f'"op":{encode_basestring_ascii(op)},"entry":{entry},"before":{_entry_json(entry, before)},'
+            f'"after":{_entry_json(entry, after)},"time":"{stamp}","uid":{_int_json(uid)},'
+            f'"pid":{_int_json(pid)},"target":{_int_json(target)}}}'
+        )
+        size += len(text) + 1
+        if size > max_bytes and texts:
+            return tuple(texts), rows[len(texts) - 1][0]
+        texts.append(text)
+    return tuple(texts), None
 
 
 @attrs.frozen

@@ -196,6 +196,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run each group commit in the event loop rather than in a worker thread (see docs/ARCHITECTURE.md)",
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=_positive(float),
+        default=SWITCH_INTERVAL * 1000,
+        metavar="MS",
+        help=f"the thread switch interval in ms (default {SWITCH_INTERVAL * 1000:g}; see docs/ARCHITECTURE.md)",
+    )
     sub = parser.add_subparsers(dest="command")
     units = sub.add_parser("install-units", help="write the systemd user units for this todod")
     units.add_argument("--user-dir", help="where to write them (default ~/.config/systemd/user)")
@@ -379,6 +386,18 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+#: The interpreter's thread switch interval, in seconds (Python's default is
+#: 5 ms).  A group commit runs in a worker thread, which takes the GIL back
+#: after each SQLite call (a dozen per transaction) and, while the event
+#: loop is busy (paging big lists for 16 readers), waits up to one interval
+#: each time: an unrelated add's p99 was 155 to 244 ms during such reads,
+#: against 17 ms when it committed in the loop.  At 0.5 ms it was 41 to
+#: 71 ms, its p50 and other clients' latency unchanged (bench/big_read.py
+#: --latency-only --compare, docs/ARCHITECTURE.md).  The loop, alone or
+#: beside idle threads, pays nothing for it.
+SWITCH_INTERVAL = 0.0005
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``todod``; returns its exit status (also raised as SystemExit by the script)."""
     args = _parser().parse_args(argv)
@@ -391,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     status = 0
     _tune_gc()
+    sys.setswitchinterval(args.switch_interval / 1000)
     try:
         trio.run(_amain, args, socket_path, data_dir)
     except* SupervisorEscalation as group:

@@ -27,12 +27,13 @@ import json
 import re
 import sqlite3
 import time
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import attrs
 
 from todod._model import Entry
-from todod.protocol import MAX_FIND
+from todod.protocol import MAX_FIND, MAX_INT, MAX_PAGE_BYTES, Compacted, Invalid
 
 #: Schema step "tags and query indexes", self-contained so that a renumbering
 #: can move it to another ``user_version``: the tags column (no entry loses
@@ -222,6 +223,43 @@ class FindQuery:
     tags: frozenset[str] = frozenset()
     words: tuple[str, ...] = ()
     limit: int = MAX_FIND
+    #: Where a paged read goes on (None: its first page).
+    after: FindCursor | None = None
+
+
+@attrs.frozen
+class FindCursor:
+    """Where the next ``find`` page starts: after this (date, list, id), in a read that began at ``position``.
+
+    On the wire it is ``"<position>.<date>.<id>.<list>"`` (the list name
+    last: it may hold dots).  ``position`` is the change log's last position
+    when the read's first page was read: a later page leaves out every entry
+    with an event after it (added, changed or deleted since), so no entry is
+    seen twice, and none that did not match then.
+    """
+
+    position: int
+    date: str
+    list: str
+    id: int
+
+    def to_wire(self) -> str:
+        return f"{self.position}.{self.date}.{self.id}.{self.list}"
+
+    @classmethod
+    def from_wire(cls, text: str) -> FindCursor:
+        """Parse a cursor; raises Invalid when it is not one that a ``find`` page gave."""
+        parts = text.split(".", 3)
+        if len(parts) == 4 and all(p.isascii() and p.isdigit() for p in (parts[0], parts[2])) and parts[3]:
+            try:
+                day = datetime.date.fromisoformat(parts[1])
+            except ValueError:
+                pass
+            else:
+                position, entry_id = int(parts[0]), int(parts[2])
+                if position <= MAX_INT and entry_id <= MAX_INT and day.isoformat() == parts[1]:
+                    return cls(position, parts[1], parts[3], entry_id)
+        raise Invalid(f"not a 'find' cursor: {text[:60]!r} (pass the 'next' of the page before)")
 
 
 #: Shorter words cannot use the trigram index (a trigram is three characters).
@@ -272,6 +310,8 @@ def build_sql(query: FindQuery, text_index: bool) -> tuple[str, list[object]]:
     for tag in sorted(query.tags):
         where.append("(e.list_id, e.id) IN (SELECT list_id, entry_id FROM entry_tags WHERE tag = ?)")
         params.append(tag)
+    if query.after is not None:
+        where.extend(_after_terms(query.after, params))
     sql = f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -324,6 +364,92 @@ def run_find(
         for name, entry_id, date, title, done, version, tags in rows
     ]
     return found, more
+
+
+def _after_terms(cursor: FindCursor, params: list[object]) -> list[str]:
+    """The terms of a later page: after the cursor's key, and nothing written since the read began."""
+    # (date, name, id) > the cursor's, spelled out so that the date index
+    # still bounds the scan (e.date >= ?).
+    params.extend((cursor.date, cursor.date, cursor.list, cursor.list, cursor.id, cursor.position))
+    return [
+        "e.date >= ?",
+        "(e.date > ? OR l.name > ? OR (l.name = ? AND e.id > ?))",
+        # The entries with an event since the read began: they were
+        # added or changed (their key may have moved, past the cursor or
+        # back before it), so each is left out rather than seen twice.
+        "(e.list_id, e.id) NOT IN (SELECT list_id, entry FROM events WHERE position > ?)",
+    ]
+
+
+@attrs.frozen
+class FoundPage:
+    """One page of a ``find``: its entries' JSON texts (with their ``list``) and the next page's cursor."""
+
+    entries: tuple[str, ...]
+    next: FindCursor | None
+
+
+def run_find_page(
+    conn: sqlite3.Connection, query: FindQuery, text_index: bool, deadline: float, max_bytes: int = MAX_PAGE_BYTES
+) -> FoundPage:
+    """One page of a query, on a read connection, in one read transaction; stop it at ``deadline``.
+
+    A page ends at ``query.limit`` entries, or before the entry that would
+    take its entries' JSON past ``max_bytes`` (it holds at least one).  The
+    entries are encoded here, in the reader's thread, not on the event loop.
+
+    Raises:
+        sqlite3.OperationalError: the deadline passed ("interrupted").
+        Compacted: the log was compacted past the read's start since its
+            first page (the entries changed since could no longer be told).
+    """
+
+    def over_time() -> int:
+        return int(time.monotonic() > deadline)
+
+    sql, params = build_sql(query, text_index)
+    conn.set_progress_handler(over_time, 10_000)
+    conn.execute("BEGIN")
+    try:
+        start, mark = conn.execute(
+            "SELECT max(coalesce((SELECT max(position) FROM events), 0), last_position), horizon FROM log_meta"
+        ).fetchone()
+        if query.after is not None:
+            if mark > query.after.position:
+                raise Compacted(
+                    f"the change log was compacted past position {query.after.position} during this read; "
+                    "read again from the start"
+                )
+            start = query.after.position
+        cursor = conn.execute(sql, params)
+        texts: list[str] = []
+        size = 0
+        last: tuple[str, str, int] | None = None
+        more = False
+        for name, entry_id, date, title, done, version, tags in cursor:
+            if len(texts) >= query.limit:
+                more = True
+                break
+            if not tags.isascii():  # never, as tags_column writes them; but the line must stay ASCII
+                tags = json.dumps(json.loads(tags), separators=(",", ":"))
+            text = (
+                f'{{"list":{encode_basestring_ascii(name)},"id":{entry_id},"date":"{date}",'
+                f'"title":{encode_basestring_ascii(title)},"done":{"true" if done else "false"},'
+                f'"version":{version},"tags":{tags}}}'
+            )
+            size += len(text) + 1
+            if size > max_bytes and texts:
+                more = True
+                break
+            texts.append(text)
+            last = (date, name, entry_id)
+        cursor.close()
+    finally:
+        conn.execute("COMMIT")
+        conn.set_progress_handler(None, 0)
+    if not more or last is None:
+        return FoundPage(tuple(texts), None)
+    return FoundPage(tuple(texts), FindCursor(start, last[0], last[1], last[2]))
 
 
 def tags_column(entry: Entry) -> str:

@@ -106,6 +106,11 @@ class SocketConfig:
     small_reserve: int = 16 << 10
 
 
+#: The ops whose answer is a page (at most MAX_PAGE_BYTES of entries or
+#: events): they reserve ``page_reserve``, the others ``small_reserve``.
+_PAGED_OPS = frozenset({"entries", "find", "history"})
+
+
 @attrs.define
 class SocketStatistics:
     connections: int = 0
@@ -412,7 +417,7 @@ class SocketServer:
                 continue
             # The response's bytes are reserved before the request is queued:
             # an answer is never built that the budgets have no room for.
-            reserve = page_reserve if request.op == "entries" else small_reserve
+            reserve = page_reserve if request.op in _PAGED_OPS else small_reserve
             if not conn.reserve(reserve):
                 stats.budget_waits += 1
                 while not conn.reserve(reserve):

@@ -748,20 +748,34 @@ class Store:
             Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
         """
         deadline = time.monotonic() + time_limit
+        result: tuple[list[dict[str, Any]], bool] = await self._timed_read(
+            lambda conn: _query.run_find(conn, query, self.text_index, deadline), deadline, time_limit
+        )
+        return result
 
-        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
-            return _query.run_find(conn, query, self.text_index, deadline)
+    async def find_page(self, query: _query.FindQuery, time_limit: float) -> _query.FoundPage:
+        """One page of a query (docs/PROTOCOL.md, ``find``), its entries encoded in the reader's thread.
 
+        Raises:
+            StoreError: the read failed.
+            Compacted: the log was compacted past the start of the paged read.
+            Timeout: as :meth:`find`.
+        """
+        deadline = time.monotonic() + time_limit
+        result: _query.FoundPage = await self._timed_read(
+            lambda conn: _query.run_find_page(conn, query, self.text_index, deadline), deadline, time_limit
+        )
+        return result
+
+    async def _timed_read(self, fn: Callable[[sqlite3.Connection], Any], deadline: float, time_limit: float) -> Any:
         # The scope bounds the wait for a reader; the deadline, checked by
         # SQLite's progress handler, bounds the query in its thread.
         with trio.move_on_after(time_limit):
             try:
-                result: tuple[list[dict[str, Any]], bool] = await self._read(read, "could not run the query")
+                return await self._read(fn, "could not run the query")
             except StoreError:
                 if time.monotonic() <= deadline:
                     raise
-            else:
-                return result
         raise Timeout(f"the query did not finish within {time_limit:g} s")
 
     # --- imports, moves and sagas (the SQL is in todod/_bulk.py) -----------------
@@ -815,6 +829,15 @@ class Store:
         await self.wait_committed(name)  # the batches of the list still with the writer, as load does
         result: dict[str, Any] = await self._read(
             lambda c: _snapshot(c, _log.read_history, name, limit), f"could not read the history of {name!r}"
+        )
+        return result
+
+    async def history_page(self, name: str, after: int | None, limit: int | None, page: int) -> _log.HistoryPage:
+        """One page of a list's events, encoded in the reader's thread (see :func:`todod._log.read_history_page`)."""
+        await self.wait_committed(name)  # the batches of the list still with the writer, as load does
+        result: _log.HistoryPage = await self._read(
+            lambda c: _snapshot(c, _log.read_history_page, name, after, limit, page),
+            f"could not read the history of {name!r}",
         )
         return result
 

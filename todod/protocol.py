@@ -192,7 +192,13 @@ def error_from_wire(error: object) -> TodoError:
 OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "hello": {},
     "add": {"list": (str, True), "title": (str, True), "date": (str, False), "tags": (list, False)},
-    "entries": {"list": (str, True), "date": (str, False), "limit": (int, False), "after": (str, False)},
+    "entries": {
+        "list": (str, True),
+        "date": (str, False),
+        "limit": (int, False),
+        "after": (str, False),
+        "form": (str, False),
+    },
     "lists": {},
     "update": {
         "list": (str, True),
@@ -214,9 +220,10 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
         "tags": (list, False),
         "search": (str, False),
         "limit": (int, False),
+        "after": (str, False),
     },
     "stop": {},
-    "history": {"list": (str, True), "limit": (int, False)},
+    "history": {"list": (str, True), "limit": (int, False), "after": (int, False)},
     "undo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
     "redo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
     "watch": {"list": (str, False), "since": (int, False)},
