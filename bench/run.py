@@ -529,12 +529,13 @@ def print_table(t: dict[str, Any]) -> None:
         rows.append(
             ("todo export --format csv", f"{rate['export']:,}/s", f"{b['export_over_raw']:.2f}x raw", "reported")
         )
-        peaks = ", ".join(f"{p / 1024:.0f}" for p in rss["peak_imports"])
+        growth = zip(rss["peak_imports"], rss["before_imports"], strict=True)
+        peaks = ", ".join(f"{(p - b) / 1024:.0f}" for p, b in growth)
         rows.append(
             (
-                "daemon peak RSS during the import",
+                "daemon RSS growth during the import",
                 f"{peaks} MiB",
-                f"a tenth as many lines: {rss['peak_small_import'] / 1024:.0f} MiB; idle {rss['idle'] / 1024:.0f} MiB",
+                f"peak of a tenth as many lines {rss['peak_small_import'] / 1024:.0f} MiB, idle {rss['idle'] / 1024:.0f}",
                 "bounded if close",
             )
         )
