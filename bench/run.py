@@ -535,7 +535,7 @@ def print_table(t: dict[str, Any]) -> None:
             (
                 "daemon RSS growth during the import",
                 f"{peaks} MiB",
-                f"peak of a tenth as many lines {rss['peak_small_import'] / 1024:.0f} MiB, idle {rss['idle'] / 1024:.0f}",
+                f"a tenth as many lines: peak {rss['peak_small_import'] // 1024} MiB, idle {rss['idle'] // 1024}",
                 "bounded if close",
             )
         )
