@@ -73,6 +73,8 @@ FAULT_POINTS = (
 #: is gone for a day costs one connection attempt per RETRY_MAX.
 RETRY_FIRST = 0.2
 RETRY_MAX = 5.0
+#: How often the journal is read for open sagas that have no task.
+RESCAN_EVERY = 30.0
 
 
 def fault(point: str) -> None:
@@ -143,14 +145,26 @@ class Sagas:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                sagas: list[dict[str, Any]] = await self.store.bulk_read(_bulk.open_sagas, "could not read the sagas")
-                for saga in sagas:
-                    log.info("resuming saga %s (%s)", saga["id"], saga["state"])
-                    self._launch(saga)
+                await self._resume()
                 task_status.started()
-                await trio.sleep_forever()
+                while True:
+                    # A saga journaled by a start whose caller timed out (the
+                    # journal's commit was late, not lost) has no task yet.
+                    await trio.sleep(RESCAN_EVERY)
+                    try:
+                        await self._resume()
+                    except Unavailable as exc:  # a failing store: the writer reports it; try again later
+                        log.warning("could not read the sagas: %s", exc.message)
             finally:
                 self._nursery = None
+
+    async def _resume(self) -> None:
+        """Launch a task for every saga of the journal not over and not running."""
+        sagas: list[dict[str, Any]] = await self.store.bulk_read(_bulk.open_sagas, "could not read the sagas")
+        for saga in sagas:
+            if saga["id"] not in self._finished and (saga["list"], saga["entry"]) not in self._busy:
+                log.info("resuming saga %s (%s)", saga["id"], saga["state"])
+                self._launch(saga)
 
     def _launch(self, saga: dict[str, Any]) -> None:
         assert self._nursery is not None
