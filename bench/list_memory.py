@@ -38,7 +38,9 @@ from todod._store import _open_sync
 
 
 def build(data_dir: Path, lists: int) -> None:
-    lock_fd, conn, _, _text_index = _open_sync(str(data_dir), 0, True)
+    lock_fd, conn, _, _text_index, indexer = _open_sync(str(data_dir), 0, True)
+    if indexer is not None:
+        indexer.close()  # the search index is built by the daemon, from these entries
     try:
         conn.execute("BEGIN")
         conn.executemany(

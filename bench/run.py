@@ -196,7 +196,9 @@ def build_store(data_dir: Path, lists: int, entries: int) -> None:
     """A todod store with ``entries`` entries over ``lists`` lists, one of them BIG with BIG_ENTRIES."""
     from todod._store import _open_sync  # the daemon's own schema and pragmas
 
-    lock_fd, conn, _readers, _text_index = _open_sync(str(data_dir), 0, True)
+    lock_fd, conn, _readers, _text_index, indexer = _open_sync(str(data_dir), 0, True)
+    if indexer is not None:
+        indexer.close()  # the search index is built by the daemon, from these entries
     try:
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute("BEGIN")

@@ -213,7 +213,8 @@ async def test_escalation_does_not_wait_for_a_dead_writer_to_drain(
     data_dir: str, commit_gate: CommitGate, lazy_autojump_clock: trio.testing.MockClock
 ) -> None:
     """When the writer escalates with commits queued, open_core ends without waiting out drain_timeout."""
-    faults = StoreFaults(before_commit=commit_gate)
+    # The indexer held: no thread but the writer's may run while the clock autojumps.
+    faults = StoreFaults(before_commit=commit_gate, hold_indexer=trio.Event())
     # The first writer crash escalates.  The drain bound is far beyond every
     # other deadline (the idle reaper's 600 s, the hourly compaction): the
     # lazy autojump clock may jump to those while a worker thread runs (the

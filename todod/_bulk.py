@@ -3,7 +3,7 @@
 Every function here runs in a worker thread on a connection the store hands
 it (the writer's, inside a :class:`todod._store.Transaction`'s hook, or a
 connection of its own for staging); the store and todod/_transfer.py
-translate their errors.  Schema version 5 (:data:`MIGRATION`) adds:
+translate their errors.  Schema version 6 (:data:`MIGRATION`) adds:
 
 - ``import_rows``: an import's staged entries, written in bounded batches
   outside the entries table, so no reader sees any of them until one

@@ -6,6 +6,7 @@
     ├── Supervisor.run                     (permanent children, restart intensity)
     │   ├── supervise:writer     → Store.run_writer
     │   ├── supervise:checkpointer → Store.run_checkpointer
+    │   ├── supervise:indexer    → Store.run_indexer (the search index, behind the log)
     │   ├── supervise:compactor  → Core.run_compactor (with --keep-days only)
     │   └── (the socket listener and watchdog, started by the entry point)
     └── Registry.run
@@ -599,10 +600,12 @@ async def open_core(
     store_faults: StoreFaults | None = None,
     server_faults: ServerFaults | None = None,
     full_text: bool = True,
+    search_index: bool = True,
 ) -> AsyncIterator[Core]:
     """Open the store and run the core's task tree for the body's duration.
 
-    ``full_text=False`` leaves out the FTS5 title index (searches scan).
+    ``full_text=False`` leaves out the FTS5 title index (searches scan);
+    ``search_index=False`` (benchmarks only) keeps no search index (searches and tags scan).
 
     Raises:
         StoreError: the store cannot be opened.
@@ -611,7 +614,13 @@ async def open_core(
     """
     config = config or CoreConfig()
     async with (
-        open_store(data_dir, faults=store_faults, full_text=full_text, change_log=config.change_log) as store,
+        open_store(
+            data_dir,
+            faults=store_faults,
+            full_text=full_text,
+            change_log=config.change_log,
+            search_index=search_index,
+        ) as store,
         trio.open_nursery() as nursery,
     ):
         store.inline_commits = config.inline_commits
@@ -623,6 +632,7 @@ async def open_core(
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
         await supervisor.start_child(ChildSpec("checkpointer", store.run_checkpointer))
+        await supervisor.start_child(ChildSpec("indexer", store.run_indexer))
         registry = Registry(store, config.server, server_faults or ServerFaults())
         await nursery.start(registry.run)
         mover = Mover(store, registry)

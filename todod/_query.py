@@ -9,13 +9,15 @@ The indexes behind a query:
 
 - ``entries_by_date`` and ``entries_pending`` (partial, ``done = 0``) for the
   date range and the done filter, which are also the result's order;
-- ``entry_tags``, one row per tag of an entry, kept by triggers from the
-  entries' ``tags`` column (a JSON array);
-- ``entry_text``, an FTS5 table with the trigram tokenizer over the titles,
-  an entry's row there being its ``text_id``, brought up to date at the end
-  of each write transaction (see ``_TEXT_TABLES``).  Where this SQLite
-  has no FTS5 or no trigram tokenizer, the triggers are left out and a search
-  scans the titles with ``LIKE`` instead (same answers, slower).
+- the search index (todod/_search.py, a database of its own, kept from the
+  change log by the indexer): ``entry_tags``, one row per tag of an entry,
+  and ``entry_text``, an FTS5 table with the trigram tokenizer over the
+  titles.  A query uses them up to their watermark and checks the entries
+  changed since (the log's tail) against their rows, so it answers from one
+  snapshot however far behind the indexer is.  Where this SQLite has no
+  FTS5 or no trigram tokenizer, or while the index is being built, a search
+  scans the titles with ``LIKE`` and a tag filter reads the entries' ``tags``
+  column instead (same answers, slower).
 
 No trio here: these functions run in the store's worker threads.
 """
@@ -27,6 +29,7 @@ import json
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
@@ -66,73 +69,38 @@ MIGRATION_TAGS_AND_INDEXES: tuple[str, ...] = (
     END""",
 )
 
-#: The text index: the titles in an FTS5 table (trigram tokenizer), whose
-#: row for an entry is ``entries.text_id``, and the entries whose title
-#: changed in the transaction being written.  The triggers only note a change
-#: in ``entry_text_pending``; :func:`flush_text_index` brings the FTS table up
-#: to date once, at the end of the same transaction.  An FTS5 insert made by a
-#: trigger runs in a statement savepoint, at which FTS5 writes out its buffer:
-#: a segment per row, 55-60 us a row of the writer's CPU here, against 13 us
-#: for one INSERT ... SELECT per transaction.  For the same reason the FTS
-#: rowids are the table's own, in insertion order, and not derived from the
-#: entry's key: FTS5 also writes out its buffer whenever a rowid is not above
-#: the last one (67 us a row in key order against 21 us in order).  The notes
-#: are appended to a rowid table and the FTS row's id kept in the entry's own
-#: row (already written in this transaction), so that the index adds no
-#: B-tree keyed by entry, whose random pages each commit would write.
-_TEXT_TABLES: tuple[str, ...] = (
-    "CREATE VIRTUAL TABLE entry_text USING fts5(title, list_id UNINDEXED, entry_id UNINDEXED, tokenize='trigram')",
-    """CREATE TABLE entry_text_pending (
-        list_id INTEGER NOT NULL,
-        entry_id INTEGER NOT NULL,
-        old_text_id INTEGER
-    )""",
-)
-_NOTE = "INSERT INTO entry_text_pending (list_id, entry_id, old_text_id) VALUES"
-_TEXT_TRIGGERS: tuple[str, ...] = (
-    f"CREATE TRIGGER entry_text_insert AFTER INSERT ON entries BEGIN {_NOTE} (new.list_id, new.id, NULL); END",
-    f"CREATE TRIGGER entry_text_delete AFTER DELETE ON entries BEGIN {_NOTE} (old.list_id, old.id, old.text_id); END",
-    "CREATE TRIGGER entry_text_update AFTER UPDATE OF title ON entries WHEN old.title IS NOT new.title "
-    f"BEGIN {_NOTE} (new.list_id, new.id, old.text_id); END",
-)
-_NOTED = "(SELECT DISTINCT list_id, entry_id FROM entry_text_pending)"
-#: Run in order at the end of each write transaction: the old rows of the
-#: noted entries go, and their current titles (if they still exist) come in
-#: with new rowids above every existing one.
-_FLUSH_TEXT: tuple[str, ...] = (
-    "DELETE FROM entry_text WHERE rowid IN (SELECT old_text_id FROM entry_text_pending WHERE old_text_id IS NOT NULL)",
-    f"""UPDATE entries SET text_id = n.text_id FROM (
-        SELECT list_id, entry_id,
-            (SELECT coalesce(max(id), 0) FROM entry_text_content) + row_number() OVER (ORDER BY list_id, entry_id)
-            AS text_id
-        FROM {_NOTED}
-    ) AS n WHERE entries.list_id = n.list_id AND entries.id = n.entry_id""",
-    f"""INSERT INTO entry_text (rowid, title, list_id, entry_id)
-        SELECT e.text_id, e.title, e.list_id, e.id FROM {_NOTED} AS p
-        JOIN entries e ON e.list_id = p.list_id AND e.id = p.entry_id
-        ORDER BY e.text_id""",
-    "DELETE FROM entry_text_pending",
+#: Schema step "the search index apart" (bench/write_cost.py measured why):
+#: the tag and text indexes leave the store's file for the search index
+#: (todod/_search.py), which the indexer keeps from the change log, off the
+#: writer's transaction.  Their triggers, tables and the entries' ``text_id``
+#: go; the FTS5 table ``entry_text`` goes here only where this SQLite has
+#: FTS5 (it cannot be dropped without it), else at a later open that has it
+#: (:func:`drop_old_text_table`).  Self-contained, so that a renumbering can
+#: move it to another ``user_version``.
+MIGRATION_SEARCH_APART: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
+    "DROP TRIGGER IF EXISTS entry_tags_insert",
+    "DROP TRIGGER IF EXISTS entry_tags_delete",
+    "DROP TRIGGER IF EXISTS entry_tags_update",
+    "DROP TABLE IF EXISTS entry_tags",
+    "DROP TRIGGER IF EXISTS entry_text_insert",
+    "DROP TRIGGER IF EXISTS entry_text_delete",
+    "DROP TRIGGER IF EXISTS entry_text_update",
+    "DROP TABLE IF EXISTS entry_text_pending",
+    "ALTER TABLE entries DROP COLUMN text_id",
+    lambda conn: drop_old_text_table(conn),
 )
 
 
-def flush_text_index(conn: sqlite3.Connection) -> None:
-    """Index the titles noted in this transaction; call it before the commit, on the writer's connection."""
-    if conn.execute("SELECT 1 FROM entry_text_pending LIMIT 1").fetchone() is None:
-        return
-    for statement in _FLUSH_TEXT:
-        conn.execute(statement)
+def drop_old_text_table(conn: sqlite3.Connection) -> None:
+    """Drop the text index that schema version 4 kept in the store's file, if it is there and FTS5 is."""
+    if conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'entry_text'").fetchone() and fts_available(conn):
+        conn.execute("DROP TABLE entry_text")
 
 
-_TEXT_TRIGGER_NAMES = ("entry_text_insert", "entry_text_delete", "entry_text_update")
-
-#: Every index object of the query step, for the bench's "without indexes" run.
+#: The query indexes left in the store's file, for the bench's "without indexes" run.
 INDEX_OBJECTS: tuple[tuple[str, str], ...] = (
     ("INDEX", "entries_by_date"),
     ("INDEX", "entries_pending"),
-    ("TRIGGER", "entry_tags_insert"),
-    ("TRIGGER", "entry_tags_delete"),
-    ("TRIGGER", "entry_tags_update"),
-    *(("TRIGGER", name) for name in _TEXT_TRIGGER_NAMES),
 )
 
 
@@ -144,48 +112,6 @@ def fts_available(conn: sqlite3.Connection) -> bool:
         return False
     conn.execute("DROP TABLE temp.todod_fts_probe")
     return True
-
-
-def ensure_text_index(conn: sqlite3.Connection, enabled: bool) -> bool:
-    """Make the title index match this SQLite: built and kept by triggers, or dropped.
-
-    Runs at every open, in its own transaction, on the writer's connection.
-    When FTS5 is missing (or ``enabled`` is false) the triggers are dropped,
-    so writes never need the module; the table, if any, is then stale, and is
-    rebuilt from the entries the next time the index can be kept.
-
-    Returns:
-        Whether searches can use the index.
-    """
-    triggers = {
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'entry_text_%'"
-        )
-    }
-    usable = enabled and fts_available(conn)
-    if usable and triggers == set(_TEXT_TRIGGER_NAMES):
-        return True
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for name in triggers:
-            conn.execute(f"DROP TRIGGER {name}")
-        if usable:
-            # Built afresh from the entries (FTS5 is there to drop the old table).
-            for table in ("entry_text", "entry_text_pending"):
-                conn.execute(f"DROP TABLE IF EXISTS {table}")
-            for statement in _TEXT_TABLES:
-                conn.execute(statement)
-            # Every entry noted as new: the flush gives each a row and an id.
-            conn.execute("INSERT INTO entry_text_pending (list_id, entry_id) SELECT list_id, id FROM entries")
-            flush_text_index(conn)
-            for statement in _TEXT_TRIGGERS:
-                conn.execute(statement)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return usable
 
 
 def prepare_reader(conn: sqlite3.Connection) -> None:
@@ -271,26 +197,53 @@ def search_words(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(text.lower().split()))
 
 
-def build_sql(query: FindQuery, text_index: bool) -> tuple[str, list[object]]:
-    """The SQL of a query and its parameters; ``text_index`` says whether FTS5 may be used."""
+#: A query whose index is more events than this behind scans instead: the
+#: tail is checked entry by entry, and a scan is bounded by the table.
+MAX_TAIL = 50_000
+
+_TAIL = "SELECT t.list_id, t.entry_id FROM tail t JOIN entries x ON x.list_id = t.list_id AND x.id = t.entry_id WHERE "
+
+
+def _like(column: str, word: str) -> tuple[str, str]:
+    return f"todod_lower({column}) LIKE ? ESCAPE '\\'", "%" + re.sub(r"([\\%_])", r"\\\1", word) + "%"
+
+
+def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tuple[str, list[object]]:
+    """The SQL of a query and its parameters.
+
+    Args:
+        query: the checked query.
+        text_index: whether the search index has its FTS5 table.
+        watermark: the search index's watermark in the reader's snapshot
+            (None: not to be used; searches and tags then read the entries).
+    """
     where: list[str] = []
     params: list[object] = []
+    tail_params: list[object] = []
     long_words = [w for w in query.words if len(w) >= MIN_SUBSTRING]
     short_words = [w for w in query.words if len(w) < MIN_SUBSTRING]
-    if long_words and text_index:
-        # The text index drives the query: its matches are few next to the
-        # entries, and each is then looked up by its key.
+    indexed = watermark is not None
+    source = "entries e JOIN lists l ON l.id = e.list_id"
+    if long_words and text_index and indexed:
+        # The text index drives the query (its matches are few next to the
+        # entries, each then looked up by its key): its matches, but for the
+        # entries changed since its watermark, whose current titles are checked instead.
+        checks = [_like("x.title", w) for w in long_words]
         source = (
-            "entry_text t CROSS JOIN entries e ON e.list_id = t.list_id AND e.id = t.entry_id "
+            "(SELECT rowid >> 32 AS list_id, rowid & 4294967295 AS entry_id FROM search.entry_text "
+            "WHERE entry_text MATCH ? EXCEPT SELECT list_id, entry_id FROM tail UNION ALL "
+            + _TAIL
+            + " AND ".join(c for c, _ in checks)
+            + ") AS m CROSS JOIN entries e ON e.list_id = m.list_id AND e.id = m.entry_id "
             "JOIN lists l ON l.id = e.list_id"
         )
-        where.append("entry_text MATCH ?")
-        params.append(" ".join('"' + w.replace('"', '""') + '"' for w in long_words))
+        tail_params.append(" ".join('"' + w.replace('"', '""') + '"' for w in long_words))
+        tail_params.extend(p for _, p in checks)
     else:
-        source = "entries e JOIN lists l ON l.id = e.list_id"
         for word in long_words:
-            where.append("todod_lower(e.title) LIKE ? ESCAPE '\\'")
-            params.append("%" + re.sub(r"([\\%_])", r"\\\1", word) + "%")
+            check, param = _like("e.title", word)
+            where.append(check)
+            params.append(param)
     for word in short_words:
         where.append("todod_has_word(e.title, ?)")
         params.append(word)
@@ -308,23 +261,61 @@ def build_sql(query: FindQuery, text_index: bool) -> tuple[str, list[object]]:
         # entries_pending only when the query's text implies done = 0.
         where.append(f"e.done = {int(query.done)}")
     for tag in sorted(query.tags):
-        where.append("(e.list_id, e.id) IN (SELECT list_id, entry_id FROM entry_tags WHERE tag = ?)")
-        params.append(tag)
+        if indexed:
+            where.append(
+                "(e.list_id, e.id) IN (SELECT list_id, entry_id FROM search.entry_tags WHERE tag = ? "
+                "EXCEPT SELECT list_id, entry_id FROM tail UNION ALL "
+                + _TAIL
+                + "EXISTS (SELECT 1 FROM json_each(x.tags) WHERE value = ?))"
+            )
+            params.extend((tag, tag))
+        else:
+            where.append("EXISTS (SELECT 1 FROM json_each(e.tags) WHERE value = ?)")
+            params.append(tag)
     if query.after is not None:
         where.extend(_after_terms(query.after, params))
-    sql = f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
+    sql = ""
+    if indexed and ((long_words and text_index) or query.tags):
+        sql = (
+            "WITH tail (list_id, entry_id) AS MATERIALIZED "
+            "(SELECT DISTINCT list_id, entry FROM events WHERE position > ?) "
+        )
+        tail_params.insert(0, watermark)
+    sql += f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY e.date, l.name, e.id LIMIT ?"
     # One more than asked, to tell the caller whether there is more.
     params.append(query.limit + 1)
-    return sql, params
+    return sql, tail_params + params
+
+
+def read_watermark(conn: sqlite3.Connection) -> int | None:
+    """The search index's watermark as a query may use it, in the read transaction begun on ``conn``.
+
+    The index's snapshot is taken first (this reads only the index), then the
+    store's file's, at a position at least as far; None if the index is
+    being built, or its tail is compacted away or longer than :data:`MAX_TAIL`.
+    """
+    row = conn.execute("SELECT position FROM search.meta").fetchone()  # todod/_search.py's watermark
+    if row is None or row[0] is None:
+        return None
+    mark = int(row[0])
+    horizon, last = conn.execute(
+        "SELECT horizon, max(last_position, coalesce((SELECT max(position) FROM events), 0)) FROM log_meta"
+    ).fetchone()
+    if mark < horizon or last - mark > MAX_TAIL:
+        return None
+    return mark
 
 
 def run_find(
-    conn: sqlite3.Connection, query: FindQuery, text_index: bool, deadline: float
+    conn: sqlite3.Connection, query: FindQuery, text_index: bool, deadline: float, search_index: bool = False
 ) -> tuple[list[dict[str, Any]], bool]:
     """Run a query on a read connection; stop it at ``deadline`` (``time.monotonic``).
+
+    ``search_index`` says whether the connection has the search index
+    attached and kept (``text_index``: with its FTS5 table).
 
     Returns:
         The matching entries in their wire form with their ``list``, in
@@ -340,12 +331,17 @@ def run_find(
     def over_time() -> int:
         return int(time.monotonic() > deadline)
 
-    sql, params = build_sql(query, text_index)
     # The handler runs every 10,000 SQLite VM steps (well under a millisecond).
     conn.set_progress_handler(over_time, 10_000)
+    conn.execute("BEGIN")  # one snapshot of each file, the index's first
     try:
+        wanted = query.tags or any(len(w) >= MIN_SUBSTRING for w in query.words)
+        mark = read_watermark(conn) if search_index and wanted else None
+        sql, params = build_sql(query, text_index, mark)
         rows = conn.execute(sql, params).fetchall()
     finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
         conn.set_progress_handler(None, 0)
     more = len(rows) > query.limit
     del rows[query.limit :]
@@ -390,9 +386,16 @@ class FoundPage:
 
 
 def run_find_page(
-    conn: sqlite3.Connection, query: FindQuery, text_index: bool, deadline: float, max_bytes: int = MAX_PAGE_BYTES
+    conn: sqlite3.Connection,
+    query: FindQuery,
+    text_index: bool,
+    deadline: float,
+    max_bytes: int = MAX_PAGE_BYTES,
+    search_index: bool = False,
 ) -> FoundPage:
     """One page of a query, on a read connection, in one read transaction; stop it at ``deadline``.
+
+    ``search_index`` is as for :func:`run_find`.
 
     A page ends at ``query.limit`` entries, or before the entry that would
     take its entries' JSON past ``max_bytes`` (it holds at least one).  The
@@ -407,10 +410,11 @@ def run_find_page(
     def over_time() -> int:
         return int(time.monotonic() > deadline)
 
-    sql, params = build_sql(query, text_index)
     conn.set_progress_handler(over_time, 10_000)
-    conn.execute("BEGIN")
+    conn.execute("BEGIN")  # one snapshot of each file, the search index's first
     try:
+        wanted = query.tags or any(len(w) >= MIN_SUBSTRING for w in query.words)
+        sql, params = build_sql(query, text_index, read_watermark(conn) if search_index and wanted else None)
         start, mark = conn.execute(
             "SELECT max(coalesce((SELECT max(position) FROM events), 0), last_position), horizon FROM log_meta"
         ).fetchone()
@@ -445,7 +449,8 @@ def run_find_page(
             last = (date, name, entry_id)
         cursor.close()
     finally:
-        conn.execute("COMMIT")
+        if conn.in_transaction:
+            conn.execute("COMMIT")
         conn.set_progress_handler(None, 0)
     if not more or last is None:
         return FoundPage(tuple(texts), None)

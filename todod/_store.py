@@ -28,7 +28,7 @@ import attrs
 import outcome
 import trio
 
-from todod import _bulk, _log, _query
+from todod import _bulk, _log, _query, _search
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
 from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
@@ -85,7 +85,8 @@ MigrationStep = str | Callable[[sqlite3.Connection], None]
 #: (todod/_log.py), filled from the same events in the same transaction;
 #: version 3 normalizes list names (see :func:`_normalize_list_names`); version 4
 #: adds tags and the query indexes (todod/_query.py) and the tags of the
-#: log's base state (todod/_log.py).
+#: log's base state (todod/_log.py); version 5 moves the tag and text indexes
+#: to the search index's own file (todod/_search.py).
 MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         """CREATE TABLE lists (
@@ -107,7 +108,8 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     # Version 4: tags, and the indexes of queries across lists (todod/_query.py);
     # the log's base state gets its tags column too (todod/_log.py).
     (*_query.MIGRATION_TAGS_AND_INDEXES, *_log.MIGRATION_TAGS),
-    # Version 5: import staging, moves, the saga journal and idempotency keys (todod/_bulk.py).
+    _query.MIGRATION_SEARCH_APART,
+    # Version 6: import staging, moves, the saga journal and idempotency keys (todod/_bulk.py).
     _bulk.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -121,6 +123,12 @@ MAX_GROUP = 512
 #: Ask for a passive checkpoint after this many commits.  With synchronous=FULL
 #: each commit appends to the WAL; 256 small commits keep it to a few MiB.
 CHECKPOINT_EVERY = 256
+#: Once caught up, the indexer lets the next commits gather this long before
+#: its next step: FTS5 writes a segment per transaction, so a step of 2,000
+#: events (0.5 s of adds at 4,000 a second) cost it about half the CPU per add
+#: of a step per group of 64 (bench/write_cost.py --index-every); queries do
+#: not wait for it (they check the log's tail, a few thousand events at most).
+INDEX_DELAY = 0.5
 #: Threads that may read at once (the book's three database workers).
 READ_WORKERS = 3
 #: INSERT ... RETURNING needs SQLite 3.35.
@@ -149,6 +157,9 @@ class StoreFaults:
     before_commit: Callable[[int], None] | None = None
     #: Called in the writer task before each group; raising crashes the writer.
     writer_task: Callable[[], None] | None = None
+    #: While set, the indexer waits for this event before each step (the
+    #: search index then stays behind, and queries check the log's tail).
+    hold_indexer: trio.Event | None = None
 
 
 #: Called in the writer task after each committed group, with the position
@@ -371,8 +382,18 @@ class Store:
     on_bulk: Callable[[], None] | None = None
     #: Commit in the event loop rather than in a worker thread (see run_writer).
     inline_commits: bool = False
-    #: Whether searches may use the FTS5 title index (see todod/_query.py).
+    #: Whether searches may use the FTS5 title index (see todod/_search.py).
     text_index: bool = attrs.field(default=False, kw_only=True)
+    #: The indexer's connection (the store's file, the search index attached);
+    #: None when the store keeps no search index (see open_store).
+    _indexer_conn: sqlite3.Connection | None = attrs.field(default=None, kw_only=True)
+    #: Set by the writer after each commit: the indexer has events to apply.
+    _index_wanted: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: The search index's watermark as the indexer last left it (None: being built).
+    _indexed: int | None = attrs.field(default=None, init=False)
+    _index_moved: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Set by wait_indexed: someone waits, so the indexer skips its delay.
+    _index_hurry: trio.Event = attrs.field(factory=trio.Event, init=False)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
     _send: trio.MemorySendChannel[Batch | Transaction] = attrs.field(init=False)
@@ -509,6 +530,8 @@ class Store:
                     self.on_commit(*self._committed, _published(written))
                     if self.on_bulk is not None and any(isinstance(i, Transaction) and i.bulk for i in written):
                         self.on_bulk()
+                if error is None and written:
+                    self._index_wanted.set()
             finally:
                 self._busy_since = None
                 for item in unanswered:
@@ -609,8 +632,6 @@ class Store:
                 for hook in hooks:
                     hook(context)
                 position = context.position
-            if self.text_index:  # the query step's hook: index the titles of this transaction
-                _query.flush_text_index(conn)
             conn.execute("COMMIT")
             self._position = position
             self._committed = (start, now)
@@ -682,6 +703,66 @@ class Store:
         finally:
             conn.close()
 
+    # --- the search index -----------------------------------------------------
+
+    async def run_indexer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the search index (todod/_search.py) up with the change log; never returns.
+
+        Each step is one transaction of the index's file, in a worker thread:
+        a chunk of a rebuild, or the events committed since the watermark.
+        It waits for the writer's next commit when there is nothing to apply.
+        A failed step is logged and tried again a second later: queries stay
+        right meanwhile (they check the entries the index is behind on), only
+        slower.  On cancellation the step in its thread is finished first.
+        """
+        task_status.started()
+        conn = self._indexer_conn
+        if conn is None:
+            await trio.sleep_forever()
+            return
+        while True:
+            before = self._indexed
+            if self.faults.hold_indexer is not None:
+                await self.faults.hold_indexer.wait()
+            try:
+                self._indexed = await trio.to_thread.run_sync(_search.step, conn, self._position)
+                self._index_moved.set()
+                self._index_moved = trio.Event()
+            except sqlite3.IntegrityError as exc:
+                # The index disagrees with the log (a bug, or a file tampered
+                # with): it is derived data, so it is built again.
+                log.error("the search index is inconsistent (%s); building it again", exc)
+                await trio.to_thread.run_sync(_search.rebuild_now, conn)
+                continue
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("the search index could not be brought up to date: %s", exc)
+                await trio.sleep(1.0)  # a full disk, say: not a busy loop, and no crash of the daemon
+                continue
+            # Caught up, or (defensively) no event to move on with: wait for the next commit.
+            if self._indexed is not None and (self._indexed >= self._position or self._indexed == before):
+                await self._index_wanted.wait()
+                self._index_wanted = trio.Event()
+                with trio.move_on_after(INDEX_DELAY):
+                    await self._index_hurry.wait()
+                if self._index_hurry.is_set():
+                    self._index_hurry = trio.Event()
+
+    def indexed(self) -> int | None:
+        """The search index's watermark as the indexer last left it (None: being built, or not kept)."""
+        return self._indexed
+
+    async def wait_indexed(self) -> None:
+        """Wait until the search index holds every event committed so far (tests and benchmarks).
+
+        Queries never need this (they check what the index is behind on);
+        it returns at once when the store keeps no search index, and it is
+        bounded only by the indexer's progress: callers bound it themselves.
+        """
+        target = self._position
+        while self._indexer_conn is not None and (self._indexed is None or self._indexed < target):
+            self._index_hurry.set()
+            await self._index_moved.wait()
+
     # --- reads ----------------------------------------------------------------
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
@@ -749,7 +830,9 @@ class Store:
         """
         deadline = time.monotonic() + time_limit
         result: tuple[list[dict[str, Any]], bool] = await self._timed_read(
-            lambda conn: _query.run_find(conn, query, self.text_index, deadline), deadline, time_limit
+            lambda conn: _query.run_find(conn, query, self.text_index, deadline, self._indexer_conn is not None),
+            deadline,
+            time_limit,
         )
         return result
 
@@ -763,7 +846,11 @@ class Store:
         """
         deadline = time.monotonic() + time_limit
         result: _query.FoundPage = await self._timed_read(
-            lambda conn: _query.run_find_page(conn, query, self.text_index, deadline), deadline, time_limit
+            lambda conn: _query.run_find_page(
+                conn, query, self.text_index, deadline, search_index=self._indexer_conn is not None
+            ),
+            deadline,
+            time_limit,
         )
         return result
 
@@ -944,8 +1031,8 @@ def _snapshot(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> A
 
 
 def _open_sync(
-    data_dir: str, read_workers: int, full_text: bool
-) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection], bool]:
+    data_dir: str, read_workers: int, full_text: bool, search_index: bool = True
+) -> tuple[int, sqlite3.Connection, list[sqlite3.Connection], bool, sqlite3.Connection | None]:
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise StoreError(
             f"todod needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python uses {sqlite3.sqlite_version}"
@@ -961,7 +1048,19 @@ def _open_sync(
         writer = _connect(path)
         conns.append(writer)
         _check_and_migrate(writer, path)
-        text_index = _query.ensure_text_index(writer, full_text)
+        _query.drop_old_text_table(writer)
+        text_index = full_text and _query.fts_available(writer)
+        # The search index's file (todod/_search.py), on a connection of its
+        # own: the writer's must not have it attached, or its BEGIN IMMEDIATE
+        # would lock both files.  Without an indexer it is marked as not
+        # built, so that readers do not trust it after writes it missed.
+        index = _search.index_path(path)
+        os.close(os.open(index, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        indexer = _connect(path)
+        conns.append(indexer)
+        _search.open_index(indexer, path, text_index, trusted=search_index)
+        if not search_index:
+            text_index = False
         writer.execute("PRAGMA synchronous = FULL")
         writer.execute("PRAGMA foreign_keys = ON")
         # Checkpoints belong to run_checkpointer, not to the commit that
@@ -970,9 +1069,13 @@ def _open_sync(
         for _ in range(read_workers):
             reader = _connect(path)
             conns.append(reader)
+            if search_index:
+                _search.attach(reader, path)
             reader.execute("PRAGMA query_only = ON")
             _query.prepare_reader(reader)
-        return lock_fd, writer, conns[1:], text_index
+        if not search_index:
+            indexer.close()
+        return lock_fd, writer, conns[2:], text_index, indexer if search_index else None
     except BaseException:
         for conn in conns:
             conn.close()
@@ -988,6 +1091,7 @@ async def open_store(
     faults: StoreFaults | None = None,
     full_text: bool = True,
     change_log: bool = True,
+    search_index: bool = True,
 ) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the store in ``data_dir``.
 
@@ -997,21 +1101,24 @@ async def open_store(
     the caller must have stopped the writer first.
     ``full_text=False`` leaves the FTS5 title index out, as on an SQLite
     without FTS5: searches then scan the titles (tests force the fallback so).
+    ``search_index=False`` (benchmarks only) keeps no search index at all:
+    searches and tag filters then scan; so does ``change_log=False``, since
+    the indexer follows the log.
 
     Raises:
         StoreError: the directory is locked by another todod, the file is not a
             todod database, its schema is newer than ours, or it cannot be opened.
     """
     try:
-        lock_fd, writer, readers, text_index = await trio.to_thread.run_sync(
-            _open_sync, data_dir, read_workers, full_text
+        lock_fd, writer, readers, text_index, indexer = await trio.to_thread.run_sync(
+            _open_sync, data_dir, read_workers, full_text, search_index and change_log
         )
     except Exception as exc:
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
     try:
         position = await trio.to_thread.run_sync(_log.last_position, writer)
     except sqlite3.Error as exc:
-        await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd)
+        await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd, indexer)
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
     store = Store(
         os.path.join(data_dir, DB_NAME),
@@ -1021,6 +1128,7 @@ async def open_store(
         change_log,
         position,
         text_index=text_index,
+        indexer_conn=indexer,
     )
     try:
         yield store
@@ -1028,16 +1136,23 @@ async def open_store(
         with trio.CancelScope(shield=True):
             if store._staging is not None:
                 store._staging.close()
-            await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd)
+            await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd, indexer)
 
 
-def _close_sync(writer: sqlite3.Connection, readers: list[sqlite3.Connection], lock_fd: int) -> None:
+def _close_sync(
+    writer: sqlite3.Connection,
+    readers: list[sqlite3.Connection],
+    lock_fd: int,
+    indexer: sqlite3.Connection | None = None,
+) -> None:
     try:
         writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if indexer is not None:
+            indexer.execute(f"PRAGMA {_search.SCHEMA}.wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
         log.warning("final checkpoint failed: %s", exc)
     finally:
-        for conn in (writer, *readers):
+        for conn in (writer, *readers, *([indexer] if indexer is not None else [])):
             conn.close()
         os.close(lock_fd)
 
