@@ -524,7 +524,7 @@ def print_table(t: dict[str, Any]) -> None:
             (
                 "  the same rows into todod's schema, raw",
                 f"{rate['schema']:,}/s",
-                f"import {b['import_over_schema']:.2f}x of it; no text index {rate['schema_notext']:,}/s",
+                f"import {b['import_over_schema']:.2f}x of it",
                 "ceiling",
             )
         )
