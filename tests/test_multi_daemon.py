@@ -340,3 +340,20 @@ def test_a_store_uri_is_shown_without_its_password() -> None:
     assert redact("postgresql://todo:s3cret@db1,db2/todo?sslmode=require") == "postgresql://todo:***@db1,db2/todo?sslmode=require"
     assert redact("postgres:///todo?host=/run/pg&password=s3cret&user=t") == "postgres:///todo?host=/run/pg&password=***&user=t"
     assert redact("postgresql://todo@db/todo") == "postgresql://todo@db/todo"
+
+
+def test_moves_and_imports_are_refused_clearly_on_postgresql(pg_uri: str) -> None:
+    """A move or an import on a PostgreSQL daemon is refused with a message that says so, and nothing changes."""
+    with started(1, pg_uri) as (daemon,):
+        ok(daemon, "add", list="home", title="Dentist", date=DATE)
+        moved = call(daemon, "move", list="home", entry=1, to_list="work")
+        assert moved["ok"] is False and "not available on the PostgreSQL store" in moved["error"]["message"], moved
+        begun = call(daemon, "import_begin", list="books")
+        if begun["ok"]:
+            rows = call(daemon, "import_rows", **{"import": begun["result"]["import"]}, start=1,
+                        rows=[[1, DATE, "A book", False, []]])  # fmt: skip
+            assert rows["ok"] is False and "not available on the PostgreSQL store" in rows["error"]["message"], rows
+        else:
+            assert "not available on the PostgreSQL store" in begun["error"]["message"], begun
+        assert [e["title"] for e in entries(daemon, "home")] == ["Dentist"]
+        assert entries(daemon, "work") == [] and entries(daemon, "books") == []

@@ -18,12 +18,18 @@ from todod.store._base import (
     Commit,
     CommitListener,
     EventFeed,
+    Hook,
+    Part,
     StaleList,
     Store,
     StoreError,
     StoreFaults,
     StoreStatistics,
+    Transaction,
 )
+
+# The SQLite backend's write context, the type of a Transaction's hook argument.
+from todod.store._sqlite import WriteContext
 
 #: The URI schemes libpq takes for a connection URI.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -73,11 +79,15 @@ __all__ = [
     "Commit",
     "CommitListener",
     "EventFeed",
+    "Hook",
+    "Part",
     "StaleList",
     "Store",
     "StoreError",
     "StoreFaults",
     "StoreStatistics",
+    "Transaction",
+    "WriteContext",
     "is_postgres",
     "open_store",
 ]

@@ -19,7 +19,7 @@ from todod._reply import ReplySlot
 from todod.protocol import Unavailable
 
 if TYPE_CHECKING:
-    from todod import _log, _query
+    from todod import _bulk, _log, _query
 
 
 class StoreError(Unavailable):
@@ -105,6 +105,57 @@ class Commit(ReplySlot):
 
 
 
+@attrs.frozen
+class Part:
+    """One list's share of a :class:`Transaction`: its next id after it and its changes."""
+
+    name: str
+    next_id: int
+    changes: tuple[Change, ...]
+
+
+#: A transaction's own SQL, run by the writer inside the group's transaction,
+#: after the parts' rows, given the backend's write context (the SQLite
+#: backend's ``WriteContext``: its connection and the log's cursor).
+Hook = Callable[[Any], None]
+
+
+class Transaction(ReplySlot):
+    """Changes to several lists, and SQL of its own, that the writer commits in one transaction, never split.
+
+    What a move, an import's publish or a saga's step hands the writer
+    (todod/_transfer.py): the lists' servers are held meanwhile, so the parts
+    are built on durable states and are always valid.  ``lists`` are the
+    lists it writes (loads of them wait for it); ``bulk`` says its hook
+    appends log events that no part carries, so watchers read them from the log.
+    """
+
+    __slots__ = ("bulk", "hook", "lists", "parts")
+
+    def __init__(
+        self, parts: Sequence[Part], hook: Hook | None = None, lists: Sequence[str] = (), *, bulk: bool = False
+    ) -> None:
+        super().__init__()
+        self.parts = tuple(parts)
+        self.hook = hook
+        self.lists = tuple(dict.fromkeys([*(p.name for p in self.parts), *lists]))
+        self.bulk = bulk
+
+    @property
+    def name(self) -> str:
+        return self.lists[0] if self.lists else ""
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(c for p in self.parts for c in p.changes)
+
+    def valid(self) -> bool:
+        return True
+
+    def committed(self, error: StoreError | None) -> None:
+        self.reply(outcome.Value(None) if error is None else outcome.Error(error))
+
+
 class EventFeed(Protocol):
     """Where a shared store's follower hands the committed events it reads from the log, in position order."""
 
@@ -141,9 +192,11 @@ class Store(Protocol):
     #: What a shared store's log follower hands the events of every daemon
     #: to (the watch hub); a store with one writer uses ``on_commit`` instead.
     feed: EventFeed | None
+    #: Called after a committed group that appended events no batch carries (an import's).
+    on_bulk: Callable[[], None] | None
 
     async def commit(self, name: str, next_id: int, changes: Sequence[Change]) -> None: ...
-    async def submit(self, batch: Batch) -> None: ...
+    async def submit(self, batch: Batch | Transaction) -> None: ...
     async def run_writer(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
     async def run_checkpointer(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
     async def run_indexer(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
@@ -157,6 +210,10 @@ class Store(Protocol):
     async def lists(self) -> list[tuple[str, int]]: ...
     async def find(self, query: _query.FindQuery, time_limit: float) -> tuple[list[dict[str, Any]], bool]: ...
     async def find_page(self, query: _query.FindQuery, time_limit: float) -> _query.FoundPage: ...
+    async def stage_import(self, rows: Sequence[_bulk.StagedRow]) -> None: ...
+    async def staged_count(self, import_id: str) -> tuple[int, int]: ...
+    async def drop_import(self, import_id: str | None = None) -> None: ...
+    async def bulk_read(self, fn: Callable[[Any], Any], what: str) -> Any: ...
     def last_position(self) -> int: ...
     async def history(self, name: str, limit: int | None = None) -> dict[str, Any]: ...
     async def history_page(self, name: str, after: int | None, limit: int | None, page: int) -> _log.HistoryPage: ...
@@ -175,9 +232,12 @@ __all__ = [
     "Commit",
     "CommitListener",
     "EventFeed",
+    "Hook",
+    "Part",
     "StaleList",
     "Store",
     "StoreError",
     "StoreFaults",
     "StoreStatistics",
+    "Transaction",
 ]

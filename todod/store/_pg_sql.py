@@ -109,6 +109,51 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 5 took SQLite's tag and text indexes out of its main file
     # (todod/_search.py); PostgreSQL's indexes above are its own, so nothing.
     (),
+    # Version 6 (todod/_bulk.py): import staging, moves, the saga journal and
+    # idempotency keys, in PostgreSQL's types.  Only the moves' table is used
+    # here so far (undo reads it); imports, moves and sagas themselves are
+    # refused on this backend (see PostgresStore.submit).
+    (
+        """CREATE TABLE import_rows (
+            import TEXT NOT NULL,
+            n BIGINT NOT NULL,
+            date TEXT NOT NULL,
+            title TEXT NOT NULL,
+            done INTEGER NOT NULL,
+            tags TEXT NOT NULL,
+            event TEXT NOT NULL,
+            PRIMARY KEY (import, n)
+        )""",
+        """CREATE TABLE moves (
+            list_id BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            peer_list_id BIGINT NOT NULL,
+            peer_seq BIGINT NOT NULL,
+            PRIMARY KEY (list_id, seq)
+        )""",
+        """CREATE TABLE sagas (
+            id TEXT PRIMARY KEY,
+            list TEXT NOT NULL,
+            entry BIGINT NOT NULL,
+            version INTEGER NOT NULL,
+            value TEXT NOT NULL,
+            to_socket TEXT NOT NULL,
+            to_list TEXT NOT NULL,
+            state TEXT NOT NULL,
+            to_entry BIGINT,
+            message TEXT,
+            created DOUBLE PRECISION NOT NULL,
+            updated DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX sagas_open ON sagas (state) WHERE state IN ('started', 'compensating')",
+        """CREATE TABLE received (
+            key TEXT PRIMARY KEY,
+            list TEXT NOT NULL,
+            entry BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            time DOUBLE PRECISION NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -57,6 +57,7 @@ from todod.store._base import (
     StoreError,
     StoreFaults,
     StoreStatistics,
+    Transaction,
 )
 from todod.store._pg_sql import (
     CHAIN,
@@ -98,6 +99,11 @@ FOLLOW_PAGE = 512
 #: daemon's watchers before the callers are answered anyway (the change is
 #: durable; only the watchers' "already seen" promise is late).
 PUBLISH_WAIT = 2.0
+#: Why a move, an import or a saga step is refused here.
+NOT_YET = (
+    "moves, imports and moves to another daemon are not available on the PostgreSQL store yet; "
+    "they work on the SQLite store"
+)
 #: Times a group is tried again after a deadlock or a serialization failure
 #: (two daemons creating lists at once can deadlock; PostgreSQL aborts one).
 RETRIES = 5
@@ -159,6 +165,8 @@ class PostgresStore:
     on_commit: CommitListener | None = None
     #: What the follower hands every daemon's events to (the watch hub).
     feed: EventFeed | None = None
+    #: Unused: nothing here appends events that no batch carries (imports are refused).
+    on_bulk: Callable[[], None] | None = None
     #: Accepted for the interface; commits always run in a worker thread here.
     inline_commits: bool = False
     text_index: bool = attrs.field(default=False, kw_only=True)
@@ -201,8 +209,16 @@ class PostgresStore:
         await self.submit(item)
         await item.wait()
 
-    async def submit(self, batch: Batch) -> None:
-        """Queue ``batch`` for the writer (see the SQLite backend's :meth:`submit`, the same contract)."""
+    async def submit(self, batch: Batch | Transaction) -> None:
+        """Queue ``batch`` for the writer (see the SQLite backend's :meth:`submit`, the same contract).
+
+        Raises:
+            StoreError: the store is closed, or ``batch`` is a :class:`Transaction`
+                (a move, an import's publish, a saga's step): those are not built
+                on this backend yet.
+        """
+        if isinstance(batch, Transaction):
+            raise StoreError(NOT_YET)
         name = batch.name
         self._pending[name] = self._pending.get(name, 0) + 1
         try:
@@ -748,6 +764,24 @@ class PostgresStore:
             else:
                 return result
         raise Timeout(f"the query did not finish within {time_limit:g} s")
+
+    # --- imports, moves and sagas ----------------------------------------------
+
+    async def stage_import(self, rows: Sequence[Any]) -> None:
+        """Refused: imports are not built on this backend yet (:data:`NOT_YET`)."""
+        raise StoreError(NOT_YET)
+
+    async def staged_count(self, import_id: str) -> tuple[int, int]:
+        """Refused, as :meth:`stage_import`."""
+        raise StoreError(NOT_YET)
+
+    async def drop_import(self, import_id: str | None = None) -> None:
+        """Nothing to drop: no import is ever staged here."""
+        await trio.lowlevel.checkpoint()
+
+    async def bulk_read(self, fn: Callable[[Any], Any], what: str) -> Any:
+        """One of todod/_bulk.py's reads (an undo's look for the other half of a move), in one read transaction."""
+        return await self._read(lambda c: fn(Compat(c)), what)
 
     # --- the change log -------------------------------------------------------
 

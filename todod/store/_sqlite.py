@@ -27,11 +27,22 @@ from typing import Any
 import attrs
 import trio
 
-from todod import _log, _query, _search
+from todod import _bulk, _log, _query, _search
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
 from todod.paths import ensure_private_dir
 from todod.protocol import Invalid, Timeout
-from todod.store._base import Batch, Commit, CommitListener, EventFeed, StoreError, StoreFaults, StoreStatistics
+from todod.store._base import (
+    Batch,
+    Commit,
+    CommitListener,
+    EventFeed,
+    Hook,
+    Part,
+    StoreError,
+    StoreFaults,
+    StoreStatistics,
+    Transaction,
+)
 
 log = logging.getLogger("todod.store")
 
@@ -108,6 +119,8 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     # the log's base state gets its tags column too (todod/_log.py).
     (*_query.MIGRATION_TAGS_AND_INDEXES, *_log.MIGRATION_TAGS),
     _query.MIGRATION_SEARCH_APART,
+    # Version 6: import staging, moves, the saga journal and idempotency keys (todod/_bulk.py).
+    _bulk.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -140,6 +153,32 @@ _PUT = (
     "done = excluded.done, version = excluded.version, tags = excluded.tags"
 )
 _DELETE = "DELETE FROM entries WHERE list_id = ? AND id = ?"
+
+
+@attrs.define(eq=False)
+class WriteContext:
+    """What a :class:`Transaction`'s hook sees in the writer's thread: the connection and the log's cursor.
+
+    ``position`` is the last position taken so far in this transaction; a hook
+    that appends events takes the next ones and moves it, and sets the heads
+    of the lists it appends to with :meth:`set_head`.
+    """
+
+    conn: sqlite3.Connection
+    now: float
+    position: int
+    _store: SQLiteStore
+    _moved: dict[int, int]
+
+    def list_id(self, name: str) -> int:
+        """The list's id, creating the list if it has none."""
+        return self._store._list_id(self.conn, name)
+
+    def head(self, list_id: int) -> int:
+        return self._moved.get(list_id, self._store._heads[list_id])
+
+    def set_head(self, list_id: int, head: int) -> None:
+        self._moved[list_id] = head
 
 
 def _translate(exc: BaseException, what: str) -> StoreError:
@@ -225,6 +264,8 @@ class SQLiteStore:
     #: with ``inline_commits``) moves it, and only once a group is durable.
     _position: int = 0
     on_commit: CommitListener | None = None
+    #: Called after a committed group that appended events no batch carries (an import's).
+    on_bulk: Callable[[], None] | None = None
     #: Commit in the event loop rather than in a worker thread (see run_writer).
     inline_commits: bool = False
     #: Whether searches may use the FTS5 title index (see todod/_search.py).
@@ -245,8 +286,8 @@ class SQLiteStore:
     _index_hurry: trio.Event = attrs.field(factory=trio.Event, init=False)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
-    _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
-    _receive: trio.MemoryReceiveChannel[Batch] = attrs.field(init=False)
+    _send: trio.MemorySendChannel[Batch | Transaction] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[Batch | Transaction] = attrs.field(init=False)
     #: Batches queued or being written, per list: a load waits for them.
     _pending: dict[str, int] = attrs.field(factory=dict, init=False)
     _group_done: trio.Event | None = attrs.field(default=None, init=False)
@@ -265,10 +306,13 @@ class SQLiteStore:
     _loads: int = attrs.field(default=0, init=False)
     _checkpoints: int = attrs.field(default=0, init=False)
     _since_checkpoint: int = attrs.field(default=0, init=False)
+    #: The connection imports are staged on, and its lock (one staging batch at a time).
+    _staging: sqlite3.Connection | None = attrs.field(default=None, init=False)
+    _staging_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._read_limiter = trio.CapacityLimiter(len(self._readers))
-        self._send, self._receive = trio.open_memory_channel[Batch](COMMIT_QUEUE)
+        self._send, self._receive = trio.open_memory_channel[Batch | Transaction](COMMIT_QUEUE)
 
     # --- writes -------------------------------------------------------------
 
@@ -288,7 +332,7 @@ class SQLiteStore:
         await self.submit(item)
         await item.wait()
 
-    async def submit(self, batch: Batch) -> None:
+    async def submit(self, batch: Batch | Transaction) -> None:
         """Queue ``batch`` for the writer and return at once; its ``committed`` is called later.
 
         Batches are written in the order they are submitted, so a list's
@@ -301,28 +345,30 @@ class SQLiteStore:
 
         On cancellation the batch is not queued, and ``committed`` is never called.
         """
-        name = batch.name
-        self._pending[name] = self._pending.get(name, 0) + 1
+        names = batch.lists if isinstance(batch, Transaction) else (batch.name,)
+        for name in names:
+            self._pending[name] = self._pending.get(name, 0) + 1
         try:
             try:
                 self._send.send_nowait(batch)
             except trio.WouldBlock:
                 await self._send.send(batch)  # full queue: backpressure
         except BaseException as exc:
-            self._done(name)
+            self._done(batch)
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
                 raise StoreError("the store is closed") from None
             raise
 
-    def _done(self, name: str) -> None:
-        left = self._pending[name] - 1
-        if left:
-            self._pending[name] = left
-        else:
-            del self._pending[name]
+    def _done(self, batch: Batch | Transaction) -> None:
+        for name in batch.lists if isinstance(batch, Transaction) else (batch.name,):
+            left = self._pending[name] - 1
+            if left:
+                self._pending[name] = left
+            else:
+                del self._pending[name]
 
-    def _answer(self, batch: Batch, error: StoreError | None) -> None:
-        self._done(batch.name)
+    def _answer(self, batch: Batch | Transaction, error: StoreError | None) -> None:
+        self._done(batch)
         try:
             batch.committed(error)
         except Exception:  # a bug in the answer must not take the writer down with it
@@ -361,7 +407,7 @@ class SQLiteStore:
                     else:
                         self._answer(item, StoreError(f"an earlier commit of list {item.name!r} failed; not applied"))
                 self._busy_since = trio.current_time()
-                written = [item for item in unanswered if item.changes]
+                written = [item for item in unanswered if item.changes or isinstance(item, Transaction)]
                 if not written:
                     error = None  # only reads behind batches already answered: nothing to write
                 elif self.inline_commits:
@@ -371,7 +417,9 @@ class SQLiteStore:
                 # Before the callers are answered: a client that has its
                 # reply finds its change in every watch already.
                 if error is None and written and self.on_commit is not None:
-                    self.on_commit(*self._committed, [(item.name, item.changes) for item in written])
+                    self.on_commit(*self._committed, _published(written))
+                    if self.on_bulk is not None and any(isinstance(i, Transaction) and i.bulk for i in written):
+                        self.on_bulk()
                 if error is None and written:
                     self._index_wanted.set()
             finally:
@@ -396,7 +444,7 @@ class SQLiteStore:
                 self._group_done = trio.Event()
             await self._group_done.wait()
 
-    def _write_group(self, group: list[Batch]) -> StoreError | None:
+    def _write_group(self, group: list[Batch | Transaction]) -> StoreError | None:
         """Runs in a worker thread: one transaction for the whole group."""
         conn = self._writer_conn
         try:
@@ -422,7 +470,16 @@ class SQLiteStore:
             # list can have several batches in one group, and each one's first
             # event must chain to the one before it, not to the head before the group.
             moved: dict[int, int] = {}
-            for item in group:
+            parts: list[Batch | Part] = []
+            hooks: list[Hook] = []
+            for queued in group:
+                if isinstance(queued, Transaction):
+                    parts.extend(queued.parts)
+                    if queued.hook is not None:
+                        hooks.append(queued.hook)
+                else:
+                    parts.append(queued)
+            for item in parts:
                 if not item.changes:
                     continue
                 list_id = self._list_id(conn, item.name)
@@ -460,6 +517,11 @@ class SQLiteStore:
                 conn.executemany(_log.INSERT_EVENT, rows)
                 conn.executemany(_log.INSERT_UNDO, undone)
                 conn.executemany(_log.DELETE_UNDO, redone)
+            if hooks:  # a Transaction's own SQL, after the rows of its parts
+                context = WriteContext(conn, now, position, self, moved)
+                for hook in hooks:
+                    hook(context)
+                position = context.position
             conn.execute("COMMIT")
             self._position = position
             self._committed = (start, now)
@@ -697,6 +759,46 @@ class SQLiteStore:
                     raise
         raise Timeout(f"the query did not finish within {time_limit:g} s")
 
+    # --- imports, moves and sagas (the SQL is in todod/_bulk.py) -----------------
+
+    async def _on_staging(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
+        """Run ``fn`` on the staging connection, in a thread, one at a time.
+
+        Staged rows are not served to anyone until a publish, and a crash
+        drops every import anyway, so their commits are not fsynced
+        (``synchronous = NORMAL``: WAL frames reach the disk at the next
+        fsynced commit or checkpoint): an import pays one fsync, its publish.
+        Their transactions take the database's write lock for one batch at a
+        time, so the writer waits milliseconds, as for compaction.
+        """
+        async with self._staging_lock:
+            try:
+                if self._staging is None:
+                    conn = await trio.to_thread.run_sync(_connect, self.path)
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                    self._staging = conn
+                return await trio.to_thread.run_sync(fn, self._staging)
+            except (sqlite3.Error, OSError) as exc:
+                raise _translate(exc, what) from exc
+
+    async def stage_import(self, rows: Sequence[_bulk.StagedRow]) -> None:
+        """Stage a batch of an import's rows (see :func:`todod._bulk.stage_rows`)."""
+        await self._on_staging(lambda c: _bulk.stage_rows(c, rows), "could not stage the import")
+
+    async def staged_count(self, import_id: str) -> tuple[int, int]:
+        result: tuple[int, int] = await self._on_staging(
+            lambda c: _bulk.staged_count(c, import_id), "could not read the import"
+        )
+        return result
+
+    async def drop_import(self, import_id: str | None = None) -> None:
+        """Drop an import's staged rows (all imports' with None)."""
+        await self._on_staging(lambda c: _bulk.drop_import(c, import_id), "could not drop the import")
+
+    async def bulk_read(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
+        """One of todod/_bulk.py's reads, in one read transaction of the read pool."""
+        return await self._read(lambda c: _snapshot(c, fn), what)
+
     # --- the change log -------------------------------------------------------
 
     def last_position(self) -> int:
@@ -800,6 +902,17 @@ class SQLiteStore:
             queued=self._send.statistics().current_buffer_used,
             writer_busy_seconds=busy,
         )
+
+
+def _published(written: Sequence[Batch | Transaction]) -> list[tuple[str, Sequence[Change]]]:
+    """Each list's changes of a committed group, for the watch hub (a Transaction's parts one by one)."""
+    result: list[tuple[str, Sequence[Change]]] = []
+    for item in written:
+        if isinstance(item, Transaction):
+            result.extend((part.name, part.changes) for part in item.parts)
+        else:
+            result.append((item.name, item.changes))
+    return result
 
 
 def _snapshot(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> Any:
@@ -915,6 +1028,8 @@ async def open_store(
         yield store
     finally:
         with trio.CancelScope(shield=True):
+            if store._staging is not None:
+                store._staging.close()
             await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd, indexer)
 
 
@@ -936,4 +1051,4 @@ def _close_sync(
         os.close(lock_fd)
 
 
-__all__ = ["SQLiteStore", "open_store"]
+__all__ = ["SQLiteStore", "WriteContext", "open_store"]
