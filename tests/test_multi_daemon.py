@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.daemon import Daemon, LineReader, connect, exchange, running_daemon, wait_until
+from tests.daemon import Daemon, LineReader, connect, exchange, run_cli, running_daemon, wait_until
 from todod._core import open_core
 from todod.protocol import encode_request
 
@@ -357,3 +357,16 @@ def test_moves_and_imports_are_refused_clearly_on_postgresql(pg_uri: str) -> Non
             assert "not available on the PostgreSQL store" in begun["error"]["message"], begun
         assert [e["title"] for e in entries(daemon, "home")] == ["Dentist"]
         assert entries(daemon, "work") == [] and entries(daemon, "books") == []
+
+
+def test_an_export_through_one_daemon_holds_what_another_wrote(pg_uri: str) -> None:
+    """`todo export` through one daemon writes every entry added through another, in id order."""
+    with started(2, pg_uri) as (first, second):
+        titles = [f"entry {i}" for i in range(300)]
+        answers = pipelined(first, [encode_request("add", list="ex", title=t, date=DATE) for t in titles])
+        assert all(a["ok"] for a in answers)
+        exported = run_cli(["export", "ex", "--format", "jsonl"], second.cli_env())
+        assert exported.returncode == 0, exported.stderr
+        rows = [json.loads(line) for line in exported.stdout.splitlines()]
+        assert [r["id"] for r in rows] == list(range(1, 301))
+        assert [r["title"] for r in rows] == titles
