@@ -20,10 +20,12 @@ from typing import Any
 
 import psycopg
 import pytest
+import trio
 
 from tests.daemon import Daemon, LineReader, connect, exchange, run_cli, running_daemon, wait_until
 from todod._core import open_core
 from todod.protocol import encode_request
+from todod.store import StoreFaults
 
 DATE = "2026-12-01"
 
@@ -299,6 +301,40 @@ async def test_a_stale_list_is_patched_from_the_log_not_reloaded(pg_uri: str, tm
         assert b.registry.events.reloads >= 1
 
 
+async def test_a_move_whose_list_another_daemon_wrote_first_is_applied_again(pg_uri: str, tmp_path: Any) -> None:
+    """Another core adds to the destination between the mover's catch-up and its commit: the move's transaction is
+    refused by the seq fence, nothing of it is written, and the round applied again gives the entry the next id."""
+    day = datetime.date(2026, 12, 1)
+    faults = StoreFaults()
+    async with (
+        open_core(str(tmp_path / "a"), store_uri=pg_uri, store_faults=faults) as a,
+        open_core(str(tmp_path / "b"), store_uri=pg_uri) as b,
+    ):
+        await a.add("home", "Dentist", day)
+        await b.add("work", "Report", day)
+        assert len(await a.entries("work")) == 1  # the list is in a's cache, at seq 1
+        armed = [True]
+
+        def meanwhile(_size: int) -> None:
+            # In a's writer thread, before the move's transaction: b writes the destination first.
+            if armed and armed.pop():
+                trio.from_thread.run(functools.partial(b.add, "work", "Slides", day))
+
+        faults.before_commit = meanwhile
+        result = await a.move("home", 1, "work")
+        assert not armed and a.mover.stale_rounds == 1, "the fence did not refuse the stale transaction"
+        assert result["to"] == {"list": "work", "id": 3}
+        for core in (a, b):
+            assert await core.entries("home") == ()
+            work = [(e.id, e.title) for e in await core.entries("work")]
+            assert work == [(1, "Report"), (2, "Slides"), (3, "Dentist")]
+        rebuilt, view = await a.store.rebuild_and_view()
+        assert rebuilt == view
+        await b.undo("work")
+        assert [e.title for e in await a.entries("home")] == ["Dentist"]
+        assert [e.title for e in await a.entries("work")] == ["Report", "Slides"]
+
+
 def test_watch_goes_on_after_the_followers_connection_is_killed(pg_uri: str) -> None:
     """The follower's LISTEN connection terminated by the server: it reconnects and the watch misses nothing."""
     with started(2, pg_uri) as (first, second), psycopg.connect(pg_uri, autocommit=True) as admin:
@@ -342,21 +378,63 @@ def test_a_store_uri_is_shown_without_its_password() -> None:
     assert redact("postgresql://todo@db/todo") == "postgresql://todo@db/todo"
 
 
-def test_moves_and_imports_are_refused_clearly_on_postgresql(pg_uri: str) -> None:
-    """A move or an import on a PostgreSQL daemon is refused with a message that says so, and nothing changes."""
-    with started(1, pg_uri) as (daemon,):
-        ok(daemon, "add", list="home", title="Dentist", date=DATE)
-        moved = call(daemon, "move", list="home", entry=1, to_list="work")
-        assert moved["ok"] is False and "not available on the PostgreSQL store" in moved["error"]["message"], moved
-        begun = call(daemon, "import_begin", list="books")
-        if begun["ok"]:
-            rows = call(daemon, "import_rows", **{"import": begun["result"]["import"]}, start=1,
-                        rows=[[1, DATE, "A book", False, []]])  # fmt: skip
-            assert rows["ok"] is False and "not available on the PostgreSQL store" in rows["error"]["message"], rows
-        else:
-            assert "not available on the PostgreSQL store" in begun["error"]["message"], begun
-        assert [e["title"] for e in entries(daemon, "home")] == ["Dentist"]
-        assert entries(daemon, "work") == [] and entries(daemon, "books") == []
+def test_a_move_through_one_daemon_while_another_writes_both_lists_loses_nothing(pg_uri: str) -> None:
+    """Moves through one daemon between two lists that another daemon adds to and updates at the same time:
+    no write is lost, no id is given twice, and every entry ends in exactly one list."""
+    with started(2, pg_uri) as (mover, writer):
+        ok(writer, "add", list="a", title="seed", date=DATE)
+        for i in range(40):
+            ok(mover, "add", list="a" if i % 2 else "b", title=f"m{i}", date=DATE)
+        errors: list[dict[str, Any]] = []
+
+        def moves() -> None:
+            for _ in range(3):
+                for src, dst in (("a", "b"), ("b", "a")):
+                    for entry in entries(mover, src):
+                        if entry["title"].startswith("m"):
+                            answer = call(mover, "move", list=src, entry=entry["id"], to_list=dst)
+                            if not answer["ok"] and answer["error"]["code"] != "not_found":
+                                errors.append(answer)
+
+        def writes() -> None:
+            for i in range(60):
+                name = "a" if i % 2 else "b"
+                answer = call(writer, "add", list=name, title=f"w{i}", date=DATE)
+                if not answer["ok"]:
+                    errors.append(answer)
+                # An entry of a list the mover holds in every round: each update lands.
+                update = call(writer, "update", list="a", entry=1, title=f"seed {i}")
+                if not update["ok"]:
+                    errors.append(update)
+
+        in_threads([moves, writes])
+        assert errors == []
+        for daemon in (mover, writer):
+            a, b = entries(daemon, "a"), entries(daemon, "b")
+            titles = [e["title"] for e in a + b]
+            assert sorted(t for t in titles if t.startswith("w")) == sorted(f"w{i}" for i in range(60))
+            assert sorted(t for t in titles if t.startswith("m")) == sorted(f"m{i}" for i in range(40))
+            assert len(titles) == len(set(titles)) == 101, titles  # in exactly one list, never doubled
+            assert len({e["id"] for e in a}) == len(a) and len({e["id"] for e in b}) == len(b)
+            assert [t for t in titles if t.startswith("seed")] == ["seed 59"]
+        ok(writer, "add", list="a", title="after", date=DATE)
+        assert "after" in [e["title"] for e in entries(mover, "a")]
+
+
+def test_a_move_through_one_daemon_is_undone_through_another(pg_uri: str) -> None:
+    """A move made through one daemon, with the lists loaded in another's cache, is seen and undone there."""
+    with started(2, pg_uri) as (first, second):
+        ok(first, "add", list="home", title="Dentist", date=DATE)
+        ok(second, "add", list="work", title="Report", date=DATE)
+        assert len(entries(second, "home")) == 1 and len(entries(first, "work")) == 1  # both cached on both
+        moved = ok(first, "move", list="home", entry=1, to_list="work")
+        assert moved["to"] == {"list": "work", "id": 2}
+        assert entries(second, "home") == [] and [e["title"] for e in entries(second, "work")] == ["Report", "Dentist"]
+        again = call(second, "move", list="home", entry=1, to_list="work")
+        assert again["ok"] is False and again["error"]["code"] == "not_found", again
+        ok(second, "undo", list="work")
+        assert [e["title"] for e in entries(first, "home")] == ["Dentist"]
+        assert [e["title"] for e in entries(first, "work")] == ["Report"]
 
 
 def test_an_export_through_one_daemon_holds_what_another_wrote(pg_uri: str) -> None:

@@ -15,6 +15,9 @@ from todod.protocol import Conflict, Invalid, NotFound
 
 DAY = datetime.date(2026, 2, 3)
 
+# Every test here runs on both backends (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
+
 
 async def consistent(core: Core) -> dict[str, dict[int, Entry]]:
     """The lists as the entries table holds them, after checking that the log rebuilds exactly them."""

@@ -168,7 +168,11 @@ def publish_import(
 
 def record_move(conn: sqlite3.Connection, halves: Iterable[tuple[int, int, int, int]]) -> None:
     """Record moves: each (list id, seq, peer list id, peer seq); a local move gives both directions."""
-    conn.executemany("INSERT OR REPLACE INTO moves (list_id, seq, peer_list_id, peer_seq) VALUES (?, ?, ?, ?)", halves)
+    conn.executemany(
+        "INSERT INTO moves (list_id, seq, peer_list_id, peer_seq) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (list_id, seq) DO UPDATE SET peer_list_id = excluded.peer_list_id, peer_seq = excluded.peer_seq",
+        halves,
+    )
 
 
 def move_peer(conn: sqlite3.Connection, name: str, seq: int) -> tuple[str | None, int] | None:

@@ -17,6 +17,14 @@ grants and the writer.  No cycle can form: A to B and B to A in the same
 round are two steps applied one after the other to the same two drafts.
 The servers are asked in name order all the same, so a second mover
 (there is none today) could not make a cycle either.
+
+On a shared store (PostgreSQL, several daemons) the servers are this
+daemon's cache of the lists, not their owners: the mover catches each held
+state up with the database before it applies the round, the transaction
+carries the seqs it was built on (``Transaction.base_seqs``), and when
+another daemon wrote one of the lists in between, the store answers
+``StaleList``, writes nothing, and the round is applied again (its callers'
+deadlines bound the retries).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from todod._registry import Registry
 from todod._reply import ReplySlot
 from todod._server import Grant, Hold
 from todod.protocol import Timeout, TodoError, Unavailable
-from todod.store import Hook, Part, Store, Transaction, WriteContext
+from todod.store import Hook, Part, StaleList, Store, Transaction, WriteContext
 
 log = logging.getLogger("todod.transfer")
 
@@ -82,6 +90,8 @@ class Mover:
     _receive: trio.MemoryReceiveChannel[Work] = attrs.field(init=False)
     rounds: int = attrs.field(default=0, init=False)
     works: int = attrs.field(default=0, init=False)
+    #: Rounds applied again because another daemon wrote one of their lists first (a shared store).
+    stale_rounds: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Work](QUEUE)
@@ -114,8 +124,19 @@ class Mover:
                 await self._round(round_)
 
     async def _round(self, works: list[Work]) -> None:
+        """One round; on a shared store, tried again while another daemon wrote one of its lists first."""
+        while not await self._attempt(works):
+            self.stale_rounds += 1
+            works = [work for work in works if work.is_wanted()]  # a caller that gave up is dropped
+            if not works:
+                return
+
+    async def _attempt(self, works: list[Work]) -> bool:
+        """Apply ``works`` and commit them; False when the store found a list stale (nobody answered)."""
         grants: dict[str, Grant] = {}
+        states: dict[str, TodoList] = {}
         released = False
+        stale = False
         try:
             for name in sorted({name for work in works for name in work.lists}):
                 grant = Grant()
@@ -126,7 +147,14 @@ class Mover:
                     for work in works:
                         if name in work.lists:
                             work.reply(outcome.Error(exc))
-            drafts = {name: Draft(grant.state) for name, grant in grants.items() if grant.state is not None}
+            states.update({name: grant.state for name, grant in grants.items() if grant.state is not None})
+            if self.store.shared:
+                # The servers are this daemon's cache: another daemon may have
+                # written the lists since, and a refusal (no such entry) must
+                # be decided on the database's state, as a read is.
+                for name, state in states.items():
+                    states[name] = await self.store.catch_up(name, state)
+            drafts = {name: Draft(state) for name, state in states.items()}
             done: list[tuple[Work, Applied]] = []
             for work in works:
                 if not work.is_wanted() or any(name not in drafts for name in work.lists):
@@ -136,7 +164,7 @@ class Mover:
                 except TodoError as exc:
                     work.reply(outcome.Error(exc))
             if not done:
-                return
+                return True
             changes: dict[str, list[Change]] = {}
             hooks: list[Hook] = []
             reload: set[str] = set()
@@ -146,18 +174,24 @@ class Mover:
                 if applied.hook is not None:
                     hooks.append(applied.hook)
                 reload.update(applied.reload)
-            states: dict[str, TodoList] = {name: drafts[name].freeze() for name in changes}
-            parts = [Part(name, states[name].next_id, tuple(changes[name])) for name in sorted(changes)]
+            new: dict[str, TodoList] = {name: drafts[name].freeze() for name in changes}
+            parts = [Part(name, new[name].next_id, tuple(changes[name])) for name in sorted(changes)]
             transaction = Transaction(
                 parts, _chain(hooks) if hooks else None, sorted(grants), bulk=any(a.bulk for _w, a in done)
             )
+            transaction.base_seqs = {name: state.seq for name, state in states.items()}
             try:
                 await self.store.submit(transaction)
                 await transaction.wait()
+            except StaleList:
+                # Another daemon wrote one of the lists after the catch-up:
+                # nothing was written; the round is applied again.
+                stale = True
+                return False
             except TodoError as exc:
                 for work, _applied in done:
                     work.reply(outcome.Error(exc))
-                return  # nothing was written: the servers go on as they were
+                return True  # nothing was written: the servers go on as they were (caught up)
             except BaseException:
                 # Cancelled with the transaction in doubt: the servers read the store again.
                 for grant in grants.values():
@@ -165,19 +199,22 @@ class Mover:
                 released = True
                 raise
             for name, grant in grants.items():
-                grant.release(states.get(name), reload=name in reload)
+                grant.release(new.get(name, states.get(name)), reload=name in reload)
             released = True
             self.rounds += 1
             self.works += len(done)
             for work, applied in done:
                 work.reply(outcome.Value(applied.result))
+            return True
         finally:
             if not released:
-                for grant in grants.values():
-                    grant.release()
-            for work in works:
-                if work.is_wanted():
-                    work.reply(outcome.Error(Unavailable("the change could not be made; try again")))
+                for name, grant in grants.items():
+                    # Caught-up states are committed ones: the servers go on from them.
+                    grant.release(None if stale else states.get(name))
+            if not stale:
+                for work in works:
+                    if work.is_wanted():
+                        work.reply(outcome.Error(Unavailable("the change could not be made; try again")))
 
 
 def _chain(hooks: list[Hook]) -> Hook:

@@ -128,9 +128,13 @@ class Transaction(ReplySlot):
     are built on durable states and are always valid.  ``lists`` are the
     lists it writes (loads of them wait for it); ``bulk`` says its hook
     appends log events that no part carries, so watchers read them from the log.
+    ``base_seqs`` are the lists' seqs its parts and hook were built on: a
+    shared store (several daemons) answers it ``StaleList`` and writes
+    nothing of it when any of them moved on (the mover holds this daemon's
+    list servers, not the lists).
     """
 
-    __slots__ = ("bulk", "hook", "lists", "parts")
+    __slots__ = ("base_seqs", "bulk", "hook", "lists", "parts")
 
     def __init__(
         self, parts: Sequence[Part], hook: Hook | None = None, lists: Sequence[str] = (), *, bulk: bool = False
@@ -140,6 +144,7 @@ class Transaction(ReplySlot):
         self.hook = hook
         self.lists = tuple(dict.fromkeys([*(p.name for p in self.parts), *lists]))
         self.bulk = bulk
+        self.base_seqs: dict[str, int] = {}
 
     @property
     def name(self) -> str:

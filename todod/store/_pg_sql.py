@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -110,9 +110,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # (todod/_search.py); PostgreSQL's indexes above are its own, so nothing.
     (),
     # Version 6 (todod/_bulk.py): import staging, moves, the saga journal and
-    # idempotency keys, in PostgreSQL's types.  Only the moves' table is used
-    # here so far (undo reads it); imports, moves and sagas themselves are
-    # refused on this backend (see PostgresStore.submit).
+    # idempotency keys, in PostgreSQL's types.
     (
         """CREATE TABLE import_rows (
             import TEXT NOT NULL,
@@ -157,6 +155,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+#: An import's staged row (todod/_bulk.py's ``StagedRow``).
+STAGE = "INSERT INTO import_rows (import, n, date, title, done, tags, event) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+
 PUT = (
     "INSERT INTO entries (list_id, id, date, title, done, version, tags) VALUES (%s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (list_id, id) DO UPDATE SET date = excluded.date, title = excluded.title, "
@@ -190,6 +191,9 @@ class Compat:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self.conn.cursor().executemany(sql.replace("%", "%%").replace("?", "%s"), params)
 
 def check_and_migrate(conn: psycopg.Connection[Any], where: str) -> None:
     """Create or migrate the schema; daemons starting at once take turns on an advisory lock."""

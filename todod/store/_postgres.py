@@ -53,6 +53,8 @@ from todod.store._base import (
     Commit,
     CommitListener,
     EventFeed,
+    Hook,
+    Part,
     StaleList,
     StoreError,
     StoreFaults,
@@ -70,6 +72,7 @@ from todod.store._pg_sql import (
     MIGRATIONS,
     PUT,
     SCHEMA_VERSION,
+    STAGE,
     Compat,
     build_find,
     check_and_migrate,
@@ -99,11 +102,6 @@ FOLLOW_PAGE = 512
 #: daemon's watchers before the callers are answered anyway (the change is
 #: durable; only the watchers' "already seen" promise is late).
 PUBLISH_WAIT = 2.0
-#: Why a move, an import or a saga step is refused here.
-NOT_YET = (
-    "moves, imports and moves to another daemon are not available on the PostgreSQL store yet; "
-    "they work on the SQLite store"
-)
 #: Times a group is tried again after a deadlock or a serialization failure
 #: (two daemons creating lists at once can deadlock; PostgreSQL aborts one).
 RETRIES = 5
@@ -132,6 +130,91 @@ def _connect(uri: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     if not autocommit:
         conn.commit()
     return conn
+
+
+#: What the writer takes: one list's batch, or a Transaction over several.
+Item = Batch | Transaction
+
+
+@attrs.frozen
+class _Writes:
+    """What one item of a group writes: its parts, its hook, the lists it names and the seqs it was built on."""
+
+    parts: tuple[Batch | Part, ...]
+    hook: Hook | None
+    lists: tuple[str, ...]
+    base: dict[str, int]
+    writes: bool
+
+
+def _writes(item: Item) -> _Writes:
+    if isinstance(item, Transaction):
+        return _Writes(item.parts, item.hook, item.lists, dict(item.base_seqs), True)
+    base = {} if item.base_seq is None else {item.name: item.base_seq}
+    return _Writes((item,), None, (item.name,), base, bool(item.changes))
+
+
+class WriteContext:
+    """What a :class:`Transaction`'s hook sees in the writer's thread, as the SQLite backend's ``WriteContext``.
+
+    ``conn`` takes todod/_bulk.py's SQL (``?`` placeholders).  ``position``
+    is the last position taken so far in this transaction: read before any
+    was taken, it locks the log's counter row (the hook then runs after
+    every other lock of the transaction); a hook that appends events moves
+    it, and the counter is set to it before the commit.
+    """
+
+    def __init__(
+        self,
+        conn: Compat,
+        now: float,
+        position: int | None,
+        lists: dict[str, tuple[int, int, int]],
+        heads: dict[str, int],
+    ) -> None:
+        self.conn = conn
+        self.now = now
+        self._position = position
+        self._lists = lists
+        self._heads = heads
+        self._names = {list_id: name for name, (list_id, _seq, _head) in lists.items()}
+        self.taken = False
+
+    @property
+    def position(self) -> int:
+        if self._position is None:
+            row = self.conn.execute("SELECT last_position FROM log_meta FOR UPDATE").fetchone()
+            assert row is not None
+            self._position = int(row[0])
+        return self._position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._position = value
+        self.taken = True
+
+    def finish(self) -> int:
+        """Set the log's counter to the last position taken, and return it."""
+        self.conn.execute("UPDATE log_meta SET last_position = ?", (self.position,))
+        return self.position
+
+    def list_id(self, name: str) -> int:
+        """The list's id, creating the list if it has none."""
+        found = self._lists.get(name)
+        if found is None:
+            self.conn.execute("INSERT INTO lists (name, next_id) VALUES (?, 1) ON CONFLICT (name) DO NOTHING", (name,))
+            row = self.conn.execute(f"SELECT {LIST_COLUMNS} FROM lists WHERE name = ? FOR UPDATE", (name,)).fetchone()
+            assert row is not None
+            found = self._lists[name] = (int(row[0]), int(row[2]), int(row[3]))
+            self._names[found[0]] = name
+            self._heads[name] = found[2]
+        return found[0]
+
+    def head(self, list_id: int) -> int:
+        return self._heads[self._names[list_id]]
+
+    def set_head(self, list_id: int, head: int) -> None:
+        self._heads[self._names[list_id]] = head
 
 
 @attrs.define(eq=False)
@@ -165,7 +248,7 @@ class PostgresStore:
     on_commit: CommitListener | None = None
     #: What the follower hands every daemon's events to (the watch hub).
     feed: EventFeed | None = None
-    #: Unused: nothing here appends events that no batch carries (imports are refused).
+    #: Called after a committed group that appended events no batch carries (an import's).
     on_bulk: Callable[[], None] | None = None
     #: Accepted for the interface; commits always run in a worker thread here.
     inline_commits: bool = False
@@ -173,8 +256,8 @@ class PostgresStore:
     #: Other daemons may write the same lists.
     shared: bool = attrs.field(default=True, init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
-    _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
-    _receive: trio.MemoryReceiveChannel[Batch] = attrs.field(init=False)
+    _send: trio.MemorySendChannel[Item] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[Item] = attrs.field(init=False)
     _pending: dict[str, int] = attrs.field(factory=dict, init=False)
     _group_done: trio.Event | None = attrs.field(default=None, init=False)
     _went_idle: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -188,12 +271,14 @@ class PostgresStore:
     _loads: int = attrs.field(default=0, init=False)
     _stale: int = attrs.field(default=0, init=False)
     _caught_up: int = attrs.field(default=0, init=False)
+    _staging_conn: psycopg.Connection[Any] | None = attrs.field(default=None, init=False)
+    _staging_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
     #: Set in the writer's thread while its COMMIT is on its way.
     _committing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._read_limiter = trio.CapacityLimiter(READ_WORKERS)
-        self._send, self._receive = trio.open_memory_channel[Batch](COMMIT_QUEUE)
+        self._send, self._receive = trio.open_memory_channel[Item](COMMIT_QUEUE)
         self._follower.published = self._position
 
     # --- writes -------------------------------------------------------------
@@ -212,35 +297,37 @@ class PostgresStore:
     async def submit(self, batch: Batch | Transaction) -> None:
         """Queue ``batch`` for the writer (see the SQLite backend's :meth:`submit`, the same contract).
 
+        A :class:`Transaction` (a move, an import's publish, a saga's step)
+        is checked against its ``base_seqs`` and answered :class:`StaleList`
+        as a whole when another daemon wrote one of its lists since.
+
         Raises:
-            StoreError: the store is closed, or ``batch`` is a :class:`Transaction`
-                (a move, an import's publish, a saga's step): those are not built
-                on this backend yet.
+            StoreError: the store is closed.
         """
-        if isinstance(batch, Transaction):
-            raise StoreError(NOT_YET)
-        name = batch.name
-        self._pending[name] = self._pending.get(name, 0) + 1
+        names = batch.lists if isinstance(batch, Transaction) else (batch.name,)
+        for name in names:
+            self._pending[name] = self._pending.get(name, 0) + 1
         try:
             try:
                 self._send.send_nowait(batch)
             except trio.WouldBlock:
                 await self._send.send(batch)
         except BaseException as exc:
-            self._done(name)
+            self._done(batch)
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
                 raise StoreError("the store is closed") from None
             raise
 
-    def _done(self, name: str) -> None:
-        left = self._pending[name] - 1
-        if left:
-            self._pending[name] = left
-        else:
-            del self._pending[name]
+    def _done(self, batch: Item) -> None:
+        for name in batch.lists if isinstance(batch, Transaction) else (batch.name,):
+            left = self._pending[name] - 1
+            if left:
+                self._pending[name] = left
+            else:
+                del self._pending[name]
 
-    def _answer(self, batch: Batch, error: StoreError | None) -> None:
-        self._done(batch.name)
+    def _answer(self, batch: Item, error: StoreError | None) -> None:
+        self._done(batch)
         try:
             batch.committed(error)
         except Exception:
@@ -275,7 +362,11 @@ class PostgresStore:
                     else:
                         self._answer(item, StoreError(f"an earlier commit of list {item.name!r} failed; not applied"))
                 self._busy_since = trio.current_time()
-                checked = [item for item in unanswered if item.changes or item.base_seq is not None]
+                checked = [
+                    item
+                    for item in unanswered
+                    if isinstance(item, Transaction) or item.changes or item.base_seq is not None
+                ]
                 if not checked:
                     error = None
                 else:
@@ -317,7 +408,7 @@ class PostgresStore:
                 self._group_done = trio.Event()
             await self._group_done.wait()
 
-    def _write_group(self, group: list[Batch]) -> tuple[StoreError | None, set[int], int]:
+    def _write_group(self, group: list[Item]) -> tuple[StoreError | None, set[int], int]:
         """Runs in a worker thread: one transaction for the group, tried again after a deadlock.
 
         Returns the group's error (None: committed), the indexes of its
@@ -328,7 +419,9 @@ class PostgresStore:
             try:
                 if conn.broken or conn.closed:
                     self._writer_conn = conn = _connect(self.uri)
-                if self.faults.before_commit is not None and any(item.changes for item in group):
+                if self.faults.before_commit is not None and any(
+                    isinstance(item, Transaction) or item.changes for item in group
+                ):
                     # As on SQLite, where reads never reach the writer: only groups that write.
                     self.faults.before_commit(len(group))
                 stale, last = self._transaction(conn, group)
@@ -363,9 +456,12 @@ class PostgresStore:
         log.error("%s (%d batch(es) failed)", error, size)
         return error, set(), 0
 
-    def _transaction(self, conn: psycopg.Connection[Any], group: list[Batch]) -> tuple[set[int], int]:
-        written_names = sorted({item.name for item in group if item.changes})
-        read_names = sorted({item.name for item in group if not item.changes} - set(written_names))
+    def _transaction(self, conn: psycopg.Connection[Any], group: list[Item]) -> tuple[set[int], int]:
+        # What each item writes (a batch, or a Transaction's parts and hook)
+        # and the seqs it was built on.
+        writes = [_writes(item) for item in group]
+        written_names = sorted({name for w in writes if w.writes for name in w.lists})
+        read_names = sorted({name for w in writes for name in w.lists} - set(written_names))
         cur = conn.cursor()
         lists: dict[str, tuple[int, int, int]] = {}  # name: id, seq, head
         if written_names:
@@ -385,24 +481,26 @@ class PostgresStore:
             lists.update({row[1]: (int(row[0]), int(row[2]), int(row[3])) for row in found})
         seqs = {name: seq for name, (_id, seq, _head) in lists.items()}
         stale: set[int] = set()
-        accepted: list[Batch] = []
-        for index, item in enumerate(group):
-            base = item.base_seq
-            current = seqs.get(item.name, 0)
-            if base is not None and base != current:
-                stale.add(index)
+        accepted: list[_Writes] = []
+        for index, w in enumerate(writes):
+            if any(base != seqs.get(name, 0) for name, base in w.base.items()):
+                stale.add(index)  # a Transaction is never split: all of it, or none
                 continue
-            if item.changes:
-                last = item.changes[-1].events[-1].seq if item.changes[-1].events else current
-                seqs[item.name] = max(current, last)
-                accepted.append(item)
+            if w.writes:
+                for part in w.parts:
+                    if part.changes:
+                        current = seqs.get(part.name, 0)
+                        last = part.changes[-1].events[-1].seq if part.changes[-1].events else current
+                        seqs[part.name] = max(current, last)
+                accepted.append(w)
         if not accepted:
             conn.rollback()
             return stale, 0
+        parts = [part for w in accepted for part in w.parts if part.changes]
         puts: list[tuple[int, int, str, str, int, int, str]] = []
         removes: list[tuple[int, int]] = []
         count = 0
-        for item in accepted:
+        for item in parts:
             list_id = lists[item.name][0]
             for change in item.changes:
                 for event in change.events:
@@ -439,7 +537,7 @@ class PostgresStore:
             log_rows: list[_log.EventRow] = []
             undone: list[tuple[int, int, int, int]] = []
             redone: list[tuple[int, int]] = []
-            for item in accepted:
+            for item in parts:
                 list_id = lists[item.name][0]
                 head = heads[item.name]
                 for change in item.changes:
@@ -455,12 +553,21 @@ class PostgresStore:
             if redone:
                 cur.executemany(DELETE_UNDO, redone)
         updates: dict[str, tuple[int, int, int, int]] = {}
-        for item in accepted:
+        for item in parts:
             updates[item.name] = (item.next_id, seqs[item.name], heads[item.name], lists[item.name][0])
         cur.executemany(
             "UPDATE lists SET next_id = GREATEST(next_id, %s), seq = GREATEST(seq, %s), head = %s WHERE id = %s",
             list(updates.values()),
         )
+        hooks = [w.hook for w in accepted if w.hook is not None]
+        if hooks:
+            # A Transaction's own SQL, after its parts' rows (todod/_bulk.py,
+            # through the placeholder adapter); its lists are locked above.
+            context = WriteContext(Compat(conn), now, last_position or None, lists, heads)
+            for hook in hooks:
+                hook(context)
+            if context.taken:
+                last_position = context.finish()
         if last_position:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last_position)))
         self._committing = True
@@ -767,17 +874,66 @@ class PostgresStore:
 
     # --- imports, moves and sagas ----------------------------------------------
 
+    async def _on_staging(self, fn: Callable[[psycopg.Connection[Any]], Any], what: str) -> Any:
+        """Run ``fn`` in a transaction of the staging connection (its own, beside the writer's), one at a time.
+
+        The connection commits with ``synchronous_commit = off``: staged
+        rows need not be flushed, since the publish's commit is flushed
+        after them in the one write-ahead log, and an import whose staging
+        is lost with a crash is failed as a whole anyway.
+        """
+
+        def run() -> Any:
+            conn = self._staging_conn
+            if conn is None or conn.broken or conn.closed:
+                conn = self._staging_conn = _connect(self.uri)
+                conn.execute("SET synchronous_commit = off")
+                conn.commit()
+            try:
+                with conn.transaction():
+                    return fn(conn)
+            except psycopg.Error:
+                _rollback(conn)
+                raise
+
+        async with self._staging_lock:
+            try:
+                return await trio.to_thread.run_sync(run)
+            except psycopg.Error as exc:
+                raise _translate(exc, what) from exc
+
     async def stage_import(self, rows: Sequence[Any]) -> None:
-        """Refused: imports are not built on this backend yet (:data:`NOT_YET`)."""
-        raise StoreError(NOT_YET)
+        """Stage a batch of an import's rows, outside the entries table (see :mod:`todod._bulk`)."""
+        await self._on_staging(lambda c: c.cursor().executemany(STAGE, rows), "could not stage the import")
 
     async def staged_count(self, import_id: str) -> tuple[int, int]:
-        """Refused, as :meth:`stage_import`."""
-        raise StoreError(NOT_YET)
+        """How many rows an import has staged, and its highest ``n``."""
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+            row = conn.execute(
+                "SELECT count(*), coalesce(max(n), 0) FROM import_rows WHERE import = %s", (import_id,)
+            ).fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+
+        result: tuple[int, int] = await self._on_staging(read, "could not read the import")
+        return result
 
     async def drop_import(self, import_id: str | None = None) -> None:
-        """Nothing to drop: no import is ever staged here."""
-        await trio.lowlevel.checkpoint()
+        """Delete an import's staged rows.
+
+        Without an id (a daemon starting) nothing is dropped here: other
+        daemons may be staging imports in the same table, and an import's
+        rows are told apart by its random id only.  The rows of an import
+        whose daemon died stay staged, never published (see
+        docs/ARCHITECTURE.md, "Several daemons").
+        """
+        if import_id is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._on_staging(
+            lambda c: c.execute("DELETE FROM import_rows WHERE import = %s", (import_id,)), "could not drop the import"
+        )
 
     async def bulk_read(self, fn: Callable[[Any], Any], what: str) -> Any:
         """One of todod/_bulk.py's reads (an undo's look for the other half of a move), in one read transaction."""
@@ -984,6 +1140,8 @@ def _close_sync(store: PostgresStore) -> None:
         store._pool.close()
     finally:
         store._writer_conn.close()
+        if store._staging_conn is not None:
+            store._staging_conn.close()
 
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StaleList", "open_store", "redact"]
