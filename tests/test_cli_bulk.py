@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import backend_env
 from tests.daemon import TODO, Daemon, LineReader, connect, exchange, run_cli, running_daemon, wait_until
 from todod.protocol import encode_request
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as d:
+def daemon(store_uri: str | None) -> Iterator[Daemon]:
+    """A daemon on each backend in turn (tests/conftest.py)."""
+    with running_daemon(env=backend_env(store_uri)) as d:
         yield d
 
 

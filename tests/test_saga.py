@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import backend_env
 from tests.daemon import Daemon, run_cli, short_tempdir, wait_until
+from tests.pg import Cluster
 from todod._saga import FAULT_POINTS
 
 
@@ -31,6 +33,23 @@ def roots() -> Iterator[tuple[Path, Path]]:
         shutil.rmtree(b, ignore_errors=True)
 
 
+#: The source's and the destination's backends: each its own store (two PostgreSQL databases, or one of each).
+PAIRS = ["sqlite-sqlite", "postgres-postgres", "postgres-sqlite", "sqlite-postgres"]
+
+
+@pytest.fixture(params=PAIRS)
+def envs(request: pytest.FixtureRequest) -> tuple[dict[str, str], dict[str, str]]:
+    """The source's and the destination's environments: a fresh PostgreSQL database each where the pair says so."""
+    pair: list[dict[str, str]] = []
+    for backend in request.param.split("-"):
+        if backend == "postgres":
+            cluster: Cluster = request.getfixturevalue("pg_cluster")
+            pair.append(backend_env(cluster.new_database()))
+        else:
+            pair.append({})
+    return pair[0], pair[1]
+
+
 def where(source: Daemon, destination: Daemon) -> list[str]:
     """Every copy of the moved entry: ``source:home`` and ``destination:team`` entries by title."""
     here = [f"source:{e['title']}" for e in source.request("entries", list="home")]
@@ -42,9 +61,11 @@ def settled(source: Daemon) -> bool:
     return source.request("status")["stats"]["sagas_open"] == 0
 
 
-def test_a_move_to_another_daemon_moves_the_entry(roots: tuple[Path, Path]) -> None:
+def test_a_move_to_another_daemon_moves_the_entry(
+    roots: tuple[Path, Path], envs: tuple[dict[str, str], dict[str, str]]
+) -> None:
     """todo move --to adds the entry to the other daemon and removes it here, and says both ids."""
-    source, destination = Daemon(roots[0]), Daemon(roots[1])
+    source, destination = Daemon(roots[0], env=envs[0]), Daemon(roots[1], env=envs[1])
     try:
         source.start(), destination.start()
         source.request("add", list="home", title="Dentist", date="2026-12-19", tags=["health"])
@@ -63,9 +84,11 @@ def test_a_move_to_another_daemon_moves_the_entry(roots: tuple[Path, Path]) -> N
         source.cleanup(), destination.cleanup()
 
 
-def test_a_move_that_the_destination_refuses_leaves_the_entry_here(roots: tuple[Path, Path]) -> None:
+def test_a_move_that_the_destination_refuses_leaves_the_entry_here(
+    roots: tuple[Path, Path], store_uri: str | None
+) -> None:
     """A destination that refuses the entry (a daemon without move_in) ends the saga cancelled, the entry kept."""
-    source = Daemon(roots[0])
+    source = Daemon(roots[0], env=backend_env(store_uri))
     path = str(roots[1] / "old.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
@@ -111,12 +134,12 @@ def test_every_fault_point_is_tested() -> None:
 
 @pytest.mark.parametrize(("who", "step"), STEPS)
 def test_a_kill_at_any_step_ends_with_the_entry_in_exactly_one_list(
-    roots: tuple[Path, Path], who: str, step: str
+    roots: tuple[Path, Path], envs: tuple[dict[str, str], dict[str, str]], who: str, step: str
 ) -> None:
     """A SIGKILL of either daemon or of the CLI at any step of the saga ends, once both are up, in one list."""
     fault = {"TODOD_FAULT": step}
-    source = Daemon(roots[0], env=fault if who == "source" else None)
-    destination = Daemon(roots[1], env=fault if who == "destination" else None)
+    source = Daemon(roots[0], env={**envs[0], **(fault if who == "source" else {})})
+    destination = Daemon(roots[1], env={**envs[1], **(fault if who == "destination" else {})})
     try:
         source.start(), destination.start()
         source.request("add", list="home", title="Dentist", date="2026-12-19")
@@ -128,11 +151,11 @@ def test_a_kill_at_any_step_ends_with_the_entry_in_exactly_one_list(
             assert result.returncode == -signal.SIGKILL
         elif who == "source":
             assert source.proc is not None and source.proc.wait(30) == -signal.SIGKILL
-            source = Daemon(roots[0])  # up again, without the fault
+            source = Daemon(roots[0], env=envs[0])  # up again, without the fault
             source.start()
         else:
             assert destination.proc is not None and destination.proc.wait(30) == -signal.SIGKILL
-            destination = Daemon(roots[1])
+            destination = Daemon(roots[1], env=envs[1])
             destination.start()
         wait_until(lambda: settled(source), 30, "the saga to end")
         # Exactly one copy; and since nothing changed the entry meanwhile, the
