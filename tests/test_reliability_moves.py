@@ -8,8 +8,33 @@ import threading
 from collections import Counter
 from typing import Any
 
-from tests.daemon import Daemon, LineReader, connect, log_out_of_step, read_database, short_tempdir
+import psycopg
+
+from tests.conftest import backend_env
+from tests.daemon import Daemon, LineReader, _differences, connect, log_out_of_step, read_database, short_tempdir
+from todod import _log
 from todod.protocol import encode_request
+from todod.store._pg_sql import Compat
+
+
+def out_of_step(daemon: Daemon, store_uri: str | None) -> list[str]:
+    """Every difference between the lists rebuilt from the change log and the entries served, on either backend."""
+    if store_uri is None:
+        return log_out_of_step(daemon.data_dir)
+    with psycopg.connect(store_uri) as conn:
+        compat = Compat(conn)
+        return _differences(_log.rebuild(compat), _log.read_view(compat))  # type: ignore[arg-type]
+
+
+def stored_entries(daemon: Daemon, store_uri: str | None) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every entry of a stopped daemon's store by (list, id), in wire form."""
+    if store_uri is None:
+        verdict, _next_ids, entries = read_database(daemon.data_dir)
+        assert verdict == "ok"
+        return entries
+    with psycopg.connect(store_uri) as conn:
+        rows = conn.execute("SELECT l.name, e.id, e.title FROM entries e JOIN lists l ON l.id = e.list_id").fetchall()
+    return {(name, entry_id): {"id": entry_id, "title": title} for name, entry_id, title in rows}
 
 
 def fill(daemon: Daemon, lists: dict[str, int]) -> None:
@@ -29,10 +54,10 @@ def titles_everywhere(daemon: Daemon, names: list[str]) -> Counter[str]:
     return found
 
 
-def test_a_thousand_concurrent_moves_over_the_socket_finish_and_lose_nothing() -> None:
+def test_a_thousand_concurrent_moves_over_the_socket_finish_and_lose_nothing(store_uri: str | None) -> None:
     """1,000 moves sent at once on 10 connections, half A to B and half B to A, are all answered; nothing is lost."""
     root = short_tempdir()
-    daemon = Daemon(root)
+    daemon = Daemon(root, env=backend_env(store_uri))
     try:
         daemon.start()
         fill(daemon, {"a": 500, "b": 500})
@@ -64,16 +89,16 @@ def test_a_thousand_concurrent_moves_over_the_socket_finish_and_lose_nothing() -
         found = titles_everywhere(daemon, ["a", "b"])
         assert found == Counter({f"a{i}": 1 for i in range(500)} | {f"b{i}": 1 for i in range(500)})
         daemon.stop()
-        assert log_out_of_step(daemon.data_dir) == []
+        assert out_of_step(daemon, store_uri) == []
     finally:
         daemon.cleanup()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_sigkill_during_a_stream_of_moves_leaves_every_entry_in_exactly_one_list() -> None:
+def test_sigkill_during_a_stream_of_moves_leaves_every_entry_in_exactly_one_list(store_uri: str | None) -> None:
     """A daemon killed while moves stream in keeps every entry in exactly one list, and every acknowledged move."""
     root = short_tempdir()
-    daemon = Daemon(root)
+    daemon = Daemon(root, env=backend_env(store_uri))
     try:
         daemon.start()
         lists = ["a", "b", "c"]
@@ -100,20 +125,15 @@ def test_sigkill_during_a_stream_of_moves_leaves_every_entry_in_exactly_one_list
         found = titles_everywhere(daemon, lists)
         assert found == Counter({f"{name}{i}": 1 for name in lists for i in range(100)})
         # The last acknowledged arrival of an entry (by its destination id) is where it is, or it moved on later.
-        verdict, _next_ids, entries = read_database_after_stop(daemon)
-        assert verdict == "ok"
+        daemon.stop()
+        entries = stored_entries(daemon, store_uri)
         for move in acknowledged[-32:]:
             destination = (move["to"]["list"], move["to"]["id"])
             title = move["entry"]["title"]
             if destination not in entries:
                 continue  # moved on by a later move, acknowledged or not
             assert entries[destination]["title"] == title
-        assert log_out_of_step(daemon.data_dir) == []
+        assert out_of_step(daemon, store_uri) == []
     finally:
         daemon.cleanup()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def read_database_after_stop(daemon: Daemon) -> tuple[str, dict[str, int], dict[tuple[str, int], dict[str, Any]]]:
-    daemon.stop()
-    return read_database(daemon.data_dir)
