@@ -163,3 +163,29 @@ def test_a_kill_at_any_step_ends_with_the_entry_in_exactly_one_list(
         assert where(source, destination) == ["destination:Dentist"]
     finally:
         source.cleanup(), destination.cleanup()
+
+
+def test_a_saga_of_a_daemon_killed_on_a_shared_store_is_finished_by_another(
+    roots: tuple[Path, Path], pg_cluster: Cluster
+) -> None:
+    """Two source daemons on one PostgreSQL database: one killed after the destination added the entry, the other
+    (and the killed one, restarted at once) resume the journaled saga, and the entry ends in exactly one list."""
+    source_env, destination_env = backend_env(pg_cluster.new_database()), backend_env(pg_cluster.new_database())
+    third = short_tempdir()
+    killed = Daemon(roots[0], env={**source_env, "TODOD_FAULT": "saga:after-remote"})
+    other, destination = Daemon(third, env=source_env), Daemon(roots[1], env=destination_env)
+    try:
+        killed.start(), other.start(), destination.start()
+        other.request("add", list="home", title="Dentist", date="2026-12-19")
+        result = run_cli(["move", "home", "1", "team", "--to", str(destination.socket)], killed.cli_env())
+        assert result.returncode != 0
+        assert killed.proc is not None and killed.proc.wait(30) == -signal.SIGKILL
+        assert [e["title"] for e in destination.request("entries", list="team")] == ["Dentist"]
+        killed = Daemon(roots[0], env=source_env)
+        killed.start()
+        wait_until(lambda: settled(killed) and settled(other), 90, "the saga to end")
+        assert where(other, destination) == ["destination:Dentist"]
+        assert where(killed, destination) == ["destination:Dentist"]
+    finally:
+        killed.cleanup(), other.cleanup(), destination.cleanup()
+        shutil.rmtree(third, ignore_errors=True)

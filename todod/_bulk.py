@@ -253,12 +253,17 @@ def set_saga(
     now: float,
     to_entry: int | None = None,
     message: str | None = None,
+    expect: str | None = None,
 ) -> None:
-    conn.execute(
+    """Move saga ``saga_id`` to ``state``; with ``expect``, only if it is in that state (else nothing changes)."""
+    sql = (
         "UPDATE sagas SET state = ?, updated = ?, to_entry = coalesce(?, to_entry), message = coalesce(?, message) "
-        "WHERE id = ?",
-        (state, now, to_entry, message, saga_id),
+        "WHERE id = ?"
     )
+    params: tuple[Any, ...] = (state, now, to_entry, message, saga_id)
+    if expect is not None:
+        sql, params = sql + " AND state = ?", (*params, expect)
+    conn.execute(sql, params)
 
 
 _SAGA_COLUMNS = "id, list, entry, version, value, to_socket, to_list, state, to_entry, message, created, updated"

@@ -235,7 +235,13 @@ class Sagas:
         try:
             while saga["state"] in _bulk.OPEN_STATES:
                 try:
+                    if self.store.shared:
+                        await self._reread(saga)
+                        if saga["state"] not in _bulk.OPEN_STATES:
+                            break
                     await self._step(saga)
+                    if self.store.shared:
+                        await self._reread(saga)  # a conditional step may have found it moved on
                     wait = RETRY_FIRST
                 except (Unavailable, Timeout) as exc:
                     log.info("saga %s (%s): %s; retrying in %g s", saga["id"], saga["state"], exc.message, wait)
@@ -249,6 +255,22 @@ class Sagas:
                 if len(self._results) > 1024:  # nobody waits for the oldest: bound the memory
                     self._results.pop(next(iter(self._results)))
                 finished.set()
+
+    async def _reread(self, saga: dict[str, Any]) -> None:
+        """Take the saga's state from the journal: on a shared store another daemon's task may have moved it on.
+
+        Several daemons on one database each resume the journal's open sagas,
+        so two tasks may drive one saga.  Their steps are idempotent, and the
+        one transition that could undo another's (``compensating`` because
+        the entry is gone, when it is gone because the other task finished
+        the move) is journaled only from ``started``; the task then reads
+        the journal here and ends with the state the other task journaled.
+        """
+        found: dict[str, Any] | None = await self.store.bulk_read(
+            lambda c: _bulk.read_saga(c, saga["id"]), "could not read the sagas"
+        )
+        if found is not None:
+            saga.update(state=found["state"], to_entry=found["to_entry"], message=found["message"])
 
     async def _step(self, saga: dict[str, Any]) -> None:
         if saga["state"] == "started":
@@ -287,7 +309,9 @@ class Sagas:
                 message = f"the entry was {why} in list {src!r} during the move; the move was taken back"
                 return Applied(
                     ("compensating", message),
-                    hook=lambda c: _bulk.set_saga(c.conn, saga["id"], "compensating", c.now, to_entry, message),
+                    hook=lambda c: _bulk.set_saga(
+                        c.conn, saga["id"], "compensating", c.now, to_entry, message, expect="started"
+                    ),
                 )
             _old, change = draft.remove(entry_id, "move")
 
@@ -301,8 +325,12 @@ class Sagas:
         saga.update(state=state, to_entry=to_entry, message=message)
 
     async def _journal(self, saga: dict[str, Any], state: str, message: str | None = None) -> None:
+        expect = saga["state"]
+
         def apply(_drafts: dict[str, Any]) -> Applied:
-            return Applied(None, hook=lambda c: _bulk.set_saga(c.conn, saga["id"], state, c.now, None, message))
+            return Applied(
+                None, hook=lambda c: _bulk.set_saga(c.conn, saga["id"], state, c.now, None, message, expect=expect)
+            )
 
         await self.mover.do(Work((saga["list"],), apply), self.call_timeout)
         saga.update(state=state, message=message or saga.get("message"))
