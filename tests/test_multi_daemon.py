@@ -335,6 +335,42 @@ async def test_a_move_whose_list_another_daemon_wrote_first_is_applied_again(pg_
         assert [e.title for e in await a.entries("work")] == ["Report", "Slides"]
 
 
+async def test_an_import_whose_list_another_daemon_wrote_first_is_published_after_it(
+    pg_uri: str, tmp_path: Any
+) -> None:
+    """Another core adds to the list just before an import's publish commits: the publish is refused by the seq
+    fence and applied again, so the import takes the ids after that add, is one change, and one undo takes it back."""
+    day = datetime.date(2026, 12, 1)
+    faults = StoreFaults()
+    async with (
+        open_core(str(tmp_path / "a"), store_uri=pg_uri, store_faults=faults) as a,
+        open_core(str(tmp_path / "b"), store_uri=pg_uri) as b,
+    ):
+        await a.add("big", "before", day)
+        import_id = await a.imports.begin("big")
+        await a.imports.rows(import_id, 1, [[i, DATE, f"row {i}", i % 2 == 0, ["bulk"]] for i in range(1, 301)])
+        assert len(await b.entries("big")) == 1, "another daemon saw part of an import"
+        armed = [True]
+
+        def meanwhile(_size: int) -> None:
+            if armed and armed.pop():
+                trio.from_thread.run(functools.partial(b.add, "big", "between", day))
+
+        faults.before_commit = meanwhile
+        result = await a.imports.commit(import_id, 300)
+        assert not armed and a.mover.stale_rounds == 1, "the fence did not refuse the stale publish"
+        assert (result["first"], result["last"]) == (3, 302)
+        for core in (a, b):
+            titles = [e.title for e in await core.entries("big")]
+            assert titles == ["before", "between", *(f"row {i}" for i in range(1, 301))]
+        history = await b.history("big")
+        assert len({e["change"] for e in history["events"] if e["op"] == "import"}) == 1
+        rebuilt, view = await b.store.rebuild_and_view()
+        assert rebuilt == view
+        await b.undo("big")
+        assert [e.title for e in await a.entries("big")] == ["before", "between"]
+
+
 def test_watch_goes_on_after_the_followers_connection_is_killed(pg_uri: str) -> None:
     """The follower's LISTEN connection terminated by the server: it reconnects and the watch misses nothing."""
     with started(2, pg_uri) as (first, second), psycopg.connect(pg_uri, autocommit=True) as admin:
