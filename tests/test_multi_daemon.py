@@ -24,8 +24,8 @@ import trio
 
 from tests.daemon import Daemon, LineReader, connect, exchange, run_cli, running_daemon, wait_until
 from todod._core import open_core
-from todod.protocol import encode_request
-from todod.store import StoreFaults
+from todod.protocol import Unavailable, encode_request
+from todod.store import StoreError, StoreFaults
 
 DATE = "2026-12-01"
 
@@ -369,6 +369,26 @@ async def test_an_import_whose_list_another_daemon_wrote_first_is_published_afte
         assert rebuilt == view
         await b.undo("big")
         assert [e.title for e in await a.entries("big")] == ["before", "between"]
+
+
+async def test_a_move_whose_catch_up_fails_is_refused_and_the_mover_goes_on(
+    pg_uri: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mover's catch-up read failing (the database away) answers the move unavailable, changes nothing,
+    and the next move succeeds."""
+    day = datetime.date(2026, 12, 1)
+    async with open_core(str(tmp_path / "a"), store_uri=pg_uri) as a:
+        await a.add("home", "Dentist", day)
+
+        async def failing(_store: Any, name: str, state: Any) -> Any:
+            raise StoreError("could not read the log: the server is away")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(type(a.store), "catch_up", failing)
+            with pytest.raises(Unavailable, match="the server is away"):
+                await a.move("home", 1, "work")
+        assert [e.title for e in await a.entries("home")] == ["Dentist"] and await a.entries("work") == ()
+        assert (await a.move("home", 1, "work"))["to"] == {"list": "work", "id": 1}
 
 
 def test_watch_goes_on_after_the_followers_connection_is_killed(pg_uri: str) -> None:

@@ -152,8 +152,14 @@ class Mover:
                 # The servers are this daemon's cache: another daemon may have
                 # written the lists since, and a refusal (no such entry) must
                 # be decided on the database's state, as a read is.
-                for name, state in states.items():
-                    states[name] = await self.store.catch_up(name, state)
+                try:
+                    for name, state in states.items():
+                        states[name] = await self.store.catch_up(name, state)
+                except TodoError as exc:
+                    states.clear()  # the servers go on with their own states
+                    for work in works:
+                        work.reply(outcome.Error(exc))
+                    return True
             drafts = {name: Draft(state) for name, state in states.items()}
             done: list[tuple[Work, Applied]] = []
             for work in works:
