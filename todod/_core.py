@@ -133,6 +133,9 @@ class CoreStatistics:
     #: had changed their list, and the times a list server caught up after one.
     stale_batches: int
     list_reloads: int
+    #: On a shared store: mover rounds (moves, imports, saga steps) applied
+    #: again because another daemon wrote one of their lists first.
+    mover_stale_rounds: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -533,6 +536,7 @@ class Core:
             sagas_open=self.sagas.open_count(),
             stale_batches=st.stale_batches,
             list_reloads=ev.reloads,
+            mover_stale_rounds=self.mover.stale_rounds,
         )
 
 
