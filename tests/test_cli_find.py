@@ -70,6 +70,7 @@ def test_find_sends_every_filter_with_relative_dates_resolved(daemon: FakeDaemon
             "tags": ["a", "b"],
             "search": "milk",
             "limit": 5,
+            "form": "rows",
         }
     ]
     assert result.stdout == ""
@@ -82,7 +83,7 @@ def test_find_without_options_sends_no_filter_and_shows_a_table(daemon: FakeDaem
     )
     result = todo(daemon, "find")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "limit": 10_000}], "a page of the daemon's most"
+    assert daemon.requests == [{"op": "find", "limit": 10_000, "form": "rows"}], "a page of the daemon's most"
     assert result.stdout == (
         "DATE        LIST  ID  DONE  TAGS  TITLE\n"
         "2026-11-30  home   2  yes   food  Buy milk\n"
@@ -96,7 +97,7 @@ def test_find_done_json_and_the_note_when_more_match(daemon: FakeDaemon) -> None
     daemon.answer(found(*items, more=True))
     result = todo(daemon, "find", "--done", "--limit", "1", "--json")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "done": True, "limit": 1}]
+    assert daemon.requests == [{"op": "find", "done": True, "limit": 1, "form": "rows"}]
     assert json.loads(result.stdout) == items
     assert "more match" in result.stderr
 
@@ -131,7 +132,7 @@ def test_today_asks_for_pending_up_to_today_and_groups_by_date(daemon: FakeDaemo
     )
     result = todo(daemon, "today")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False, "limit": 10_000}]
+    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False, "limit": 10_000, "form": "rows"}]
     assert result.stdout == (
         "2026-11-28  overdue\n"
         "  home   3  bills  Pay rent\n"
