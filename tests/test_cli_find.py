@@ -239,3 +239,42 @@ def test_clean_fast_path_matches_the_escape_table() -> None:
             continue
         char = chr(code)
         assert _render.clean(f"a{char}b") == f"a{char}b".translate(_render._ESCAPES), hex(code)
+
+
+def _as_row(item: dict[str, Any]) -> list[Any]:
+    return [item.get(key) for key in ("list", "id", "date", "title", "done", "version", "tags")]
+
+
+@pytest.mark.parametrize("command", [("find",), ("today",)])
+def test_find_and_today_print_rows_as_they_print_objects(daemon: FakeDaemon, command: tuple[str, ...]) -> None:
+    """A page of rows prints the same table, agenda and --json as the same page of objects."""
+    items = [  # the keys in the wire's order
+        {"list": "home", "id": 2, "date": "2026-11-30", "title": "Buy milk", "done": False, "version": 3,
+         "tags": ["a"]},
+        {"list": "wörk ☃", "id": 11, "date": "2026-12-02", "title": "Report \x1b[31m", "done": False, "version": 1,
+         "tags": []},
+    ]  # fmt: skip
+    outputs = []
+    for page in (found(*items), {"entries": [_as_row(i) for i in items], "more": False}):
+        for flags in ((), ("--json",)):
+            daemon.answer(page)
+            result = todo(daemon, *command, *flags)
+            assert result.exit_code == 0, result.output
+            outputs.append(result.stdout)
+    assert outputs[0] == outputs[2] and outputs[1] == outputs[3]
+    assert "\\x1b" in outputs[0] and json.loads(outputs[3]) == items
+
+
+def test_find_asks_an_older_daemon_again_for_objects(daemon: FakeDaemon) -> None:
+    """A daemon that refuses the 'form' field is asked again without it, and its objects are printed."""
+    daemon.fail("bad_request", "unknown field 'form' for op 'find'")
+    daemon.answer(found(entry("home", 2, "2026-11-30", "Buy milk")))
+    result = todo(daemon, "find", "--pending")
+    assert result.exit_code == 0, result.output
+    assert daemon.requests == [
+        {"op": "find", "done": False, "limit": 10_000, "form": "rows"},
+        {"op": "find", "done": False, "limit": 10_000},
+    ]
+    assert "Buy milk" in result.stdout
+    daemon.fail("bad_request", "unknown field 'colour' for op 'find'")
+    assert todo(daemon, "find").exit_code != 0, "any other refusal is an error"
