@@ -176,19 +176,39 @@ class Agenda:
         """The lines of these entries (pending, in date order, rows of :data:`FOUND_KEYS`), headings included."""
         if not items:
             return ""
-        rows: list[Sequence[str]] = [(_text(e[0]), str(e[1]), _tags_cell(e[6]), _text(e[3])) for e in items]
+        rows: list[Sequence[str]] = [
+            (
+                name if type(name) is str and name.isprintable() else clean(str(name)),
+                str(entry_id),
+                _tags_cell(found),
+                title if type(title) is str and title.isprintable() else clean(str(title)),
+            )
+            for name, entry_id, _date, title, _done, _version, found in items
+        ]
         lines = self._columns.page(rows).splitlines()
         out: list[str] = []
         on, off = (_OVERDUE_ON, _OVERDUE_OFF) if self._color else ("", "")
-        for entry, line in zip(items, lines, strict=True):
-            date = str(entry[2])
-            overdue = date < self._today
+        today = self._today
+        # A date's entries come one after the other: one heading and one
+        # prefix for each run of them, rather than a test per line.
+        dates = [date if type(date) is str else str(date) for date in (e[2] for e in items)]
+        start, count = 0, len(dates)
+        while start < count:
+            date = dates[start]
+            end = start + 1
+            while end < count and dates[end] == date:
+                end += 1
+            overdue = date < today
             if date != self._current:
                 self._current = date
-                label = "overdue" if overdue else "today" if date == self._today else ""
+                label = "overdue" if overdue else "today" if date == today else ""
                 heading = f"{clean(date)}  {label}".rstrip()
                 out.append(f"{on}{heading}{off}" if overdue else heading)
-            out.append(f"  {on}{line}{off}" if overdue else f"  {line}")
+            if overdue and on:
+                out.extend(f"  {on}{line}{off}" for line in lines[start:end])
+            else:
+                out.extend("  " + line for line in lines[start:end])
+            start = end
         return "\n".join(out) + "\n"
 
 
