@@ -127,9 +127,9 @@ class Connection:
     def __exit__(self, *_exc: object) -> None:
         self._sock.close()
 
-    def send(self, line: bytes) -> None:
-        """Send one request line; its exchange's clock starts now."""
-        self._deadline = time.monotonic() + self._timeout
+    def send(self, line: bytes, timeout: float | None = None) -> None:
+        """Send one request line; its exchange's clock (``timeout``, default the connection's) starts now."""
+        self._deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         with _translated(self._path, self._timeout):
             self._sock.settimeout(_remaining(self._deadline))
             try:

@@ -189,6 +189,132 @@ def delete(*, list_name: str, entry_id: int, if_version: int | None = None, **op
 
 
 @_command
+def move(
+    *,
+    list_name: str,
+    entry_id: int,
+    to_list: str,
+    to: str | None,
+    if_version: int | None = None,
+    **options: Unpack[Options],
+) -> None:
+    """Move entry ID of LIST to list DEST (of the daemon at --to, if given): it is in exactly one of them."""
+    json = options["json"]
+    if to is not None and if_version is not None:
+        raise UsageError("--if-version is for moves within a daemon, not with --to")
+    to_socket = None if to is None else _absolute(to)
+    fields = {"list": list_name, "entry": entry_id, "to_list": to_list, "to_socket": to_socket}
+    fields["if_version"] = if_version
+    if to_socket is None:
+        result = _call("move", fields, options)
+    else:
+        result = _saga(fields, options)
+    if result.get("state") == "cancelled":
+        _fail(protocol.Conflict(f"the move was taken back: {result.get('message')}"), json)
+    where = "" if to_socket is None else f" at {to_socket}"
+    src, dst = _render.clean(list_name), _render.clean(to_list)
+    text = f"moved {src} {result['from']['id']} to {dst} {result['to']['id']}{where}\n"
+    _write(_render.dump_json(result) if json else text, json)
+
+
+#: The test-only fault point of ``todo move --to`` (see tests/test_saga.py).
+FAULT_ENV: Final = "TODO_FAULT"
+
+
+def _saga(fields: dict[str, Any], options: Options) -> Any:
+    """A move to another daemon: the source daemon runs the saga; this process only asks and waits."""
+    import os
+
+    try:
+        with _client.Connection(
+            paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+        ) as conn:
+            conn.send(protocol.encode_request("move", **fields))
+            if os.environ.get(FAULT_ENV) == "move:after-send":  # test-only: die with the request sent
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
+            return protocol.parse_response(conn.receive()).result
+    except protocol.TodoError as exc:
+        _fail(exc, options["json"])
+
+
+def _absolute(path: str) -> str:
+    import os.path
+
+    return os.path.abspath(path)
+
+
+@_command
+def import_(*, list_name: str, file: str | None, format: str | None, **options: Unpack[Options]) -> None:
+    """Import entries into LIST from FILE (or stdin), all or nothing."""
+    from cli import _bulk
+
+    json = options["json"]
+    if format is not None and format not in ("csv", "jsonl", "json"):
+        raise UsageError(f"--format is csv, jsonl or json (got {format!r})")
+    try:
+        stream = sys.stdin.buffer if file in (None, "-") else open(file, "rb")
+    except OSError as exc:
+        _error("io_error", f"cannot read {file}: {exc.strerror or exc}", EX_IOERR, json)
+    try:
+        progress = None
+        if sys.stderr.isatty():
+            import os
+
+            size = os.fstat(stream.fileno()).st_size if stream is not sys.stdin.buffer else 0
+            progress = _bulk.Progress(size or None)
+        result = _bulk.import_stream(
+            list_name,
+            stream,
+            format,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            progress=progress,
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+    except OSError as exc:
+        _error("io_error", f"cannot read the input: {exc.strerror or exc}", EX_IOERR, json)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    count = result["count"]
+    text = (
+        f"imported {count} entries into {_render.clean(list_name)}"
+        + (f" (ids {result['first']} to {result['last']})" if count else "")
+        + "\n"
+    )
+    _write(_render.dump_json(result) if json else text, json)
+
+
+@_command
+def export(*, list_name: str, format: str, date: str | None, **options: Unpack[Options]) -> None:
+    """Write the entries of LIST to stdout in a format that todo import reads back."""
+    from cli import _bulk
+
+    json = options["json"]
+    if format not in ("csv", "jsonl", "json"):
+        raise UsageError(f"--format is csv, jsonl or json (got {format!r})")
+    day = _resolve_date(date, json)
+    try:
+        _bulk.export_stream(
+            list_name,
+            day,
+            format,
+            socket_path=paths.resolve_socket(options["socket"]),
+            timeout=options["timeout"],
+            data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
+            write=lambda text: _write(text, json),
+        )
+    except protocol.TodoError as exc:
+        _fail(exc, json)
+
+
+@_command
 def find(
     *,
     list_names: list[str] | None,

@@ -550,6 +550,11 @@ def dump_json(result: object) -> str:
     return _json_safe(json.dumps(result, indent=2, ensure_ascii=False)) + "\n"
 
 
+def compact_json(result: object) -> str:
+    """The result as compact UTF-8 JSON on one line, without a newline, terminal-safe as :func:`dump_json`."""
+    return _json_safe(json.dumps(result, ensure_ascii=False, separators=(",", ":")))
+
+
 def json_line(result: object) -> str:
     """Like :func:`dump_json` but on one line: an error object on stderr."""
     return _json_safe(json.dumps(result, ensure_ascii=False)) + "\n"

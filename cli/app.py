@@ -300,6 +300,84 @@ def delete(
 
 
 @app.command()
+def move(
+    list_name: ListName,
+    entry_id: EntryId,
+    to_list: Annotated[str, typer.Argument(metavar="DEST", help="The list to move it to.", show_default=False)],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="SOCKET",
+            parser=_parser(_params.path, "path"),
+            help="DEST is a list of the daemon on this socket (a saga: see docs/ARCHITECTURE.md).",
+            show_default=False,
+        ),
+    ] = None,
+    if_version: IfVersion = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Move entry ID of LIST to list DEST; it gets DEST's next id, and is in exactly one list at every moment."""
+    _run(_commands.move, locals())
+
+
+Format = Annotated[
+    str | None,
+    typer.Option(
+        "--format", metavar="FORMAT", help="csv, jsonl or json (default: from the first line).", show_default=False
+    ),
+]
+
+
+@app.command("import")
+def import_(
+    list_name: ListName,
+    file: Annotated[
+        str | None,
+        typer.Argument(metavar="[FILE]", help="The file to read ('-' or none: stdin).", show_default=False),
+    ] = None,
+    format: Format = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Import entries into LIST from FILE or stdin, all or nothing (CSV, JSON lines or JSON)."""
+    _run(_commands.import_, locals())
+
+
+@app.command()
+def export(
+    list_name: ListName,
+    format: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="csv, jsonl or json.")
+    ] = "csv",
+    date: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            metavar="DATE",
+            parser=_parser(_params.date),
+            help="Only the entries of this date: " + _DATE_HELP,
+            show_default=False,
+        ),
+    ] = None,
+    json: Json = False,
+    socket: Socket = None,
+    data_dir: DataDir = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    no_start: NoStart = False,
+) -> None:
+    """Write the entries of LIST to stdout, streamed, in a form todo import reads back."""
+    _run(_commands.export, locals())
+
+
+@app.command()
 def find(
     list_names: Annotated[
         list[str] | None,

@@ -108,6 +108,11 @@ RESULTS: dict[str, Any] = {
     "undo": [ENTRY],
     "redo": [ENTRY],
     "compact": {"dropped": 3, "horizon": 9},
+    "move": {"from": {"list": "home", "id": 7}, "to": {"list": "仕事", "id": 1}, "entry": ENTRY},
+    "import_begin": {"import": "0123456789abcdef"},
+    "import_rows": {"staged": 1},
+    "import_commit": {"list": "home", "count": 0, "first": None, "last": None},
+    "import_abort": {"import": "0123456789abcdef"},
 }
 EVENTS = [RESULTS["history"]["events"][0], {**RESULTS["history"]["events"][0], "position": 10, "after": ENTRY}]
 ERRORS = [
@@ -255,7 +260,7 @@ class _PagedConnection:
     def __exit__(self, *_exc: object) -> None:
         pass
 
-    def send(self, line: bytes) -> None:
+    def send(self, line: bytes, timeout: float | None = None) -> None:
         request = json.loads(line)
         op = request.pop("op")
         self._answers.append(
@@ -266,8 +271,10 @@ class _PagedConnection:
 
     def receive(self) -> bytes:
         answer = self._answers.pop(0)
-        if isinstance(answer, dict):  # a find or history: the scripted answer as its one page
-            return protocol.encode_ok(None, {"next": None, **answer})
+        if isinstance(answer, dict) and ("entries" in answer or "events" in answer):
+            return protocol.encode_ok(None, {"next": None, **answer})  # a find or history: its one page
+        if isinstance(answer, dict):  # not a page: an import's or a move's answer
+            return protocol.encode_ok(None, answer)
         page = {"next": None, "last_id": max((e["id"] for e in answer), default=0), "entries": answer}
         return protocol.encode_ok(None, page)
 

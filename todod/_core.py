@@ -30,20 +30,26 @@ from typing import Any
 import attrs
 import trio
 
+from todod import _bulk, _log
+from todod._imports import Imports
 from todod._log import Compaction, HistoryPage
 from todod._model import (
     MAX_TAGS,
     MAX_TITLE,
     NOBODY,
+    Draft,
     Entry,
     Origin,
     Stale,
+    Step,
+    TodoList,
     validate_list_name,
     validate_tags,
     validate_title,
 )
 from todod._query import FindCursor, FindQuery, FoundPage, search_words
 from todod._registry import Registry
+from todod._saga import Sagas
 from todod._server import (
     AddEntry,
     DeleteEntry,
@@ -54,9 +60,10 @@ from todod._server import (
     ServerFaults,
     UpdateEntry,
 )
-from todod._store import Store, StoreError, StoreFaults, open_store
+from todod._store import Store, StoreError, StoreFaults, WriteContext, open_store
 from todod._subscription import Hub
 from todod._supervisor import ChildSpec, Supervisor
+from todod._transfer import Applied, Mover, Work
 from todod.protocol import (
     DEFAULT_PAGE_ENTRIES,
     MAX_FIND,
@@ -118,6 +125,10 @@ class CoreStatistics:
     log_position: int
     watchers: int
     watch_catchups: int
+    mover_rounds: int
+    mover_works: int
+    imports_open: int
+    sagas_open: int
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -152,6 +163,9 @@ class Core:
     registry: Registry
     supervisor: Supervisor
     hub: Hub
+    mover: Mover
+    imports: Imports
+    sagas: Sagas
 
     # List names are stripped here, where titles are: the registry then sees
     # the one name a list is stored under (it validates names again itself).
@@ -231,6 +245,89 @@ class Core:
         """
         return await self._revert("redo", list_name, steps, origin, if_seq)
 
+    async def move(
+        self, src: str, entry_id: int, dst: str, if_version: int | None = None, origin: Origin = NOBODY
+    ) -> dict[str, Any]:
+        """Move entry ``entry_id`` of ``src`` to ``dst`` in one transaction; it gets the next id of ``dst``.
+
+        Both lists log a change of op ``move`` (each naming the other in the
+        ``moves`` table), so an undo on either list takes the whole move back.
+
+        Returns:
+            ``{"from": {"list", "id"}, "to": {"list", "id"}, "entry": ...}`` (the entry as it is in ``dst``).
+
+        Raises:
+            NotFound: no such entry in ``src``.
+            Conflict: ``if_version`` does not hold.
+            Invalid: ``src`` and ``dst`` are one list.
+        """
+        src, dst = validate_list_name(src), validate_list_name(dst)
+        if src == dst:
+            raise Invalid(f"an entry is moved to another list (both are {src!r})")
+
+        def apply(drafts: dict[str, Draft]) -> Applied:
+            try:
+                old, out = drafts[src].remove(entry_id, "move", if_version, origin)
+            except NotFound:
+                raise NotFound(f"no entry {entry_id} in list {src!r}") from None
+            new, into = drafts[dst].insert(old, "move", origin)
+
+            def hook(context: WriteContext) -> None:
+                a, b = context.list_id(src), context.list_id(dst)
+                _bulk.record_move(context.conn, [(a, out.seq, b, into.seq), (b, into.seq, a, out.seq)])
+
+            result = {"from": {"list": src, "id": old.id}, "to": {"list": dst, "id": new.id}, "entry": new.to_wire()}
+            return Applied(result, {src: (out,), dst: (into,)}, hook)
+
+        result: dict[str, Any] = await self.mover.do(Work((src, dst), apply), self.registry.call_timeout)
+        return result
+
+    async def _revert_move(
+        self, list_name: str, plan: _log.Plan, peer: tuple[str | None, int], origin: Origin
+    ) -> tuple[Entry, ...]:
+        """Undo a move: revert its change in this list and its other half in the peer list, in one transaction."""
+        peer_name, peer_seq = peer
+        if peer_name is None:
+            raise Conflict(
+                f"change {plan.steps[0].target} of list {list_name!r} is a move to or from another daemon; "
+                "move the entry back with todo move --to"
+            )
+        found: tuple[Step | None, bool] = await self.store.bulk_read(
+            lambda c: _bulk.read_change(c, peer_name, peer_seq), "could not read the change log"
+        )
+        peer_step, undone = found
+        if peer_step is None or undone:
+            raise Conflict(f"the other half of this move, in list {peer_name!r}, is gone or undone")
+
+        def apply(drafts: dict[str, Draft]) -> Applied:
+            here, there = drafts[list_name], drafts[peer_name]
+            # Tried first on copies: a refusal must leave both drafts untouched.
+            for draft, head, steps in ((here, plan.head, plan.steps), (there, there.seq, (peer_step,))):
+                Draft(TodoList(draft.current(), draft.next_id, draft.seq)).revert("undo", head, steps, origin)
+            touched, mine = here.revert("undo", plan.head, plan.steps, origin)
+            _other, theirs = there.revert("undo", there.seq, (peer_step,), origin)
+            return Applied(touched, {list_name: mine, peer_name: theirs})
+
+        try:
+            result: tuple[Entry, ...] = await self.mover.do(
+                Work((list_name, peer_name), apply), self.registry.call_timeout
+            )
+        except Stale:
+            raise Conflict(
+                f"list {list_name!r} changed while the undo was prepared; nothing was undone, see its history"
+            ) from None
+        return result
+
+    async def _moves_in(self, list_name: str, plan: _log.Plan) -> list[tuple[str | None, int]]:
+        """The other halves of the plan's changes that are moves."""
+
+        def read(conn: Any) -> list[tuple[str | None, int]]:
+            found = [_bulk.move_peer(conn, list_name, step.target) for step in plan.steps]
+            return [peer for peer in found if peer is not None]
+
+        result: list[tuple[str | None, int]] = await self.store.bulk_read(read, "could not read the change log")
+        return result
+
     async def _revert(
         self, op: str, list_name: str, steps: int, origin: Origin, if_seq: int | None
     ) -> tuple[Entry, ...]:
@@ -251,6 +348,13 @@ class Core:
                     "(older changes were compacted, or predate the change log)"
                 )
             raise NotFound(message)
+        moves = await self._moves_in(list_name, plan)
+        if moves:
+            if op == "redo":
+                raise Conflict(f"a move is not redone: move the entry again (list {list_name!r})")
+            if len(plan.steps) > 1:
+                raise Conflict(f"a move is undone on its own: undo list {list_name!r} one step at a time")
+            return await self._revert_move(list_name, plan, moves[0], origin)
         try:
             result: tuple[Entry, ...] = await self.registry.call(
                 list_name, RevertChanges(op, plan.head, plan.steps, origin)
@@ -422,6 +526,10 @@ class Core:
             log_position=self.store.last_position(),
             watchers=self.hub.statistics().watchers,
             watch_catchups=self.hub.statistics().watch_catchups,
+            mover_rounds=self.mover.rounds,
+            mover_works=self.mover.works,
+            imports_open=self.imports.open_count(),
+            sagas_open=self.sagas.open_count(),
         )
 
 
@@ -521,6 +629,8 @@ async def open_core(
         store.inline_commits = config.inline_commits
         hub = Hub(store)
         store.on_commit = hub.publish
+        store.on_bulk = hub.fall_behind
+        await store.drop_import()  # an import of an earlier run cannot go on: its client got an error
         supervisor = Supervisor(config.max_restarts, config.max_seconds)
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
@@ -528,7 +638,14 @@ async def open_core(
         await supervisor.start_child(ChildSpec("indexer", store.run_indexer))
         registry = Registry(store, config.server, server_faults or ServerFaults())
         await nursery.start(registry.run)
-        core = Core(store, registry, supervisor, hub)
+        mover = Mover(store, registry)
+        await supervisor.start_child(ChildSpec("mover", mover.run))
+        timeout = config.server.call_timeout
+        sagas = Sagas(store, mover, timeout)
+        imports = Imports(store, mover, timeout)
+        core = Core(store, registry, supervisor, hub, mover, imports, sagas)
+        await supervisor.start_child(ChildSpec("sagas", sagas.run))
+        await supervisor.start_child(ChildSpec("imports", imports.run))
         if config.keep_days is not None:
             compactor = functools.partial(core.run_compactor, config.keep_days)
             await supervisor.start_child(ChildSpec("compactor", compactor))

@@ -152,6 +152,32 @@ class Dispatcher:
                     connection, request.id, None if name is None else validate_list_name(name), args.get("since")
                 )
                 return NO_REPLY
+            case "move":
+                if args.get("to_socket") is None:
+                    return await self.core.move(
+                        args["list"], args["entry"], args["to_list"], args.get("if_version"), current_origin()
+                    )
+                if args.get("if_version") is not None:
+                    raise BadRequest("'if_version' is for moves within a daemon")
+                return await self.core.sagas.start(
+                    args["list"], args["entry"], args["to_socket"], args["to_list"], current_origin()
+                )
+            case "move_in":
+                return await self.core.sagas.move_in(
+                    args["list"], args["key"], args["date"], args["title"], args["done"], args["tags"], current_origin()
+                )
+            case "move_cancel":
+                return await self.core.sagas.move_cancel(args["key"], current_origin())
+            case "import_begin":
+                return {"import": await self.core.imports.begin(args["list"], current_origin())}
+            case "import_rows":
+                staged = await self.core.imports.rows(args["import"], args["start"], args["rows"])
+                return {"staged": staged}
+            case "import_commit":
+                return await self.core.imports.commit(args["import"], args["count"])
+            case "import_abort":
+                await self.core.imports.abort(args["import"])
+                return {"import": args["import"]}
             case "compact":
                 done = await self.core.compact(args.get("keep_days", 30))
                 return {"dropped": done.dropped, "horizon": done.horizon}

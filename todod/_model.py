@@ -177,7 +177,7 @@ NOBODY = Origin()
 #: The ops of changes that an undo can revert ("do" changes); a new one ends
 #: what redo can re-apply.  An undo or a redo is a change too, but it moves
 #: along this stack rather than onto it.
-DO_OPS: tuple[str, ...] = ("add", "update", "delete")
+DO_OPS: tuple[str, ...] = ("add", "update", "delete", "import", "move")
 
 
 @attrs.frozen
@@ -356,6 +356,22 @@ class Draft:
         self._entries[entry.id] = entry
         self.next_id += 1
         return entry, self._one("add", entry.id, None, entry, origin)
+
+    def insert(self, values: Entry, op: str, origin: Origin = NOBODY) -> tuple[Entry, Change]:
+        """Add an entry with ``values``' date, title, done and tags as the next id, version 1 (a move's arrival)."""
+        entry = Entry(self.next_id, values.date, values.title, values.done, 1, values.tags)
+        self._entries[entry.id] = entry
+        self.next_id += 1
+        return entry, self._one(op, entry.id, None, entry, origin)
+
+    def remove(
+        self, entry_id: int, op: str, if_version: int | None = None, origin: Origin = NOBODY
+    ) -> tuple[Entry, Change]:
+        """Remove an entry as a change of ``op`` (a move's departure); as :meth:`delete` otherwise."""
+        old = self.get(entry_id)
+        self._expect(old, if_version)
+        del self._entries[entry_id]
+        return old, self._one(op, entry_id, old, None, origin)
 
     def _expect(self, entry: Entry, if_version: int | None) -> None:
         if if_version is not None and entry.version != if_version:

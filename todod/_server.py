@@ -97,7 +97,43 @@ class RevertChanges:
     origin: Origin = NOBODY
 
 
-Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | ReadPage | Flush | RevertChanges
+@attrs.define(eq=False)
+class Grant:
+    """A list server's state, lent to a transaction over several lists (todod/_transfer.py) until released.
+
+    While the grant is out, the server serves nothing else: the holder builds
+    the list's next state on ``state`` (which is durable: the server's
+    pipeline was empty when it granted) and gives it back with
+    :meth:`release`: the new state once the holder's transaction is
+    committed, None when nothing was written, or ``reload`` when the
+    transaction's outcome is in doubt or wrote rows no draft holds (an
+    import), so the server takes its state from the store again.
+    """
+
+    state: TodoList | None = None
+    new_state: TodoList | None = None
+    reload: bool = False
+    _released: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def release(self, new_state: TodoList | None = None, *, reload: bool = False) -> None:
+        """Give the list back (once; later calls do nothing)."""
+        if self._released.is_set():
+            return
+        self.new_state, self.reload = new_state, reload
+        self._released.set()
+
+    async def wait_released(self) -> None:
+        await self._released.wait()
+
+
+@attrs.frozen
+class Hold:
+    """Answered with ``grant`` once the list's writes are durable; the server then waits for its release."""
+
+    grant: Grant
+
+
+Op = AddEntry | UpdateEntry | DeleteEntry | GetEntries | ReadPage | Flush | RevertChanges | Hold
 
 
 def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
@@ -124,6 +160,8 @@ def apply(draft: Draft, op: Op) -> tuple[Any, tuple[Change, ...]]:
             return None, ()
         case RevertChanges(op=name, head=head, steps=steps, origin=origin):
             return draft.revert(name, head, steps, origin)
+        case Hold():
+            raise TypeError("Hold is served by ListServer._hold")  # pragma: no cover
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
@@ -260,6 +298,9 @@ class ListServer:
     _waiting_since: float | None = attrs.field(default=None, init=False)
     #: The versions paged reads are going through (lost when the server stops).
     _snapshots: Snapshots = attrs.field(init=False)
+    #: A holder's transaction wrote rows no state of ours holds (see Grant):
+    #: the server stops once its mailbox is empty, and loads again if not.
+    _stale: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Call | None](self._config.mailbox)
@@ -345,7 +386,7 @@ class ListServer:
                         # No local keeps the batch: a server at rest holds no call.
                         state = await self._process(state, self._take_batch(first))
                         first = None
-                        if state.next_id == 1 and self._mailbox_empty():
+                        if (state.next_id == 1 or self._stale) and self._mailbox_empty() and not self._carry:
                             # Never written: keeping a task for it would let reads of
                             # made-up names grow the daemon without bound.  No
                             # checkpoint from this check to _stop.
@@ -449,6 +490,13 @@ class ListServer:
         wanted = [call for call in batch if call.is_wanted()]
         if len(wanted) < len(batch):
             self._events.dropped(len(batch) - len(wanted))
+        # A Hold is a batch of its own: what came before it is applied and
+        # submitted first, what came after it waits for its release.
+        for index, call in enumerate(wanted):
+            if type(call.op) is Hold:
+                cut = index or 1
+                self._carry = wanted[cut:]
+                return wanted[:cut]
         return wanted
 
     async def _process(self, state: TodoList, batch: list[Call]) -> TodoList:
@@ -460,6 +508,8 @@ class ListServer:
         """
         if not batch:
             return state
+        if type(batch[0].op) is Hold:
+            return await self._hold(state, batch[0])
         if self._built != self._epoch:
             # A commit failed since this state was built: what was built on
             # it is void (the writer fails those batches); start again from
@@ -511,6 +561,36 @@ class ListServer:
             raise
         self._batch = ()
         return new_state
+
+    async def _hold(self, state: TodoList, call: Call) -> TodoList:
+        """Lend the list's durable state to a transaction over several lists and wait for it back.
+
+        The pipeline is drained first, so the state lent is the durable one.
+        The wait has no deadline of its own: the holder releases in a
+        ``finally`` (todod/_transfer.py), and its transaction is bounded by
+        the store's writer.  Returns the state to go on with.
+        """
+        while self._pipeline:
+            await self._room.wait()
+        if self._built != self._epoch:
+            state, self._built = self._durable, self._epoch
+        grant = call.op.grant  # type: ignore[union-attr]
+        if not call.is_wanted():
+            return state  # the holder gave up before we got here
+        grant.state = state
+        call.reply(outcome.Value(grant))
+        await grant.wait_released()
+        if grant.reload:
+            self._stale = True
+            self._snapshots.clear()
+            if self._mailbox_empty() and not self._carry:
+                return state  # the run loop stops the server: the next request loads the list
+            state = await self._store.load(self.name)
+            self._stale = False
+        elif grant.new_state is not None:
+            state = grant.new_state
+        self._durable = state
+        return state
 
     async def _read_page(self, draft: Draft, request: PageRequest) -> Any:
         """One page (or a whole read) for ``request``, from the draft's current version or the cursor's snapshot.
@@ -675,6 +755,8 @@ __all__ = [
     "Flush",
     "GetEntries",
     "Gone",
+    "Grant",
+    "Hold",
     "ListServer",
     "Op",
     "ReadPage",

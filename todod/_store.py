@@ -28,7 +28,7 @@ import attrs
 import outcome
 import trio
 
-from todod import _log, _query, _search
+from todod import _bulk, _log, _query, _search
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
 from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
@@ -109,6 +109,8 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     # the log's base state gets its tags column too (todod/_log.py).
     (*_query.MIGRATION_TAGS_AND_INDEXES, *_log.MIGRATION_TAGS),
     _query.MIGRATION_SEARCH_APART,
+    # Version 6: import staging, moves, the saga journal and idempotency keys (todod/_bulk.py).
+    _bulk.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -217,6 +219,82 @@ class _Commit(ReplySlot):
         self.reply(outcome.Value(None) if error is None else outcome.Error(error))
 
 
+@attrs.frozen
+class Part:
+    """One list's share of a :class:`Transaction`: its next id after it and its changes."""
+
+    name: str
+    next_id: int
+    changes: tuple[Change, ...]
+
+
+#: A transaction's own SQL, run by the writer inside the group's transaction,
+#: after the parts' rows (see :class:`WriteContext`).
+Hook = Callable[["WriteContext"], None]
+
+
+class Transaction(ReplySlot):
+    """Changes to several lists, and SQL of its own, that the writer commits in one transaction, never split.
+
+    What a move, an import's publish or a saga's step hands the writer
+    (todod/_transfer.py): the lists' servers are held meanwhile, so the parts
+    are built on durable states and are always valid.  ``lists`` are the
+    lists it writes (loads of them wait for it); ``bulk`` says its hook
+    appends log events that no part carries, so watchers read them from the log.
+    """
+
+    __slots__ = ("bulk", "hook", "lists", "parts")
+
+    def __init__(
+        self, parts: Sequence[Part], hook: Hook | None = None, lists: Sequence[str] = (), *, bulk: bool = False
+    ) -> None:
+        super().__init__()
+        self.parts = tuple(parts)
+        self.hook = hook
+        self.lists = tuple(dict.fromkeys([*(p.name for p in self.parts), *lists]))
+        self.bulk = bulk
+
+    @property
+    def name(self) -> str:
+        return self.lists[0] if self.lists else ""
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return tuple(c for p in self.parts for c in p.changes)
+
+    def valid(self) -> bool:
+        return True
+
+    def committed(self, error: StoreError | None) -> None:
+        self.reply(outcome.Value(None) if error is None else outcome.Error(error))
+
+
+@attrs.define(eq=False)
+class WriteContext:
+    """What a :class:`Transaction`'s hook sees in the writer's thread: the connection and the log's cursor.
+
+    ``position`` is the last position taken so far in this transaction; a hook
+    that appends events takes the next ones and moves it, and sets the heads
+    of the lists it appends to with :meth:`set_head`.
+    """
+
+    conn: sqlite3.Connection
+    now: float
+    position: int
+    _store: Store
+    _moved: dict[int, int]
+
+    def list_id(self, name: str) -> int:
+        """The list's id, creating the list if it has none."""
+        return self._store._list_id(self.conn, name)
+
+    def head(self, list_id: int) -> int:
+        return self._moved.get(list_id, self._store._heads[list_id])
+
+    def set_head(self, list_id: int, head: int) -> None:
+        self._moved[list_id] = head
+
+
 def _translate(exc: BaseException, what: str) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
@@ -300,6 +378,8 @@ class Store:
     #: with ``inline_commits``) moves it, and only once a group is durable.
     _position: int = 0
     on_commit: CommitListener | None = None
+    #: Called after a committed group that appended events no batch carries (an import's).
+    on_bulk: Callable[[], None] | None = None
     #: Commit in the event loop rather than in a worker thread (see run_writer).
     inline_commits: bool = False
     #: Whether searches may use the FTS5 title index (see todod/_search.py).
@@ -316,8 +396,8 @@ class Store:
     _index_hurry: trio.Event = attrs.field(factory=trio.Event, init=False)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
     _read_limiter: trio.CapacityLimiter = attrs.field(init=False)
-    _send: trio.MemorySendChannel[Batch] = attrs.field(init=False)
-    _receive: trio.MemoryReceiveChannel[Batch] = attrs.field(init=False)
+    _send: trio.MemorySendChannel[Batch | Transaction] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[Batch | Transaction] = attrs.field(init=False)
     #: Batches queued or being written, per list: a load waits for them.
     _pending: dict[str, int] = attrs.field(factory=dict, init=False)
     _group_done: trio.Event | None = attrs.field(default=None, init=False)
@@ -336,10 +416,13 @@ class Store:
     _loads: int = attrs.field(default=0, init=False)
     _checkpoints: int = attrs.field(default=0, init=False)
     _since_checkpoint: int = attrs.field(default=0, init=False)
+    #: The connection imports are staged on, and its lock (one staging batch at a time).
+    _staging: sqlite3.Connection | None = attrs.field(default=None, init=False)
+    _staging_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._read_limiter = trio.CapacityLimiter(len(self._readers))
-        self._send, self._receive = trio.open_memory_channel[Batch](COMMIT_QUEUE)
+        self._send, self._receive = trio.open_memory_channel[Batch | Transaction](COMMIT_QUEUE)
 
     # --- writes -------------------------------------------------------------
 
@@ -359,7 +442,7 @@ class Store:
         await self.submit(item)
         await item.wait()
 
-    async def submit(self, batch: Batch) -> None:
+    async def submit(self, batch: Batch | Transaction) -> None:
         """Queue ``batch`` for the writer and return at once; its ``committed`` is called later.
 
         Batches are written in the order they are submitted, so a list's
@@ -372,28 +455,30 @@ class Store:
 
         On cancellation the batch is not queued, and ``committed`` is never called.
         """
-        name = batch.name
-        self._pending[name] = self._pending.get(name, 0) + 1
+        names = batch.lists if isinstance(batch, Transaction) else (batch.name,)
+        for name in names:
+            self._pending[name] = self._pending.get(name, 0) + 1
         try:
             try:
                 self._send.send_nowait(batch)
             except trio.WouldBlock:
                 await self._send.send(batch)  # full queue: backpressure
         except BaseException as exc:
-            self._done(name)
+            self._done(batch)
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
                 raise StoreError("the store is closed") from None
             raise
 
-    def _done(self, name: str) -> None:
-        left = self._pending[name] - 1
-        if left:
-            self._pending[name] = left
-        else:
-            del self._pending[name]
+    def _done(self, batch: Batch | Transaction) -> None:
+        for name in batch.lists if isinstance(batch, Transaction) else (batch.name,):
+            left = self._pending[name] - 1
+            if left:
+                self._pending[name] = left
+            else:
+                del self._pending[name]
 
-    def _answer(self, batch: Batch, error: StoreError | None) -> None:
-        self._done(batch.name)
+    def _answer(self, batch: Batch | Transaction, error: StoreError | None) -> None:
+        self._done(batch)
         try:
             batch.committed(error)
         except Exception:  # a bug in the answer must not take the writer down with it
@@ -432,7 +517,7 @@ class Store:
                     else:
                         self._answer(item, StoreError(f"an earlier commit of list {item.name!r} failed; not applied"))
                 self._busy_since = trio.current_time()
-                written = [item for item in unanswered if item.changes]
+                written = [item for item in unanswered if item.changes or isinstance(item, Transaction)]
                 if not written:
                     error = None  # only reads behind batches already answered: nothing to write
                 elif self.inline_commits:
@@ -442,7 +527,9 @@ class Store:
                 # Before the callers are answered: a client that has its
                 # reply finds its change in every watch already.
                 if error is None and written and self.on_commit is not None:
-                    self.on_commit(*self._committed, [(item.name, item.changes) for item in written])
+                    self.on_commit(*self._committed, _published(written))
+                    if self.on_bulk is not None and any(isinstance(i, Transaction) and i.bulk for i in written):
+                        self.on_bulk()
                 if error is None and written:
                     self._index_wanted.set()
             finally:
@@ -467,7 +554,7 @@ class Store:
                 self._group_done = trio.Event()
             await self._group_done.wait()
 
-    def _write_group(self, group: list[Batch]) -> StoreError | None:
+    def _write_group(self, group: list[Batch | Transaction]) -> StoreError | None:
         """Runs in a worker thread: one transaction for the whole group."""
         conn = self._writer_conn
         try:
@@ -493,7 +580,16 @@ class Store:
             # list can have several batches in one group, and each one's first
             # event must chain to the one before it, not to the head before the group.
             moved: dict[int, int] = {}
-            for item in group:
+            parts: list[Batch | Part] = []
+            hooks: list[Hook] = []
+            for queued in group:
+                if isinstance(queued, Transaction):
+                    parts.extend(queued.parts)
+                    if queued.hook is not None:
+                        hooks.append(queued.hook)
+                else:
+                    parts.append(queued)
+            for item in parts:
                 if not item.changes:
                     continue
                 list_id = self._list_id(conn, item.name)
@@ -531,6 +627,11 @@ class Store:
                 conn.executemany(_log.INSERT_EVENT, rows)
                 conn.executemany(_log.INSERT_UNDO, undone)
                 conn.executemany(_log.DELETE_UNDO, redone)
+            if hooks:  # a Transaction's own SQL, after the rows of its parts
+                context = WriteContext(conn, now, position, self, moved)
+                for hook in hooks:
+                    hook(context)
+                position = context.position
             conn.execute("COMMIT")
             self._position = position
             self._committed = (start, now)
@@ -766,6 +867,46 @@ class Store:
                     raise
         raise Timeout(f"the query did not finish within {time_limit:g} s")
 
+    # --- imports, moves and sagas (the SQL is in todod/_bulk.py) -----------------
+
+    async def _on_staging(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
+        """Run ``fn`` on the staging connection, in a thread, one at a time.
+
+        Staged rows are not served to anyone until a publish, and a crash
+        drops every import anyway, so their commits are not fsynced
+        (``synchronous = NORMAL``: WAL frames reach the disk at the next
+        fsynced commit or checkpoint): an import pays one fsync, its publish.
+        Their transactions take the database's write lock for one batch at a
+        time, so the writer waits milliseconds, as for compaction.
+        """
+        async with self._staging_lock:
+            try:
+                if self._staging is None:
+                    conn = await trio.to_thread.run_sync(_connect, self.path)
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                    self._staging = conn
+                return await trio.to_thread.run_sync(fn, self._staging)
+            except (sqlite3.Error, OSError) as exc:
+                raise _translate(exc, what) from exc
+
+    async def stage_import(self, rows: Sequence[_bulk.StagedRow]) -> None:
+        """Stage a batch of an import's rows (see :func:`todod._bulk.stage_rows`)."""
+        await self._on_staging(lambda c: _bulk.stage_rows(c, rows), "could not stage the import")
+
+    async def staged_count(self, import_id: str) -> tuple[int, int]:
+        result: tuple[int, int] = await self._on_staging(
+            lambda c: _bulk.staged_count(c, import_id), "could not read the import"
+        )
+        return result
+
+    async def drop_import(self, import_id: str | None = None) -> None:
+        """Drop an import's staged rows (all imports' with None)."""
+        await self._on_staging(lambda c: _bulk.drop_import(c, import_id), "could not drop the import")
+
+    async def bulk_read(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
+        """One of todod/_bulk.py's reads, in one read transaction of the read pool."""
+        return await self._read(lambda c: _snapshot(c, fn), what)
+
     # --- the change log -------------------------------------------------------
 
     def last_position(self) -> int:
@@ -869,6 +1010,17 @@ class Store:
             queued=self._send.statistics().current_buffer_used,
             writer_busy_seconds=busy,
         )
+
+
+def _published(written: Sequence[Batch | Transaction]) -> list[tuple[str, Sequence[Change]]]:
+    """Each list's changes of a committed group, for the watch hub (a Transaction's parts one by one)."""
+    result: list[tuple[str, Sequence[Change]]] = []
+    for item in written:
+        if isinstance(item, Transaction):
+            result.extend((part.name, part.changes) for part in item.parts)
+        else:
+            result.append((item.name, item.changes))
+    return result
 
 
 def _snapshot(conn: sqlite3.Connection, fn: Callable[..., Any], *args: Any) -> Any:
@@ -984,6 +1136,8 @@ async def open_store(
         yield store
     finally:
         with trio.CancelScope(shield=True):
+            if store._staging is not None:
+                store._staging.close()
             await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd, indexer)
 
 
@@ -1005,4 +1159,14 @@ def _close_sync(
         os.close(lock_fd)
 
 
-__all__ = ["Batch", "Store", "StoreError", "StoreFaults", "StoreStatistics", "open_store"]
+__all__ = [
+    "Batch",
+    "Part",
+    "Store",
+    "StoreError",
+    "StoreFaults",
+    "StoreStatistics",
+    "Transaction",
+    "WriteContext",
+    "open_store",
+]

@@ -156,6 +156,14 @@ class Hub:
             if not subscriber.offer(events):
                 self._catchups += 1
 
+    def fall_behind(self) -> None:
+        """Send every subscriber to the log for what was just committed (an import's events, which no batch carries)."""
+        for subscriber in self._subscribers:
+            subscriber.buffer.clear()
+            if not subscriber.behind:
+                subscriber.behind = True
+                subscriber.wakeup.set()
+
     def statistics(self) -> WatchStatistics:
         return WatchStatistics(watchers=len(self._subscribers), watch_catchups=self._catchups)
 

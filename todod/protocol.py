@@ -45,6 +45,11 @@ MAX_PAGE_BYTES: Final = 1 << 20
 #: An ``entries`` page when the request names no ``limit`` but a cursor.
 DEFAULT_PAGE_ENTRIES: Final = 1_000
 
+#: The most rows in one ``import_rows`` request: 2,000 rows of short titles
+#: are about 100 KB of JSON, so a CLI can pipeline several within one
+#: connection's byte budget, and the daemon validates one batch in a few ms.
+MAX_IMPORT_ROWS: Final = 2_000
+
 #: Entry ids and other integers must fit SQLite's signed 64-bit INTEGER.
 MAX_INT: Final = (1 << 63) - 1
 
@@ -182,7 +187,8 @@ def error_from_wire(error: object) -> TodoError:
 # --- requests ---------------------------------------------------------------
 
 #: For each op, its fields: name → (type, required).  ``int`` never accepts a
-#: bool (JSON ``true`` is not an entry id); ``list`` is an array of strings.
+#: bool (JSON ``true`` is not an entry id); ``list`` is an array of strings,
+#: ``tuple`` any array (its items are checked by the daemon).
 OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "hello": {},
     "add": {"list": (str, True), "title": (str, True), "date": (str, False), "tags": (list, False)},
@@ -223,6 +229,27 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
     "redo": {"list": (str, True), "steps": (int, False), "if_seq": (int, False)},
     "watch": {"list": (str, False), "since": (int, False)},
     "compact": {"keep_days": (int, False)},
+    "move": {
+        "list": (str, True),
+        "entry": (int, True),
+        "to_list": (str, True),
+        "to_socket": (str, False),
+        "if_version": (int, False),
+    },
+    "move_in": {
+        "list": (str, True),
+        "key": (str, True),
+        "date": (str, True),
+        "title": (str, True),
+        "done": (bool, True),
+        "tags": (list, True),
+    },
+    "move_cancel": {"key": (str, True)},
+    "import_begin": {"list": (str, True)},
+    # rows: an array of [line, date, title, done, tags], checked by the daemon.
+    "import_rows": {"import": (str, True), "start": (int, True), "rows": (tuple, True)},
+    "import_commit": {"import": (str, True), "count": (int, True)},
+    "import_abort": {"import": (str, True)},
 }
 
 #: At most this many entries in one ``find`` answer (its ``limit`` defaults to
@@ -316,12 +343,15 @@ _KIND_NAMES: dict[type, str] = {
     int: "an integer",
     bool: "true or false",
     list: "an array of strings",
+    tuple: "an array",
 }
 
 
 def _is(value: object, kind: type) -> bool:
     if kind is list:
         return type(value) is list and all(type(item) is str for item in value)
+    if kind is tuple:
+        return type(value) is list
     if kind is int:
         return type(value) is int and 0 <= value <= MAX_INT  # type: ignore[operator]
     return type(value) is kind

@@ -1,0 +1,196 @@
+"""Moves within a daemon and imports, in process: atomic, never deadlocked, one change each in the log."""
+
+from __future__ import annotations
+
+import datetime
+import random
+
+import pytest
+import trio
+
+from todod._core import Core, open_core
+from todod._imports import IDLE_TIMEOUT
+from todod._model import Entry
+from todod.protocol import Conflict, Invalid, NotFound
+
+DAY = datetime.date(2026, 2, 3)
+
+
+async def consistent(core: Core) -> dict[str, dict[int, Entry]]:
+    """The lists as the entries table holds them, after checking that the log rebuilds exactly them."""
+    rebuilt, view = await core.store.rebuild_and_view()
+    assert rebuilt == view, "the change log and the entries are out of step"
+    return view
+
+
+async def test_move_gives_the_next_id_of_the_destination_and_keeps_the_values(data_dir: str) -> None:
+    """A move removes the entry from the source and adds it, done mark and tags kept, as the destination's next id."""
+    async with open_core(data_dir) as core:
+        await core.add("home", "Dentist", DAY, tags=["health"])
+        await core.update("home", 1, done=True)
+        await core.add("work", "Report", DAY)
+        result = await core.move("home", 1, "work")
+        assert result["from"] == {"list": "home", "id": 1}
+        assert result["to"] == {"list": "work", "id": 2}
+        assert await core.entries("home") == ()
+        moved = (await core.entries("work"))[1]
+        assert (moved.id, moved.title, moved.done, moved.tags, moved.version) == (2, "Dentist", True, ("health",), 1)
+        history = await core.history("work")
+        assert history["events"][-1]["op"] == "move"
+        assert (await core.history("home"))["events"][-1]["op"] == "move"
+        await consistent(core)
+
+
+async def test_move_refuses_a_missing_entry_a_stale_version_and_one_list(data_dir: str) -> None:
+    """A move of a missing entry, with a stale if_version, or to its own list changes nothing."""
+    async with open_core(data_dir) as core:
+        await core.add("home", "Dentist", DAY)
+        with pytest.raises(NotFound, match="no entry 9 in list 'home'"):
+            await core.move("home", 9, "work")
+        with pytest.raises(Conflict):
+            await core.move("home", 1, "work", if_version=7)
+        with pytest.raises(Invalid):
+            await core.move("home", 1, " home ")
+        assert [e.title for e in await core.entries("home")] == ["Dentist"]
+        assert await core.entries("work") == ()
+
+
+async def test_concurrent_moves_in_both_directions_finish_and_lose_nothing(data_dir: str) -> None:
+    """1,000 concurrent moves between two lists, half each way, all finish; every entry is in exactly one list."""
+    rng = random.Random(14)
+    async with open_core(data_dir) as core:
+        for i in range(500):
+            await core.add("a", f"a{i}", DAY)
+            await core.add("b", f"b{i}", DAY)
+        outcomes: list[str] = []
+
+        async def mover(src: str, dst: str, entry_id: int) -> None:
+            try:
+                await core.move(src, entry_id, dst)
+                outcomes.append("moved")
+            except NotFound:
+                outcomes.append("gone")  # moved away by an earlier move: not an error of the design
+
+        async with trio.open_nursery() as nursery:
+            for i in range(1, 501):
+                nursery.start_soon(mover, "a", "b", i)
+                nursery.start_soon(mover, "b", "a", rng.randint(1, 500))
+        assert len(outcomes) == 1000
+        view = await consistent(core)
+        titles = sorted(e.title for entries in view.values() for e in entries.values())
+        assert titles == sorted([f"a{i}" for i in range(500)] + [f"b{i}" for i in range(500)])
+    assert outcomes.count("moved") >= 500
+
+
+async def test_undo_of_a_move_on_either_list_puts_it_back(data_dir: str) -> None:
+    """An undo on the destination, or on the source, takes the whole move back; a redo of it is refused."""
+    async with open_core(data_dir) as core:
+        await core.add("home", "Dentist", DAY)
+        await core.move("home", 1, "work")
+        await core.undo("work")
+        assert [(e.id, e.title) for e in await core.entries("home")] == [(1, "Dentist")]
+        assert await core.entries("work") == ()
+        with pytest.raises(Conflict, match="not redone"):
+            await core.redo("home")
+        await core.move("home", 1, "work")
+        await core.undo("home")
+        assert [e.title for e in await core.entries("home")] == ["Dentist"]
+        assert await core.entries("work") == ()
+        await consistent(core)
+
+
+async def test_undo_of_a_move_whose_other_half_changed_is_refused(data_dir: str) -> None:
+    """An undo of a move after the moved entry changed in the destination is refused and changes nothing."""
+    async with open_core(data_dir) as core:
+        await core.add("home", "Dentist", DAY)
+        await core.move("home", 1, "work")
+        await core.update("work", 1, title="Dentist at 9")
+        with pytest.raises(Conflict):
+            await core.undo("home")
+        assert await core.entries("home") == ()
+        assert [e.title for e in await core.entries("work")] == ["Dentist at 9"]
+
+
+def rows(count: int, start: int = 1) -> list[list[object]]:
+    return [
+        [start + i, "2026-12-19", f"entry {start + i}", i % 2 == 0, ["bulk"] if i % 3 == 0 else []]
+        for i in range(count)
+    ]
+
+
+async def test_import_publishes_all_rows_as_one_change_that_one_undo_takes_back(data_dir: str) -> None:
+    """An import's rows appear at once, as one change of the log, and one undo removes them all."""
+    async with open_core(data_dir) as core:
+        await core.add("big", "before", DAY)
+        import_id = await core.imports.begin("big")
+        await core.imports.rows(import_id, 1001, rows(1000, 1001))  # out of order, as pipelined batches may come
+        await core.imports.rows(import_id, 1, rows(1000))
+        assert len(await core.entries("big")) == 1, "a reader saw part of an import"
+        result = await core.imports.commit(import_id, 2000)
+        assert (result["first"], result["last"], result["count"]) == (2, 2001, 2000)
+        entries = await core.entries("big")
+        assert [e.title for e in entries[1:4]] == ["entry 1", "entry 2", "entry 3"]
+        assert entries[1].done and not entries[2].done and entries[1].tags == ("bulk",)
+        history = await core.history("big")
+        assert {e["change"] for e in history["events"] if e["op"] == "import"} == {2}
+        found, _more = await core.find(tags=["bulk"], limit=10_000)
+        assert len(found) == 2 * 334  # i % 3 == 0 in each batch of 1,000
+        await consistent(core)
+        await core.undo("big")
+        assert [e.title for e in await core.entries("big")] == ["before"]
+        await consistent(core)
+
+
+async def test_import_with_a_bad_row_changes_nothing(data_dir: str) -> None:
+    """A bad row in the middle fails the import with its line, and nothing of it is ever published."""
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("big")
+        await core.imports.rows(import_id, 1, rows(10))
+        bad = rows(10, 11)
+        bad[4][1] = "2026-02-30"
+        with pytest.raises(Invalid, match="line 15: '2026-02-30' is not a real date"):
+            await core.imports.rows(import_id, 11, bad)
+        with pytest.raises(Invalid, match="line 15"):  # the same error for what comes after it
+            await core.imports.commit(import_id, 20)
+        await core.imports.abort(import_id)
+        with pytest.raises(NotFound):
+            await core.imports.commit(import_id, 20)
+        assert await core.entries("big") == ()
+        assert await core.store.staged_count(import_id) == (0, 0)
+
+
+async def test_import_commit_refuses_missing_rows(data_dir: str) -> None:
+    """A commit whose count does not match the rows staged (a batch lost on the way) publishes nothing."""
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("big")
+        await core.imports.rows(import_id, 1, rows(10))
+        await core.imports.rows(import_id, 21, rows(10, 21))
+        with pytest.raises(Invalid, match="not rows 1 to 30"):
+            await core.imports.commit(import_id, 30)
+        assert await core.entries("big") == ()
+
+
+async def test_import_into_a_running_list_then_writes_go_on(data_dir: str) -> None:
+    """After an import into a list whose server runs, its next writes get the ids after the import's."""
+    async with open_core(data_dir) as core:
+        await core.add("big", "first", DAY)
+        import_id = await core.imports.begin("big")
+        await core.imports.rows(import_id, 1, rows(5))
+        await core.imports.commit(import_id, 5)
+        entry = await core.add("big", "after", DAY)
+        assert entry.id == 7
+        await core.move("big", 3, "other")
+        assert len(await core.entries("big")) == 6
+        await consistent(core)
+
+
+async def test_an_import_left_idle_is_dropped_with_its_rows(data_dir: str, autojump_clock: object) -> None:
+    """An import whose client went away is dropped with what it staged once it has been idle for a minute."""
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("big")
+        await core.imports.rows(import_id, 1, rows(10))
+        await trio.sleep(IDLE_TIMEOUT * 1.6)
+        assert core.imports.open_count() == 0
+        assert await core.store.staged_count(import_id) == (0, 0)
+        with pytest.raises(NotFound):
+            await core.imports.commit(import_id, 10)

@@ -1,0 +1,295 @@
+"""The SQL of the ops that span rows in bulk or more than one list: imports, moves and the move saga.
+
+Every function here runs in a worker thread on a connection the store hands
+it (the writer's, inside a :class:`todod._store.Transaction`'s hook, or a
+connection of its own for staging); the store and todod/_transfer.py
+translate their errors.  Schema version 6 (:data:`MIGRATION`) adds:
+
+- ``import_rows``: an import's staged entries, written in bounded batches
+  outside the entries table, so no reader sees any of them until one
+  transaction publishes them all (:func:`publish_import`);
+- ``moves``: which change of one list is the other half of a move, so an
+  undo of either half reverts both;
+- ``sagas``: the source daemon's journal of moves to another daemon;
+- ``received``: the destination daemon's idempotency keys of those moves.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from todod._model import Entry, Event, Step
+
+MIGRATION: tuple[str, ...] = (
+    # n: the entry's place in the import (1, 2, 3, ... with no gap), which
+    # gives its id (the list's next id + n - 1) and its event's seq.  event:
+    # the entry as the change log writes it (todod/_log.py), made once in
+    # Python at staging so the publish is plain INSERT ... SELECTs.
+    """CREATE TABLE import_rows (
+        import TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        date TEXT NOT NULL,
+        title TEXT NOT NULL,
+        done INTEGER NOT NULL,
+        tags TEXT NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (import, n)
+    ) WITHOUT ROWID""",
+    # Both halves of a move, each naming the other; peer_list_id 0 is a
+    # move to or from another daemon (a saga), which an undo cannot take back.
+    """CREATE TABLE moves (
+        list_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        peer_list_id INTEGER NOT NULL,
+        peer_seq INTEGER NOT NULL,
+        PRIMARY KEY (list_id, seq)
+    ) WITHOUT ROWID""",
+    # state: started, compensating (being taken back), done or cancelled.
+    """CREATE TABLE sagas (
+        id TEXT PRIMARY KEY,
+        list TEXT NOT NULL,
+        entry INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        to_socket TEXT NOT NULL,
+        to_list TEXT NOT NULL,
+        state TEXT NOT NULL,
+        to_entry INTEGER,
+        message TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    "CREATE INDEX sagas_open ON sagas (state) WHERE state IN ('started', 'compensating')",
+    # state: added, or cancelled (the source took the move back).
+    """CREATE TABLE received (
+        key TEXT PRIMARY KEY,
+        list TEXT NOT NULL,
+        entry INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        time REAL NOT NULL
+    )""",
+)
+
+#: The states of a saga that are not over yet: the saga runner resumes them.
+OPEN_STATES = ("started", "compensating")
+
+
+# --- imports ----------------------------------------------------------------------
+
+StagedRow = tuple[str, int, str, str, int, str, str]
+
+_STAGE = "INSERT INTO import_rows (import, n, date, title, done, tags, event) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def event_text(date: str, title: str, done: bool, tags: Sequence[str]) -> str:
+    """An added entry (version 1) as the change log writes it: ``todod._log._encode``'s form."""
+    mark = "1" if done else "0"
+    if tags:
+        mark += ":" + ",".join(tags)
+    return f"{date} {mark} 1 {title}"
+
+
+def stage_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow]) -> None:
+    """Stage one batch of an import's rows, in a transaction of its own (not fsynced: see the store)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(_STAGE, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def staged_count(conn: sqlite3.Connection, import_id: str) -> tuple[int, int]:
+    """How many rows an import has staged, and its highest ``n``."""
+    row = conn.execute(
+        "SELECT count(*), coalesce(max(n), 0) FROM import_rows WHERE import = ?", (import_id,)
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def drop_import(conn: sqlite3.Connection, import_id: str | None = None) -> None:
+    """Delete an import's staged rows (every import's, for None: at start, none can go on)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if import_id is None:
+            conn.execute("DELETE FROM import_rows")
+        else:
+            conn.execute("DELETE FROM import_rows WHERE import = ?", (import_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def publish_import(
+    conn: sqlite3.Connection,
+    import_id: str,
+    list_id: int,
+    count: int,
+    position: int,
+    head: int,
+    now: float,
+    uid: int | None,
+    pid: int | None,
+) -> tuple[int, int, int]:
+    """Publish an import's staged rows into its list: one change of ``count`` events, in the caller's transaction.
+
+    The entries get the list's next ids in staging order, the log one
+    change of op ``import`` whose events take positions ``position + 1`` on,
+    chained from ``head``.  Returns the first id, the change's seq and the
+    new head (the last position).
+    """
+    next_id, seq = conn.execute("SELECT next_id, seq FROM lists WHERE id = ?", (list_id,)).fetchone()
+    conn.execute(
+        "INSERT INTO entries (list_id, id, date, title, done, version, tags) "
+        "SELECT ?, ? + n - 1, date, title, done, 1, tags FROM import_rows WHERE import = ? ORDER BY n",
+        (list_id, next_id, import_id),
+    )
+    conn.execute(
+        "INSERT INTO events (position, list_id, seq, change, op, entry, before, after, time, uid, pid, target, prev) "
+        "SELECT ? + n, ?, ? + n, ? + 1, 'import', ? + n - 1, NULL, event, ?, ?, ?, NULL, "
+        "CASE WHEN n = 1 THEN ? ELSE ? + n - 1 END FROM import_rows WHERE import = ? ORDER BY n",
+        (position, list_id, seq, seq, next_id, now, uid, pid, head, position, import_id),
+    )
+    last = position + count
+    conn.execute(
+        "UPDATE lists SET next_id = next_id + ?, seq = seq + ?, head = ? WHERE id = ?", (count, count, last, list_id)
+    )
+    conn.execute("DELETE FROM import_rows WHERE import = ?", (import_id,))
+    return int(next_id), int(seq) + 1, last
+
+
+# --- moves --------------------------------------------------------------------------
+
+
+def record_move(conn: sqlite3.Connection, halves: Iterable[tuple[int, int, int, int]]) -> None:
+    """Record moves: each (list id, seq, peer list id, peer seq); a local move gives both directions."""
+    conn.executemany("INSERT OR REPLACE INTO moves (list_id, seq, peer_list_id, peer_seq) VALUES (?, ?, ?, ?)", halves)
+
+
+def move_peer(conn: sqlite3.Connection, name: str, seq: int) -> tuple[str | None, int] | None:
+    """The other half of change ``seq`` of list ``name`` if it is a move: (peer list or None if remote, its seq)."""
+    row = conn.execute(
+        "SELECT m.peer_list_id, m.peer_seq, p.name FROM moves m JOIN lists l ON l.id = m.list_id "
+        "LEFT JOIN lists p ON p.id = m.peer_list_id WHERE l.name = ? AND m.seq = ?",
+        (name, seq),
+    ).fetchone()
+    if row is None:
+        return None
+    return (row[2] if row[0] else None), int(row[1])
+
+
+def read_change(conn: sqlite3.Connection, name: str, seq: int) -> tuple[Step | None, bool]:
+    """Change ``seq`` of list ``name`` as an undo step (its events), and whether it is undone now.
+
+    Walks back from the list's head: as many lookups as the list has events since.
+    """
+    from todod._log import _decode  # the log's own text form
+
+    row = conn.execute("SELECT id, head FROM lists WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None, False
+    list_id, position = row
+    events: list[Event] = []
+    while position:
+        found = conn.execute(
+            "SELECT seq, change, entry, before, after, prev FROM events WHERE position = ?", (position,)
+        ).fetchone()
+        if found is None:
+            break
+        event_seq, change, entry, before, after, prev = found
+        if change == seq:
+            events.append(Event(event_seq, entry, _decode(entry, before), _decode(entry, after)))
+        elif event_seq < seq:
+            break
+        position = prev
+    if not events:
+        return None, False
+    undone = conn.execute("SELECT 1 FROM undos WHERE list_id = ? AND target = ?", (list_id, seq)).fetchone()
+    return Step(seq, tuple(reversed(events))), undone is not None
+
+
+# --- the saga journal (the source daemon) -------------------------------------------------
+
+
+def saga_value(entry: Entry) -> str:
+    """An entry's values as a saga journals them (JSON: date, title, done, tags)."""
+    return json.dumps(
+        {"date": entry.date.isoformat(), "title": entry.title, "done": entry.done, "tags": list(entry.tags)},
+        separators=(",", ":"),
+    )
+
+
+def start_saga(conn: sqlite3.Connection, saga: dict[str, Any], now: float) -> None:
+    conn.execute(
+        "INSERT INTO sagas (id, list, entry, version, value, to_socket, to_list, state, created, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'started', ?, ?)",
+        (
+            saga["id"],
+            saga["list"],
+            saga["entry"],
+            saga["version"],
+            saga["value"],
+            saga["to_socket"],
+            saga["to_list"],
+            now,
+            now,
+        ),
+    )
+
+
+def set_saga(
+    conn: sqlite3.Connection,
+    saga_id: str,
+    state: str,
+    now: float,
+    to_entry: int | None = None,
+    message: str | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE sagas SET state = ?, updated = ?, to_entry = coalesce(?, to_entry), message = coalesce(?, message) "
+        "WHERE id = ?",
+        (state, now, to_entry, message, saga_id),
+    )
+
+
+_SAGA_COLUMNS = "id, list, entry, version, value, to_socket, to_list, state, to_entry, message, created, updated"
+
+
+def _saga(row: Sequence[Any]) -> dict[str, Any]:
+    keys = [k.strip() for k in _SAGA_COLUMNS.split(",")]
+    return dict(zip(keys, row, strict=True))
+
+
+def open_sagas(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every saga not over yet, oldest first."""
+    rows = conn.execute(
+        f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE state IN ('started', 'compensating') ORDER BY created"
+    ).fetchall()
+    return [_saga(r) for r in rows]
+
+
+def read_saga(conn: sqlite3.Connection, saga_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+    return None if row is None else _saga(row)
+
+
+# --- idempotency keys (the destination daemon) ------------------------------------------
+
+
+def read_received(conn: sqlite3.Connection, key: str) -> tuple[str, int, str] | None:
+    """What a move's key did here: (list, entry id, state), or None if it never came."""
+    row = conn.execute("SELECT list, entry, state FROM received WHERE key = ?", (key,)).fetchone()
+    return None if row is None else (row[0], int(row[1]), row[2])
+
+
+def write_received(conn: sqlite3.Connection, key: str, name: str, entry_id: int, state: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO received (key, list, entry, state, time) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET state = excluded.state, time = excluded.time",
+        (key, name, entry_id, state, now),
+    )
