@@ -10,6 +10,7 @@ whatever the list's size.
 from __future__ import annotations
 
 import gc
+import itertools
 from json.decoder import scanstring  # type: ignore[attr-defined]
 
 from cli import _client, _render
@@ -219,12 +220,12 @@ def stream_found(
     timeout: float,
     data_dir: str | None,
     write: Callable[[str], None] = _render.write,
-    render: Callable[[list[dict[str, Any]]], str] | None = None,
+    render: Callable[[list[list[Any]]], str] | None = None,
 ) -> tuple[int, bool]:
     """Every entry a ``find`` matches (the first ``total``), page by page, written out as they come.
 
     The human table is laid out a page at a time (:class:`cli._render.Columns`),
-    or by ``render``, called with each page's entries.
+    or by ``render``, called with each page's entries as rows of :data:`cli._render.FOUND_KEYS`.
 
     Returns:
         How many entries were written, and whether more matched beyond ``total``.
@@ -249,21 +250,34 @@ def _stream_found(
     timeout: float,
     data_dir: str | None,
     write: Callable[[str], None],
-    render: Callable[[list[dict[str, Any]]], str] | None,
+    render: Callable[[list[list[Any]]], str] | None,
 ) -> tuple[int, bool]:
     columns = _render.Columns(_render.FOUND_HEADER, _render.FOUND_RIGHT)
     written = 0
     more = False
+    # Rows, not objects: less to decode (see FIND_ROW_COLUMNS in todod/_query.py).
+    fields = {**fields, "form": "rows"}
     first = {**fields, "limit": PAGE_ENTRIES if total is None else min(PAGE_ENTRIES, total)}
     with _client.Connection(socket_path, timeout=timeout, data_dir=data_dir) as conn:
-        for page in pages(conn, "find", first, total, fields):
+        try:
+            first_page = next(found := pages(conn, "find", first, total, fields))
+        except protocol.BadRequest as exc:
+            if "'form'" not in exc.message:
+                raise
+            # A daemon older than rows refuses the field: its objects, then.
+            del fields["form"], first["form"]
+            first_page = next(found := pages(conn, "find", first, total, fields))
+        for page in itertools.chain((first_page,), found):
             entries = page["entries"]
+            if entries and type(entries[0]) is dict and not as_json:  # a daemon that sends objects
+                entries = [_render.found_row_of(e) for e in entries]
             if total is not None and written + len(entries) >= total:
                 more = page.get("next") is not None or bool(page.get("more")) or written + len(entries) > total
                 del entries[total - written :]
             last = page.get("next") is None or (total is not None and written + len(entries) >= total)
             if as_json:
-                write(_render.json_array_part(entries, written, last=last) + ("\n" if last else ""))
+                objects = [e if type(e) is dict else _render.found_object(e) for e in entries]
+                write(_render.json_array_part(objects, written, last=last) + ("\n" if last else ""))
             else:
                 write(columns.page(_render.found_rows(entries)) if render is None else render(entries))
             written += len(entries)

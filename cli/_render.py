@@ -127,7 +127,21 @@ def found(items: Sequence[Mapping[str, Any]]) -> str:
     """A table of entries of several lists (DATE, LIST, ID, DONE, TAGS, TITLE) in the order given."""
     if not items:
         return ""
-    return table(found_rows(items), header=FOUND_HEADER, right=FOUND_RIGHT)
+    return table(found_rows(map(found_row_of, items)), header=FOUND_HEADER, right=FOUND_RIGHT)
+
+
+#: The fields of a ``find`` entry as a row (``"form": "rows"``), as the daemon's FIND_ROW_COLUMNS.
+FOUND_KEYS: Final = ("list", "id", "date", "title", "done", "version", "tags")
+
+
+def found_row_of(entry: Mapping[str, Any]) -> list[Any]:
+    """A ``find`` entry object as a row of :data:`FOUND_KEYS` (the pages of a daemon that sends objects)."""
+    return [entry.get(key) for key in FOUND_KEYS]
+
+
+def found_object(row: Sequence[Any]) -> dict[str, Any]:
+    """A ``find`` row as the entry object it stands for (keys in the wire's order), for ``--json``."""
+    return dict(zip(FOUND_KEYS, row, strict=True))
 
 
 #: Bold red, for overdue entries on a terminal.
@@ -147,7 +161,7 @@ def agenda(items: Sequence[Mapping[str, Any]], today: str, color: bool) -> str:
         entries as aligned rows (LIST, ID, TAGS, TITLE) indented by two
         spaces; the columns line up across all groups.
     """
-    return Agenda(today, color).page(items)
+    return Agenda(today, color).page([found_row_of(e) for e in items])
 
 
 class Agenda:
@@ -158,23 +172,43 @@ class Agenda:
         self._columns = Columns(None, right=(1,), count=4)
         self._current: str | None = None
 
-    def page(self, items: Sequence[Mapping[str, Any]]) -> str:
-        """The lines of these entries (pending, in date order, with their ``list``), headings included."""
+    def page(self, items: Sequence[Sequence[Any]]) -> str:
+        """The lines of these entries (pending, in date order, rows of :data:`FOUND_KEYS`), headings included."""
         if not items:
             return ""
-        rows = [(clean(str(e["list"])), str(e["id"]), tags(e), clean(str(e["title"]))) for e in items]
+        rows: list[Sequence[str]] = [
+            (
+                name if type(name) is str and name.isprintable() else clean(str(name)),
+                str(entry_id),
+                _tags_cell(found),
+                title if type(title) is str and title.isprintable() else clean(str(title)),
+            )
+            for name, entry_id, _date, title, _done, _version, found in items
+        ]
         lines = self._columns.page(rows).splitlines()
         out: list[str] = []
         on, off = (_OVERDUE_ON, _OVERDUE_OFF) if self._color else ("", "")
-        for entry, line in zip(items, lines, strict=True):
-            date = str(entry["date"])
-            overdue = date < self._today
+        today = self._today
+        # A date's entries come one after the other: one heading and one
+        # prefix for each run of them, rather than a test per line.
+        dates = [date if type(date) is str else str(date) for date in (e[2] for e in items)]
+        start, count = 0, len(dates)
+        while start < count:
+            date = dates[start]
+            end = start + 1
+            while end < count and dates[end] == date:
+                end += 1
+            overdue = date < today
             if date != self._current:
                 self._current = date
-                label = "overdue" if overdue else "today" if date == self._today else ""
+                label = "overdue" if overdue else "today" if date == today else ""
                 heading = f"{clean(date)}  {label}".rstrip()
                 out.append(f"{on}{heading}{off}" if overdue else heading)
-            out.append(f"  {on}{line}{off}" if overdue else f"  {line}")
+            if overdue and on:
+                out.extend(f"  {on}{line}{off}" for line in lines[start:end])
+            else:
+                out.extend("  " + line for line in lines[start:end])
+            start = end
         return "\n".join(out) + "\n"
 
 
@@ -246,17 +280,15 @@ FOUND_HEADER: Final = ("DATE", "LIST", "ID", "DONE", "TAGS", "TITLE")
 FOUND_RIGHT: Final = (2,)
 
 
-def found_rows(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str, ...]]:
-    """The cells of :func:`found`'s table, one row per entry."""
-    for e in items:
-        yield (
-            clean(str(e["date"])),
-            clean(str(e["list"])),
-            str(e["id"]),
-            "yes" if e["done"] else "no",
-            tags(e),
-            clean(str(e["title"])),
-        )
+def found_rows(items: Iterable[Sequence[Any]]) -> Iterator[tuple[str, ...]]:
+    """The cells of :func:`found`'s table, one row per entry (a row of :data:`FOUND_KEYS`)."""
+    for name, entry_id, date, title, done, _version, found in items:
+        yield (_text(date), _text(name), str(entry_id), "yes" if done else "no", _tags_cell(found), _text(title))
+
+
+def _text(value: object) -> str:
+    # clean(str(value)), without the call for the usual printable string.
+    return value if type(value) is str and value.isprintable() else clean(str(value))
 
 
 class Columns:
@@ -273,7 +305,7 @@ class Columns:
 
     def page(self, rows: Iterable[Sequence[str]]) -> str:
         """The lines of these rows (and of the header, if any, before the first row); an empty string for none."""
-        lines = [tuple(row) for row in rows]
+        lines = list(rows)
         if not lines:
             return ""
         if self._header is not None:
@@ -286,8 +318,12 @@ class Columns:
             if i == last and i not in right:
                 columns.append(column)
                 continue
-            ascii_only = "".join(column).isascii()
-            cell_widths = list(map(len, column)) if ascii_only else [width(cell) for cell in column]
+            if "".join(column).isascii():
+                # One character, one column: str's own padding (a third of the time of the general way).
+                size = widths[i] = max(widths[i], *map(len, column))
+                columns.append([cell.rjust(size) for cell in column] if i in right else [c.ljust(size) for c in column])
+                continue
+            cell_widths = [width(cell) for cell in column]
             size = widths[i] = max(widths[i], *cell_widths)
             if i in right:
                 columns.append([" " * (size - w) + cell for cell, w in zip(column, cell_widths, strict=True)])

@@ -70,6 +70,7 @@ def test_find_sends_every_filter_with_relative_dates_resolved(daemon: FakeDaemon
             "tags": ["a", "b"],
             "search": "milk",
             "limit": 5,
+            "form": "rows",
         }
     ]
     assert result.stdout == ""
@@ -82,7 +83,7 @@ def test_find_without_options_sends_no_filter_and_shows_a_table(daemon: FakeDaem
     )
     result = todo(daemon, "find")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "limit": 10_000}], "a page of the daemon's most"
+    assert daemon.requests == [{"op": "find", "limit": 10_000, "form": "rows"}], "a page of the daemon's most"
     assert result.stdout == (
         "DATE        LIST  ID  DONE  TAGS  TITLE\n"
         "2026-11-30  home   2  yes   food  Buy milk\n"
@@ -96,7 +97,7 @@ def test_find_done_json_and_the_note_when_more_match(daemon: FakeDaemon) -> None
     daemon.answer(found(*items, more=True))
     result = todo(daemon, "find", "--done", "--limit", "1", "--json")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "done": True, "limit": 1}]
+    assert daemon.requests == [{"op": "find", "done": True, "limit": 1, "form": "rows"}]
     assert json.loads(result.stdout) == items
     assert "more match" in result.stderr
 
@@ -131,7 +132,7 @@ def test_today_asks_for_pending_up_to_today_and_groups_by_date(daemon: FakeDaemo
     )
     result = todo(daemon, "today")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False, "limit": 10_000}]
+    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False, "limit": 10_000, "form": "rows"}]
     assert result.stdout == (
         "2026-11-28  overdue\n"
         "  home   3  bills  Pay rent\n"
@@ -238,3 +239,42 @@ def test_clean_fast_path_matches_the_escape_table() -> None:
             continue
         char = chr(code)
         assert _render.clean(f"a{char}b") == f"a{char}b".translate(_render._ESCAPES), hex(code)
+
+
+def _as_row(item: dict[str, Any]) -> list[Any]:
+    return [item.get(key) for key in ("list", "id", "date", "title", "done", "version", "tags")]
+
+
+@pytest.mark.parametrize("command", [("find",), ("today",)])
+def test_find_and_today_print_rows_as_they_print_objects(daemon: FakeDaemon, command: tuple[str, ...]) -> None:
+    """A page of rows prints the same table, agenda and --json as the same page of objects."""
+    items = [  # the keys in the wire's order
+        {"list": "home", "id": 2, "date": "2026-11-30", "title": "Buy milk", "done": False, "version": 3,
+         "tags": ["a"]},
+        {"list": "wörk ☃", "id": 11, "date": "2026-12-02", "title": "Report \x1b[31m", "done": False, "version": 1,
+         "tags": []},
+    ]  # fmt: skip
+    outputs = []
+    for page in (found(*items), {"entries": [_as_row(i) for i in items], "more": False}):
+        for flags in ((), ("--json",)):
+            daemon.answer(page)
+            result = todo(daemon, *command, *flags)
+            assert result.exit_code == 0, result.output
+            outputs.append(result.stdout)
+    assert outputs[0] == outputs[2] and outputs[1] == outputs[3]
+    assert "\\x1b" in outputs[0] and json.loads(outputs[3]) == items
+
+
+def test_find_asks_an_older_daemon_again_for_objects(daemon: FakeDaemon) -> None:
+    """A daemon that refuses the 'form' field is asked again without it, and its objects are printed."""
+    daemon.fail("bad_request", "unknown field 'form' for op 'find'")
+    daemon.answer(found(entry("home", 2, "2026-11-30", "Buy milk")))
+    result = todo(daemon, "find", "--pending")
+    assert result.exit_code == 0, result.output
+    assert daemon.requests == [
+        {"op": "find", "done": False, "limit": 10_000, "form": "rows"},
+        {"op": "find", "done": False, "limit": 10_000},
+    ]
+    assert "Buy milk" in result.stdout
+    daemon.fail("bad_request", "unknown field 'colour' for op 'find'")
+    assert todo(daemon, "find").exit_code != 0, "any other refusal is an error"

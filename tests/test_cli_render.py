@@ -114,9 +114,9 @@ def test_streamed_find_and_history_pages_print_as_the_whole_answer(size: int) ->
         _render.dump_json(empty)
     )
     columns = _render.Columns(_render.FOUND_HEADER, _render.FOUND_RIGHT)
-    assert columns.page(_render.found_rows(items)) == _render.found(items)
+    assert columns.page(_render.found_rows(map(_render.found_row_of, items))) == _render.found(items)
     paged = _render.Columns(_render.FOUND_HEADER, _render.FOUND_RIGHT)
-    lines = "".join(paged.page(_render.found_rows(chunk)) for chunk in chunks).splitlines()
+    lines = "".join(paged.page(_render.found_rows(map(_render.found_row_of, c))) for c in chunks).splitlines()
     assert len(lines) == 1 + len(items) and lines[0].startswith("DATE")
     widths = [_render.width(line.split("  entry")[0]) for line in lines[1:]]
     assert widths == sorted(widths), "a later page is never narrower than the ones before"

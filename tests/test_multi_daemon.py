@@ -504,3 +504,13 @@ def test_an_export_through_one_daemon_holds_what_another_wrote(pg_uri: str) -> N
         rows = [json.loads(line) for line in exported.stdout.splitlines()]
         assert [r["id"] for r in rows] == list(range(1, 301))
         assert [r["title"] for r in rows] == titles
+
+
+def test_find_in_rows_on_postgresql_holds_the_objects_values(daemons: list[Daemon]) -> None:
+    """On the PostgreSQL store a ``find`` page of rows gives the values of its objects, in FIND_ROW_COLUMNS."""
+    ok(daemons[0], "add", list="rows ☃", title="Crème brûlée", date=DATE, tags=["b", "a"])
+    ok(daemons[0], "add", list="rows ☃", title="plain", date=DATE)
+    objects = ok(daemons[1], "find", lists=["rows ☃"])["entries"]
+    rows = ok(daemons[1], "find", lists=["rows ☃"], form="rows")["entries"]
+    columns = ("list", "id", "date", "title", "done", "version", "tags")
+    assert len(objects) == 2 and rows == [[e[key] for key in columns] for e in objects]

@@ -232,3 +232,31 @@ async def test_history_page_texts_are_the_json_of_the_events_wire_form(data_dir:
         assert list(page.events) == [json.dumps(e, separators=(",", ":")) for e in whole]
         assert all(text.isascii() for text in page.events)
         assert json.loads(page.to_json())["events"] == whole
+
+
+async def test_find_page_of_rows_holds_the_objects_values_as_arrays(data_dir: str) -> None:
+    """``"form": "rows"`` gives each found entry as an array of FIND_ROW_COLUMNS, the same values as its object."""
+    async with open_core(data_dir) as core:
+        await core.add("home ☃", "Crème \u202e \"quoted\" brûlée", D(2026, 12, 1), tags=["b", "a"])
+        for n in range(5):
+            await core.add("work", f"report {n}", D(2026, 11, 28 + n % 3))
+        objects = await core.find_page(limit=4)
+        rows = await core.find_page(limit=4, rows=True)
+        assert rows.next == objects.next is not None
+        assert all(text.isascii() for text in rows.entries)
+        assert [json.loads(t) for t in rows.entries] == [
+            [json.loads(t)[k] for k in _query.FIND_ROW_COLUMNS] for t in objects.entries
+        ]
+        later = await core.find_page(limit=4, rows=True, after=rows.next.to_wire())
+        assert [json.loads(t)[1:3] for t in later.entries] == [[3, "2026-11-30"], [1, "2026-12-01"]]
+
+
+def test_find_takes_a_form_of_objects_or_rows() -> None:
+    """A ``find`` request may carry ``form``: ``objects`` (the default) or ``rows``; any other is invalid."""
+    from todod._dispatch import _rows
+    from todod.protocol import parse_request
+
+    assert parse_request(b'{"id":1,"op":"find","form":"rows"}').args == {"form": "rows"}
+    assert _rows({"form": "rows"}) and not _rows({}) and not _rows({"form": "objects"})
+    with pytest.raises(Invalid, match="'form' is"):
+        _rows({"form": "csv"})

@@ -470,8 +470,11 @@ class Core:
         search: str | None = None,
         limit: int = MAX_FIND,
         after: str | None = None,
+        rows: bool = False,
     ) -> FoundPage:
         """One page of :meth:`find`: at most ``limit`` entries and a page's bytes, after the cursor ``after``.
+
+        ``rows``: the entries as arrays (``"form": "rows"``) rather than objects.
 
         Raises:
             Invalid: as :meth:`find`, or a cursor that is not one.
@@ -480,7 +483,7 @@ class Core:
         """
         cursor = None if after is None else FindCursor.from_wire(after)
         query = _find_query(lists, date_from, date_to, done, tags, search, limit, cursor)
-        return await self.store.find_page(query, self.registry.call_timeout)
+        return await self.store.find_page(query, self.registry.call_timeout, rows)
 
     async def history_page(self, list_name: str, after: int | None, limit: int | None) -> HistoryPage:
         """One page of a list's history (docs/PROTOCOL.md, ``history``).

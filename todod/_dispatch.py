@@ -130,6 +130,7 @@ class Dispatcher:
                     search=args.get("search"),
                     limit=args.get("limit", MAX_FIND),
                     after=args.get("after"),
+                    rows=_rows(args),
                 )
                 # next first, so a client can ask for the next page before it decodes this one.
                 cursor = "null" if found.next is None else encode_basestring_ascii(found.next.to_wire())
@@ -230,10 +231,15 @@ def _page(args: dict[str, Any]) -> PageRequest:
     snapshot, after = (None, 0) if cursor is None else parse_cursor(cursor)
     if limit is None and cursor is not None:
         limit = DEFAULT_PAGE_ENTRIES
+    return PageRequest(_date(args.get("date")), limit, snapshot, after, _rows(args))
+
+
+def _rows(args: dict[str, Any]) -> bool:
+    """Whether a page is asked for in rows (``"form": "rows"``) rather than objects (the default)."""
     form = args.get("form", "objects")
     if form not in ("objects", "rows"):
         raise Invalid(f"'form' is 'objects' or 'rows' (got {form[:40]!r})")
-    return PageRequest(_date(args.get("date")), limit, snapshot, after, form == "rows")
+    return bool(form == "rows")
 
 
 def _date(text: str | None) -> datetime.date | None:

@@ -377,6 +377,11 @@ def _after_terms(cursor: FindCursor, params: list[object]) -> list[str]:
     ]
 
 
+#: The order of an entry's fields in a ``find`` page of rows: its list's
+#: name, then an ``entries`` row's (todod/_pages.py, ROW_COLUMNS).
+FIND_ROW_COLUMNS = ("list", "id", "date", "title", "done", "version", "tags")
+
+
 @attrs.frozen
 class FoundPage:
     """One page of a ``find``: its entries' JSON texts (with their ``list``) and the next page's cursor."""
@@ -392,10 +397,12 @@ def run_find_page(
     deadline: float,
     max_bytes: int = MAX_PAGE_BYTES,
     search_index: bool = False,
+    rows: bool = False,
 ) -> FoundPage:
     """One page of a query, on a read connection, in one read transaction; stop it at ``deadline``.
 
-    ``search_index`` is as for :func:`run_find`.
+    ``search_index`` is as for :func:`run_find`; ``rows``: each entry as an
+    array of :data:`FIND_ROW_COLUMNS` (``"form": "rows"``) rather than an object.
 
     A page ends at ``query.limit`` entries, or before the entry that would
     take its entries' JSON past ``max_bytes`` (it holds at least one).  The
@@ -436,11 +443,17 @@ def run_find_page(
                 break
             if not tags.isascii():  # never, as tags_column writes them; but the line must stay ASCII
                 tags = json.dumps(json.loads(tags), separators=(",", ":"))
-            text = (
-                f'{{"list":{encode_basestring_ascii(name)},"id":{entry_id},"date":"{date}",'
-                f'"title":{encode_basestring_ascii(title)},"done":{"true" if done else "false"},'
-                f'"version":{version},"tags":{tags}}}'
-            )
+            if rows:
+                text = (
+                    f'[{encode_basestring_ascii(name)},{entry_id},"{date}",{encode_basestring_ascii(title)},'
+                    f'{"true" if done else "false"},{version},{tags}]'
+                )
+            else:
+                text = (
+                    f'{{"list":{encode_basestring_ascii(name)},"id":{entry_id},"date":"{date}",'
+                    f'"title":{encode_basestring_ascii(title)},"done":{"true" if done else "false"},'
+                    f'"version":{version},"tags":{tags}}}'
+                )
             size += len(text) + 1
             if size > max_bytes and texts:
                 more = True

@@ -221,6 +221,7 @@ OPS: Final[dict[str, dict[str, tuple[type, bool]]]] = {
         "search": (str, False),
         "limit": (int, False),
         "after": (str, False),
+        "form": (str, False),
     },
     "stop": {},
     "history": {"list": (str, True), "limit": (int, False), "after": (int, False)},

@@ -811,8 +811,10 @@ class PostgresStore:
                 return result
         raise Timeout(f"the query did not finish within {time_limit:g} s")
 
-    async def find_page(self, query: _query.FindQuery, time_limit: float) -> _query.FoundPage:
+    async def find_page(self, query: _query.FindQuery, time_limit: float, rows: bool = False) -> _query.FoundPage:
         """One page of a query (docs/PROTOCOL.md, ``find``), as the SQLite backend's :meth:`find_page`.
+
+        ``rows``: the entries as arrays (``"form": "rows"``) rather than objects.
 
         Raises:
             StoreError: the read failed.
@@ -840,16 +842,9 @@ class PostgresStore:
                 if len(texts) >= query.limit:
                     more = True
                     break
+                found = (name, entry_id, date, title, bool(done), version, json.loads(tags))
                 text = json.dumps(
-                    {
-                        "list": name,
-                        "id": entry_id,
-                        "date": date,
-                        "title": title,
-                        "done": bool(done),
-                        "version": version,
-                        "tags": json.loads(tags),
-                    },
+                    list(found) if rows else dict(zip(_query.FIND_ROW_COLUMNS, found, strict=True)),
                     separators=(",", ":"),
                 )
                 size += len(text) + 1

@@ -730,8 +730,10 @@ class SQLiteStore:
         )
         return result
 
-    async def find_page(self, query: _query.FindQuery, time_limit: float) -> _query.FoundPage:
+    async def find_page(self, query: _query.FindQuery, time_limit: float, rows: bool = False) -> _query.FoundPage:
         """One page of a query (docs/PROTOCOL.md, ``find``), its entries encoded in the reader's thread.
+
+        ``rows``: the entries as arrays (``"form": "rows"``) rather than objects.
 
         Raises:
             StoreError: the read failed.
@@ -741,7 +743,7 @@ class SQLiteStore:
         deadline = time.monotonic() + time_limit
         result: _query.FoundPage = await self._timed_read(
             lambda conn: _query.run_find_page(
-                conn, query, self.text_index, deadline, search_index=self._indexer_conn is not None
+                conn, query, self.text_index, deadline, search_index=self._indexer_conn is not None, rows=rows
             ),
             deadline,
             time_limit,
