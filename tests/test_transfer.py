@@ -217,12 +217,27 @@ def test_a_batch_is_checked_exactly_as_row_by_row() -> None:
             rng.choice(_ODD_DATES),
             rng.choice(_ODD_TITLES),
             rng.choice([True, False, 0, None]),
-            rng.choice([[], ["b", "a"], ["a", "a"], [1], "x"]),
+            rng.choice(
+                [
+                    [],
+                    ["b", "a"],
+                    ["a", "a"],
+                    ["B", "caf\u00e9"],
+                    ["x" * 33],
+                    ["a b"],
+                    [str(i) for i in range(17)],
+                    [1],
+                    "x",
+                ]
+            ),
         ]
         if k % 50 == 0:
             row = rng.choice([[1, "2026-02-03", "t", False], (1, "2026-02-03", "t", False, []), "x"])
         one = _checked(lambda row=row: [check_row(row, "i", 7)])
         batch = _checked(lambda row=row: check_rows([row], "i", 7))
         assert one == batch, row
-    rows = [[n, f"2026-0{1 + n % 9}-1{n % 10}", f" entry {n} ", n % 2 == 0, []] for n in range(1, 500)]
+    rows = [
+        [n, f"2026-0{1 + n % 9}-1{n % 10}", f" entry {n} ", n % 2 == 0, ["t", f"g{n % 3}"][: n % 3]]
+        for n in range(1, 500)
+    ]
     assert check_rows(rows, "i", 3) == [check_row(row, "i", 3 + i) for i, row in enumerate(rows)]

@@ -78,12 +78,13 @@ def check_rows(rows: Sequence[Any], import_id: str, start: int) -> list[_bulk.St
     """:func:`check_row` for a batch, row ``start`` first: the same rows, errors and messages, in about half the time.
 
     The common row (a canonical ``YYYY-MM-DD`` date, a printable ASCII title,
-    no tags) is checked inline, its date parsed once per batch; any other row
-    goes through :func:`check_row`, which gives the errors.
+    valid tags) is checked inline, each date and set of tags once per batch;
+    any other row goes through :func:`check_row`, which gives the errors.
     """
     staged: list[_bulk.StagedRow] = []
     append = staged.append
     days: dict[str, bool] = {}
+    tag_sets: dict[tuple[str, ...], tuple[str, str] | None] = {}
     fromisoformat = datetime.date.fromisoformat
     n = start
     for row in rows:
@@ -95,7 +96,6 @@ def check_rows(rows: Sequence[Any], import_id: str, start: int) -> list[_bulk.St
                 and type(title) is str
                 and type(done) is bool
                 and type(tags) is list
-                and not tags
             ):
                 good = days.get(date)
                 if good is None:
@@ -106,17 +106,48 @@ def check_rows(rows: Sequence[Any], import_id: str, start: int) -> list[_bulk.St
                         and date.isascii()
                         and _real(fromisoformat, date)
                     )
+                if not tags:
+                    tagged: tuple[str, str] | None = _NO_TAGS
+                elif all(type(t) is str for t in tags):
+                    key = tuple(tags)
+                    if key in tag_sets:
+                        tagged = tag_sets[key]
+                    else:
+                        tagged = tag_sets[key] = _tag_forms(key)
+                else:
+                    tagged = None
                 clean = title.strip()
-                if good and clean and len(clean) <= MAX_TITLE and clean.isascii() and clean.isprintable():
+                if (
+                    good
+                    and tagged is not None
+                    and clean
+                    and len(clean) <= MAX_TITLE
+                    and clean.isascii()
+                    and clean.isprintable()
+                ):
                     # What check_row makes of it: the date is canonical, the
-                    # title clean (ASCII, printable, stripped, not empty).
+                    # title clean (ASCII, printable, stripped, not empty), the
+                    # tags valid (their column and their mark in the event).
+                    tag_text, marks = tagged
                     mark = "1" if done else "0"
-                    append((import_id, n, date, clean, int(done), "[]", f"{date} {mark} 1 {clean}"))
+                    append((import_id, n, date, clean, int(done), tag_text, f"{date} {mark}{marks} 1 {clean}"))
                     n += 1
                     continue
         append(check_row(row, import_id, n))
         n += 1
     return staged
+
+
+_NO_TAGS = ("[]", "")
+
+
+def _tag_forms(tags: tuple[str, ...]) -> tuple[str, str] | None:
+    """Valid tags' column text and their mark in the log's event (as check_row makes them); None if invalid."""
+    try:
+        tagged = tuple(sorted(validate_tags(tags)))
+    except Invalid:
+        return None
+    return '["' + '","'.join(tagged) + '"]', ":" + ",".join(tagged)
 
 
 def _real(fromisoformat: Any, date: str) -> bool:
