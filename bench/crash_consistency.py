@@ -48,10 +48,10 @@ from tests.daemon import (
     Daemon,
     connect,
     exchange,
-    log_out_of_step,
-    read_database,
+    read_store,
     request,
     short_tempdir,
+    store_log_out_of_step,
     wait_until,
 )
 
@@ -298,6 +298,7 @@ def run_rounds(
     seed: int | None = None,
     root: Path | None = None,
     log: Any = None,
+    store_uri: str | None = None,
 ) -> Report:
     """Run ``rounds`` kill-and-restart rounds on a fresh daemon and check each one.
 
@@ -307,6 +308,7 @@ def run_rounds(
         kill_after: the kill comes after a number of acknowledgements drawn
             from this range (0: while the clients are still connecting).
         seed: for the kill points and the clients' choices (printed on failure).
+        store_uri: a PostgreSQL database for the daemon (``--store``); None: SQLite.
 
     Raises:
         AssertionError: a check failed; the message lists every problem.
@@ -315,7 +317,7 @@ def run_rounds(
     rng = random.Random(seed)
     own_root = root is None
     root = short_tempdir() if root is None else root
-    daemon = Daemon(root)
+    daemon = Daemon(root, env=None if store_uri is None else {"TODOD_STORE": store_uri})
     ledger = Ledger()
     report = Report(seed=seed)
     names = [f"crash-{i}" for i in range(lists - 1)] + ["crash ✓ ünïcode"]
@@ -354,9 +356,9 @@ def run_rounds(
             for proc in procs:
                 proc.join(60)
                 assert proc.exitcode == 0, f"client {proc.name} ended with {proc.exitcode}"
-            verdict, next_ids, entries = read_database(daemon.data_dir)
+            verdict, next_ids, entries = read_store(daemon)
             problems = [] if verdict == "ok" else [f"integrity_check after the kill: {verdict}"]
-            problems += log_out_of_step(daemon.data_dir)
+            problems += store_log_out_of_step(daemon)
             problems += check_round(ledger, {c: read_journal(p) for c, p in journals.items()}, entries, next_ids)
             daemon.start()  # the stale socket and the lock of the killed daemon need no manual step
             served = {
@@ -375,7 +377,7 @@ def run_rounds(
             if log is not None:
                 log(f"round {round_no}: killed after {acks.value} acks; {len(entries)} entries ok")
         assert daemon.stop() == 0, f"todod did not stop cleanly:\n{daemon.log()}"
-        verdict, _next_ids, entries = read_database(daemon.data_dir)
+        verdict, _next_ids, entries = read_store(daemon)
         assert verdict == "ok", verdict
         expected = {k: v for k, v in ledger.known.items() if v is not None}
         assert entries == expected, "the final clean stop changed the entries"
@@ -407,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         help="kill after a random number of acknowledgements in this range",
     )
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--store", help="a PostgreSQL URI for the daemon (default: SQLite)")
     args = parser.parse_args(argv)
     try:
         report = run_rounds(
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             kill_after=tuple(args.kill_after),
             seed=args.seed,
             log=lambda text: print(text, flush=True),
+            store_uri=args.store,
         )
     except AssertionError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)

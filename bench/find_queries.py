@@ -54,7 +54,7 @@ from cli_startup import _plain_venv, _wait_ready  # noqa: E402
 
 from todod import _query, _search  # noqa: E402
 from todod._core import open_core  # noqa: E402
-from todod._store import DB_NAME, open_store  # noqa: E402
+from todod.store._sqlite import DB_NAME, open_store  # noqa: E402
 
 QUERY_TARGET = 2.0
 WRITE_TARGET = 0.9

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from todod._core import CoreConfig, open_core
 from todod._server import ServerConfig
-from todod._store import _open_sync
+from todod.store._sqlite import _open_sync
 
 
 def build(data_dir: Path, lists: int) -> None:

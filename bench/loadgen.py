@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=1)
     parser.add_argument("--first", type=int, default=0, help="the first connection's list number")
     parser.add_argument("--entries", metavar="LIST", help="read this list instead of adding")
+    parser.add_argument("--prefix", default="l", help="the lists' names: PREFIX0, PREFIX1, ...")
     args = parser.parse_args()
 
     conns = []
@@ -66,7 +67,7 @@ def main() -> None:
 
     def send(fd: int) -> None:
         st = state[fd]
-        name = args.entries if args.entries else f"l{st[0] % args.lists}"
+        name = args.entries if args.entries else f"{args.prefix}{st[0] % args.lists}"
         st[0] += n
         st[1] = time.monotonic()
         st[3].sendall(_request(name, bool(args.entries)))

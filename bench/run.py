@@ -29,7 +29,11 @@ the same).
    lists, against an empty store: <= 1.5x.
 6. The first ``entries`` of a cold 10,000-entry list against the same
    request warm: reported.
-7. ``todo import`` and ``todo export`` in entries per second, end to end
+7. Durable adds/s on PostgreSQL with 1, 2 and 3 daemons, beside the SQLite
+   daemon and raw psycopg inserts at the same group size
+   (bench/pg_throughput.py; section ``postgres``, run where PostgreSQL's
+   binaries are installed): reported.
+8. ``todo import`` and ``todo export`` in entries per second, end to end
    from the CLI, against raw sqlite3 ``executemany`` of the same rows, and the
    daemon's peak memory during the import (bench/import_export.py; 1,000,000
    lines, 100,000 with ``--quick``): import >= 100,000/s, memory bounded.
@@ -194,7 +198,7 @@ def run_load(
 
 def build_store(data_dir: Path, lists: int, entries: int) -> None:
     """A todod store with ``entries`` entries over ``lists`` lists, one of them BIG with BIG_ENTRIES."""
-    from todod._store import _open_sync  # the daemon's own schema and pragmas
+    from todod.store._sqlite import _open_sync  # the daemon's own schema and pragmas
 
     lock_fd, conn, _readers, _text_index, indexer = _open_sync(str(data_dir), 0, True)
     if indexer is not None:
@@ -292,12 +296,14 @@ def main() -> None:
     parser.add_argument("--json", default=str(BENCH / "results" / "run.json"), help="where to write the table")
     parser.add_argument("--dir", default=None, help="where the temporary stores live (default: $TMPDIR)")
     parser.add_argument("--todod-arg", action="append", default=[], help="an extra todod argument (repeatable)")
-    parser.add_argument("--only", default="", help="comma-separated sections: load,memory,entries,start,bulk")
+    parser.add_argument(
+        "--only", default="", help="comma-separated sections: load,memory,entries,start,bulk,postgres"
+    )
     args = parser.parse_args()
     reps = max(3, args.reps)
     adds = 6_000 if args.quick else 20_000
     sequential = 400 if args.quick else 1_500
-    sections = set(args.only.split(",")) if args.only else {"load", "memory", "entries", "start", "bulk"}
+    sections = set(args.only.split(",")) if args.only else {"load", "memory", "entries", "start", "bulk", "postgres"}
     tmp = Path(tempfile.mkdtemp(prefix="todob-", dir=args.dir))
     table: dict[str, Any] = {"quick": args.quick, "reps": reps, "adds": adds, "todod_args": args.todod_arg}
     started = time.monotonic()
@@ -323,6 +329,14 @@ def main() -> None:
                 text=True,
             ).stdout
             table["bulk"] = json.loads(out)
+        if "postgres" in sections:
+            from bench import pg_throughput
+            from tests.pg import find_bindir
+
+            if find_bindir() is not None or args.only:
+                table["postgres"] = pg_throughput.measure(reps, 1500 if args.quick else 6000)
+            else:
+                print("postgres section skipped: no PostgreSQL binaries (install Debian's postgresql)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     table["seconds"] = round(time.monotonic() - started, 1)
@@ -541,10 +555,15 @@ def print_table(t: dict[str, Any]) -> None:
                 "bounded if close",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else []
     print(f"medians of {t['reps']} interleaved repetitions{' (quick)' if t['quick'] else ''}")
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if "postgres" in t:
+        from bench import pg_throughput
+
+        print()
+        pg_throughput.print_table(t["postgres"])
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from todod import _log, _search
 from todod._model import Change, Entry, Event
-from todod._store import DB_NAME, Store, StoreFaults, _close_sync, _open_sync
+from todod.store._sqlite import DB_NAME, StoreFaults, _close_sync, _open_sync
+from todod.store._sqlite import SQLiteStore as Store
 
 DAY = datetime.date(2026, 2, 3)
 TAGS = [f"tag{n}" for n in range(50)]
@@ -71,7 +72,7 @@ ORDER = ("log", "dates", "tags", "text")
 
 @attrs.frozen
 class Batch:
-    """A list's batch as the writer takes it (see todod._store.Batch)."""
+    """A list's batch as the writer takes it (see todod.store.Batch)."""
 
     name: str
     next_id: int

@@ -1,7 +1,11 @@
-"""Shared fixtures: a data directory, a commit gate, a running registry, a short private directory for sockets."""
+"""Shared fixtures: a data directory, a commit gate, a running registry, a short private directory for sockets,
+and the PostgreSQL cluster (one per session) with a fresh database per test.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,9 +16,80 @@ import pytest
 import trio
 import trio.testing
 
+from tests.pg import SKIP_REASON, Cluster, find_bindir
+from todod import _core
 from todod._registry import Registry
 from todod._server import ServerConfig, ServerFaults
-from todod._store import Store, StoreFaults, open_store
+from todod.store import Store, StoreFaults, open_store
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the whole session (see tests/pg.py).
+
+    Skipped, with the reason printed, where no PostgreSQL binaries exist;
+    under CI (``CI`` set) that is a failure, since .ci/run installs them.
+    """
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{SKIP_REASON} (CI must run them: .ci/run installs Debian's postgresql)")
+        pytest.skip(SKIP_REASON)
+    cluster = Cluster(bindir)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_uri(pg_cluster: Cluster) -> str:
+    """The URI of a fresh, empty PostgreSQL database."""
+    return pg_cluster.new_database()
+
+
+#: The backends the contract tests run on: the store URI, None for SQLite.
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_uri(request: pytest.FixtureRequest) -> str | None:
+    """Each backend in turn: None (SQLite in the data directory), then a fresh PostgreSQL database's URI."""
+    if request.param == "sqlite":
+        return None
+    uri: str = request.getfixturevalue("pg_uri")
+    return uri
+
+
+#: Runs a test on SQLite only (it reads the SQLite file, or its point is SQLite's).
+SQLITE_ONLY = pytest.mark.parametrize("store_uri", [None], ids=["sqlite"])
+
+
+@pytest.fixture
+def on_backend(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, store_uri: str | None) -> str | None:
+    """Make the test module's ``open_core`` and ``open_store`` open ``store_uri``.
+
+    Use: ``pytestmark = pytest.mark.usefixtures("on_backend")``.
+    """
+    monkeypatch.setattr(request.module, "open_core", functools.partial(_core.open_core, store_uri=store_uri))
+    if hasattr(request.module, "open_store"):
+        monkeypatch.setattr(request.module, "open_store", functools.partial(open_store, uri=store_uri))
+    return store_uri
+
+
+def backend_env(store_uri: str | None) -> dict[str, str]:
+    """The environment that makes a ``todod`` use ``store_uri`` (none for SQLite)."""
+    return {} if store_uri is None else {"TODOD_STORE": store_uri}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_store_uri(request: pytest.FixtureRequest) -> str | None:
+    """As ``store_uri``, for module-scoped fixtures: one database for the module."""
+    if request.param == "sqlite":
+        return None
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()
 
 
 @pytest.fixture
@@ -79,8 +154,8 @@ OpenRegistry = Callable[..., AbstractAsyncContextManager[tuple[Store, Registry]]
 
 
 @pytest.fixture
-def open_registry(data_dir: str) -> OpenRegistry:
-    """A factory: ``async with open_registry(config, ...) as (store, registry)``.
+def open_registry(data_dir: str, store_uri: str | None) -> OpenRegistry:
+    """A factory: ``async with open_registry(config, ...) as (store, registry)``, on each backend.
 
     It runs the store's writer and the registry (no supervisor, no checkpointer)
     for the body's duration, then stops the list servers and the writer.
@@ -93,7 +168,10 @@ def open_registry(data_dir: str) -> OpenRegistry:
         server_faults: ServerFaults | None = None,
         store_faults: StoreFaults | None = None,
     ) -> AsyncIterator[tuple[Store, Registry]]:
-        async with open_store(data_dir, faults=store_faults) as store, trio.open_nursery() as nursery:
+        async with (
+            open_store(data_dir, uri=store_uri, faults=store_faults) as store,
+            trio.open_nursery() as nursery,
+        ):
             await nursery.start(store.run_writer)
             registry = Registry(store, config or ServerConfig(), server_faults or ServerFaults())
             await nursery.start(registry.run)

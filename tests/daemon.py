@@ -271,6 +271,47 @@ def read_database(data_dir: Path) -> tuple[str, dict[str, int], dict[tuple[str, 
     return verdict, next_ids, entries
 
 
+def read_store(daemon: Daemon) -> tuple[str, dict[str, int], dict[tuple[str, int], dict[str, Any]]]:
+    """:func:`read_database` of the daemon's store: its SQLite file, or its PostgreSQL database (``TODOD_STORE``)."""
+    uri = daemon.env.get("TODOD_STORE")
+    if not uri:
+        return read_database(daemon.data_dir)
+    import psycopg
+
+    with psycopg.connect(uri) as conn:
+        next_ids = {name: int(n) for name, n in conn.execute("SELECT name, next_id FROM lists")}
+        entries = {
+            (name, int(entry_id)): {
+                "id": int(entry_id),
+                "date": date,
+                "title": title,
+                "done": bool(done),
+                "version": version,
+                "tags": json.loads(tags),
+            }
+            for name, entry_id, date, title, done, version, tags in conn.execute(
+                "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags "
+                "FROM entries e JOIN lists l ON l.id = e.list_id"
+            )
+        }
+    return "ok", next_ids, entries  # PostgreSQL checks its own pages
+
+
+def store_log_out_of_step(daemon: Daemon) -> list[str]:
+    """:func:`log_out_of_step` of the daemon's store, SQLite or PostgreSQL."""
+    uri = daemon.env.get("TODOD_STORE")
+    if not uri:
+        return log_out_of_step(daemon.data_dir)
+    import psycopg
+
+    from todod._log import read_view, rebuild
+    from todod.store._pg_sql import Compat as _Compat
+
+    with psycopg.connect(uri) as conn:
+        compat: Any = _Compat(conn)
+        return _differences(rebuild(compat), read_view(compat))
+
+
 def log_out_of_step(data_dir: Path) -> list[str]:
     """Every difference between the lists rebuilt from a stopped daemon's change log and the entries it serves."""
     from todod._log import read_view, rebuild  # the daemon's own replay; the test then compares
@@ -278,6 +319,10 @@ def log_out_of_step(data_dir: Path) -> list[str]:
     uri = f"file:{data_dir / 'todod.sqlite3'}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as conn:
         rebuilt, view = rebuild(conn), read_view(conn)
+    return _differences(rebuilt, view)
+
+
+def _differences(rebuilt: Mapping[str, Any], view: Mapping[str, Any]) -> list[str]:
     problems = []
     for name in sorted(set(rebuilt) | set(view)):
         if rebuilt.get(name) != view.get(name):

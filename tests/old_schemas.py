@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from todod._store import APPLICATION_ID, DB_NAME, MIGRATIONS
+from todod.store._sqlite import APPLICATION_ID, DB_NAME, MIGRATIONS
 
 
 def make_database(data_dir: str, version: int) -> sqlite3.Connection:

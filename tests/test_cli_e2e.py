@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import backend_env
 from tests.daemon import TODO, Daemon, raw_exchange, request, run_cli, running_daemon, short_tempdir, wait_until
 from todod.protocol import TooLarge, encode_request
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as d:
+def daemon(store_uri: str | None) -> Iterator[Daemon]:
+    with running_daemon(env=backend_env(store_uri)) as d:
         yield d
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import backend_env
 from tests.daemon import Daemon, raw_exchange, request, run_cli, running_daemon
 from todod.protocol import encode_request
 
@@ -17,9 +18,9 @@ TITLES = [f"{i:04d} " + "é" * 995 for i in range(1, 1201)]
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    """A daemon with 1,200 long entries: even ids in `a`, odd in `b`, over three dates."""
-    with running_daemon() as d:
+def daemon(module_store_uri: str | None) -> Iterator[Daemon]:
+    """A daemon with 1,200 long entries: even ids in `a`, odd in `b`, over three dates (on each backend)."""
+    with running_daemon(env=backend_env(module_store_uri)) as d:
         for start in range(0, len(TITLES), 100):
             batch = b"".join(
                 encode_request("add", list="ab"[i % 2], title=t, date=f"2026-01-0{1 + i % 3}")

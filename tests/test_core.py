@@ -11,14 +11,17 @@ import pytest
 import trio
 import trio.testing
 
-from tests.conftest import CommitGate
+from tests.conftest import SQLITE_ONLY, CommitGate
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Change, Entry, Event
-from todod._store import MAX_GROUP, StoreError, StoreFaults, open_store
 from todod._supervisor import SupervisorEscalation
 from todod.protocol import Invalid, NotFound
+from todod.store._sqlite import MAX_GROUP, StoreError, StoreFaults, open_store
 
 DAY = datetime.date(2026, 2, 3)
+
+# Every test here runs on both backends unless marked SQLITE_ONLY (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
 
 
 def titles(entries: tuple[Entry, ...]) -> list[str]:
@@ -107,11 +110,18 @@ def full_disk(core_box: list[Core]) -> Callable[[int], None]:
     return before_commit
 
 
-@pytest.mark.parametrize("failure", [injected_error, full_disk], ids=["injected", "disk-full"])
-async def test_failed_commit_fails_its_callers_and_keeps_the_durable_state(
-    data_dir: str, failure: Callable[[list[Core]], Callable[[int], None]]
-) -> None:
+async def test_failed_commit_fails_its_callers_and_keeps_the_durable_state(data_dir: str) -> None:
     """A failed commit gives its callers StoreError, keeps the durable state, and later commits work."""
+    await failed_commit(data_dir, injected_error)
+
+
+@SQLITE_ONLY
+async def test_a_full_disk_fails_its_callers_and_keeps_the_durable_state(data_dir: str) -> None:
+    """A commit failing on a full disk (a real SQLITE_FULL) does as any failed commit does."""
+    await failed_commit(data_dir, full_disk)
+
+
+async def failed_commit(data_dir: str, failure: Callable[[list[Core]], Callable[[int], None]]) -> None:
     faults = StoreFaults()
     core_box: list[Core] = []
     async with open_core(data_dir, store_faults=faults) as core:
@@ -209,6 +219,9 @@ async def test_statistics_show_batching(data_dir: str) -> None:
         assert wire["commits"] == stats.commits and wire["mean_batch"] == stats.mean_batch
 
 
+# A mock clock jumps to the next deadline while a PostgreSQL read runs in its
+# thread (the follower's is one every second): SQLite's threads keep it still.
+@SQLITE_ONLY
 async def test_escalation_does_not_wait_for_a_dead_writer_to_drain(
     data_dir: str, commit_gate: CommitGate, lazy_autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import sqlite3
 import tempfile
@@ -16,15 +17,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import SQLITE_ONLY
 from tests.old_schemas import make_database
 from todod._core import Core, CoreConfig, open_core
 from todod._model import Entry, Origin, Stale
 from todod._server import RevertChanges
-from todod._store import SCHEMA_VERSION
 from todod.protocol import Compacted, Conflict, NotFound
+from todod.store._sqlite import SCHEMA_VERSION
 
 DAY = datetime.date(2026, 2, 3)
 LATER = datetime.date(2026, 3, 4)
+
+# Every test here runs on both backends unless marked SQLITE_ONLY (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
 
 
 async def in_step(core: Core) -> dict[str, dict[int, Entry]]:
@@ -243,6 +248,7 @@ def make_v1_database(data_dir: str) -> None:
         conn.commit()
 
 
+@SQLITE_ONLY
 async def test_a_database_made_before_the_log_migrates_with_no_loss(data_dir: str) -> None:
     """A schema-1 database opens with every list, entry and next id kept, migrated through, and its log in step."""
     make_v1_database(data_dir)
@@ -321,6 +327,9 @@ operations = st.lists(
 )
 
 
+_EXAMPLES = itertools.count()
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
 async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence: list[tuple[Any, ...]]) -> None:
@@ -328,11 +337,13 @@ async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence
     state: Values = {}
     undo_stack: list[Values] = []
     redo_stack: list[Values] = []
+    # A list of its own per example: on PostgreSQL the examples share one database.
+    name = f"l{next(_EXAMPLES)}"
     async with open_core(tempfile.mkdtemp(dir=tmp_path)) as core:
         for op, *args in sequence:
             ids = sorted(state)
             if op == "add":
-                entry = await core.add("l", args[0], DAY, tags=args[1])
+                entry = await core.add(name, args[0], DAY, tags=args[1])
                 undo_stack.append(dict(state))
                 redo_stack.clear()
                 state[entry.id] = (entry.title, entry.done, args[1])
@@ -343,27 +354,28 @@ async def test_undo_and_redo_match_a_stack_of_snapshots(tmp_path: Path, sequence
                 if op == "update":
                     title, done, tags = args[1], args[2], args[3]
                     untag = [t for t in TAGS if t not in tags]
-                    await core.update("l", entry_id, title=title, done=done, tag=tags, untag=untag)
+                    await core.update(name, entry_id, title=title, done=done, tag=tags, untag=untag)
                     state[entry_id] = (state[entry_id][0] if title is None else title, done, tags)
                 else:
-                    await core.delete("l", entry_id)
+                    await core.delete(name, entry_id)
                     del state[entry_id]
             elif op in ("undo", "redo"):
                 source, target = (undo_stack, redo_stack) if op == "undo" else (redo_stack, undo_stack)
                 steps = args[0]
                 if len(source) < steps:
                     with pytest.raises(NotFound):
-                        await (core.undo if op == "undo" else core.redo)("l", steps)
+                        await (core.undo if op == "undo" else core.redo)(name, steps)
                     continue
-                await (core.undo if op == "undo" else core.redo)("l", steps)
+                await (core.undo if op == "undo" else core.redo)(name, steps)
                 for _ in range(steps):
                     target.append(dict(state))
                     state = source.pop()
-            served = {e.id: (e.title, e.done, e.tags) for e in await core.entries("l")}
+            served = {e.id: (e.title, e.done, e.tags) for e in await core.entries(name)}
             assert served == state, (op, args)
         await in_step(core)
 
 
+@SQLITE_ONLY
 async def test_a_database_of_schema_3_migrates_and_its_old_events_read_as_untagged(data_dir: str) -> None:
     """A schema-3 database (log events in the encoding before tags) opens at version 4 with nothing lost: its
     history reads, undo reverts its old events, and new tagged events sit beside them."""

@@ -20,8 +20,8 @@ from todod._core import Core, CoreConfig, open_core
 from todod._dispatch import Dispatcher
 from todod._model import Origin
 from todod._socket import SocketConfig, SocketServer
-from todod._store import DB_NAME, StoreFaults
 from todod.protocol import TodoError, Unavailable, encode_request
+from todod.store._sqlite import DB_NAME, StoreFaults
 
 DAY = datetime.date(2026, 2, 3)
 

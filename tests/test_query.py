@@ -14,12 +14,16 @@ from typing import Any
 import pytest
 import trio
 
+from tests.conftest import SQLITE_ONLY
 from todod import _query, _search
 from todod._core import Core, open_core
-from todod._store import DB_NAME, SCHEMA_VERSION, open_store
 from todod.protocol import BadRequest, Invalid, parse_request
+from todod.store._sqlite import DB_NAME, SCHEMA_VERSION, open_store
 
 D = datetime.date
+
+# Every test here runs on both backends unless marked SQLITE_ONLY (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
 
 
 @asynccontextmanager
@@ -166,6 +170,7 @@ async def test_find_refuses_bad_filters(data_dir: str, filters: dict[str, Any], 
             await core.find(**filters)
 
 
+@SQLITE_ONLY
 async def test_search_falls_back_to_like_where_fts5_is_missing(data_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where SQLite has no FTS5 trigram tokenizer, the store keeps no text index and a search scans the titles."""
     monkeypatch.setattr(_query, "fts_available", lambda conn: False)
@@ -179,6 +184,7 @@ async def test_search_falls_back_to_like_where_fts5_is_missing(data_dir: str, mo
     assert not {t for t in triggers if t.startswith("entry_text")}
 
 
+@SQLITE_ONLY
 async def test_text_index_is_rebuilt_after_writes_made_without_it(data_dir: str) -> None:
     """Entries written while the text index was off are found once it is back (it is rebuilt at open)."""
     async with core_with(data_dir) as core:
@@ -194,6 +200,7 @@ async def test_text_index_is_rebuilt_after_writes_made_without_it(data_dir: str)
         assert index_rows(data_dir) == entry_rows(data_dir)
 
 
+@SQLITE_ONLY
 async def test_queries_use_the_indexes(data_dir: str) -> None:
     """The query plans use the date, pending, tag and text indexes rather than scanning the entries."""
     async with open_store(data_dir):
@@ -213,6 +220,7 @@ async def test_queries_use_the_indexes(data_dir: str) -> None:
     conn.close()
 
 
+@SQLITE_ONLY
 async def test_a_long_query_stops_at_its_deadline(data_dir: str) -> None:
     """A query past its deadline is interrupted by SQLite's progress handler rather than holding a reader."""
     async with open_store(data_dir):
@@ -269,6 +277,7 @@ def make_v1_database(data_dir: str) -> None:
     conn.close()
 
 
+@SQLITE_ONLY
 async def test_migration_from_version_1_keeps_every_entry(data_dir: str) -> None:
     """A version 1 database opens at the current version, every entry and next id intact, untagged, searchable."""
     make_v1_database(data_dir)
@@ -336,6 +345,7 @@ def index_rows(data_dir: str) -> tuple[set[tuple[int, int, str]], set[tuple[str,
     return titles, tags
 
 
+@SQLITE_ONLY
 async def test_text_index_follows_a_batch_of_adds_retitles_and_deletes(data_dir: str) -> None:
     """Adds, retitles and deletes committed together leave the text index equal to the titles, nothing pending."""
     async with core_with(data_dir) as core:

@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SQLITE_ONLY
 from todod import _log, _query
 from todod._core import Core, open_core
 from todod.protocol import Compacted, Invalid
+
+# Every test here runs on both backends (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
 
 D = datetime.date
 
@@ -102,6 +106,7 @@ async def test_find_pages_while_written_see_each_entry_at_most_once_and_nothing_
         assert touched - set(at_start), "the writes added entries (the test wrote something)"
 
 
+@SQLITE_ONLY  # calls the SQLite store's readers directly
 async def test_a_find_page_is_bounded_in_entries_and_in_bytes(data_dir: str) -> None:
     """A page ends at its limit, or before the entry that would pass its byte bound, whichever comes first."""
     async with open_core(data_dir) as core:
@@ -175,6 +180,7 @@ async def test_history_tail_and_its_pages(data_dir: str) -> None:
         assert (await core.history_page("nowhere", None, None)).events == ()
 
 
+@SQLITE_ONLY  # calls the SQLite store's readers directly
 async def test_a_history_page_is_bounded_in_entries_bytes_and_its_window(data_dir: str) -> None:
     """A page ends at its limit, before the bytes bound, or at the end of its window of the log, with a cursor."""
     async with open_core(data_dir) as core:

@@ -15,9 +15,9 @@ from bench.crash_consistency import Ledger, check_round, run_rounds
 ADD = {"kind": "add", "list": "l", "entry": None}
 
 
-def test_acknowledged_changes_survive_sigkill_under_load() -> None:
+def test_acknowledged_changes_survive_sigkill_under_load(store_uri: str | None) -> None:
     """Three rounds of four client processes, each ended by SIGKILL, lose no acknowledged change and reuse no id."""
-    report = run_rounds(3, clients=4, lists=3, kill_after=(0, 300))
+    report = run_rounds(3, clients=4, lists=3, kill_after=(0, 300), store_uri=store_uri)
     assert report.rounds == 3 and report.kills == 3
     acked = sum(n for kind, n in report.stats.items() if kind.startswith("acked_"))
     assert acked > 0 and report.stats["acked_add"] > 0

@@ -25,8 +25,8 @@ from todod._core import CoreConfig, open_core
 from todod._main import _serve, _Where
 from todod._server import ServerConfig
 from todod._socket import SocketConfig, bind_unix
-from todod._store import StoreFaults
 from todod.protocol import Internal, Timeout, TodoError, Unavailable
+from todod.store._sqlite import StoreFaults
 
 POISON = "poison pill"
 CALL_TIMEOUT = 1.0

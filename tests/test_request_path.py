@@ -18,8 +18,8 @@ from todod import _socket
 from todod._model import NOBODY, Entry, Origin
 from todod._server import AddEntry, GetEntries, Op, ServerFaults
 from todod._socket import SocketConfig, SocketServer, _Connection
-from todod._store import StoreFaults
 from todod.protocol import Internal, Request, TodoError, Unavailable, encode_request
+from todod.store._sqlite import StoreFaults
 
 DAY = datetime.date(2026, 2, 3)
 

@@ -17,7 +17,7 @@ from tests.old_schemas import make_database
 from tests.test_query import entry_rows, index_rows, seed
 from todod import _search
 from todod._core import Core, open_core
-from todod._store import DB_NAME, SCHEMA_VERSION, StoreFaults
+from todod.store._sqlite import DB_NAME, SCHEMA_VERSION, StoreFaults
 
 D = datetime.date
 

@@ -15,8 +15,8 @@ from tests.conftest import CommitGate, OpenRegistry
 from todod._model import Entry, TodoList
 from todod._registry import REAP_TICK, Registry
 from todod._server import AddEntry, DeleteEntry, GetEntries, Op, ServerConfig, ServerFaults, UpdateEntry
-from todod._store import Batch, StoreError, StoreFaults, open_store
 from todod.protocol import Internal, Invalid, NotFound, Timeout, TodoError, Unavailable
+from todod.store._sqlite import Batch, StoreError, StoreFaults, open_store
 
 DAY = datetime.date(2026, 2, 3)
 
@@ -334,6 +334,8 @@ async def test_shutdown_answers_every_waiting_caller(data_dir: str, commit_gate:
 
 class FakeStore:
     """A store in memory: ``load`` and ``commit`` can be made to fail or to block."""
+
+    shared = False
 
     def __init__(self, next_id: int = 2) -> None:
         self.next_id = next_id

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import backend_env
 from tests.daemon import (
     Daemon,
     connect,
@@ -28,9 +29,9 @@ from todod.protocol import MAX_LINE, NotFound, Unavailable, encode_request
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
+def daemon(module_store_uri: str | None) -> Iterator[Daemon]:
     # A short line timeout keeps the half-line test quick.
-    with running_daemon(["--line-timeout", "1", "--max-in-flight", "64"]) as d:
+    with running_daemon(["--line-timeout", "1", "--max-in-flight", "64"], env=backend_env(module_store_uri)) as d:
         yield d
 
 
@@ -209,13 +210,16 @@ def test_peer_of_another_uid_is_refused(daemon: Daemon) -> None:
     assert "refused a connection from uid 65534" in daemon.log()
 
 
-def test_socket_and_data_are_private(daemon: Daemon) -> None:
-    """The socket is 0600 in a 0700 directory; the data directory is 0700 and the database 0600."""
+def test_socket_and_data_are_private(daemon: Daemon, module_store_uri: str | None) -> None:
+    """The socket is 0600 in a 0700 directory; on SQLite the data directory is 0700 and the database 0600."""
     mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
     assert mode(daemon.socket) == 0o600
     assert mode(daemon.socket.parent) == 0o700
-    assert mode(daemon.data_dir) == 0o700
-    assert mode(daemon.data_dir / "todod.sqlite3") == 0o600
+    if module_store_uri is None:  # on PostgreSQL the data is the server's, and no file is made here
+        assert mode(daemon.data_dir) == 0o700
+        assert mode(daemon.data_dir / "todod.sqlite3") == 0o600
+    else:
+        assert not daemon.data_dir.exists()
 
 
 def test_over_connection_cap_gets_error() -> None:

@@ -19,11 +19,11 @@ from tests.changes import PutEntry, RemoveEntry
 from tests.conftest import CommitGate
 from tests.old_schemas import make_database
 from todod._model import Entry, TodoList
-from todod._store import (
+from todod.store._sqlite import (
     APPLICATION_ID,
     DB_NAME,
     SCHEMA_VERSION,
-    Store,
+    SQLiteStore,
     StoreError,
     StoreFaults,
     open_store,
@@ -33,7 +33,7 @@ DAY = datetime.date(2026, 2, 3)
 
 
 @asynccontextmanager
-async def running_store(data_dir: str, faults: StoreFaults | None = None) -> AsyncIterator[Store]:
+async def running_store(data_dir: str, faults: StoreFaults | None = None) -> AsyncIterator[SQLiteStore]:
     """An open store with its writer running for the body's duration."""
     async with open_store(data_dir, faults=faults) as store, trio.open_nursery() as nursery:
         await nursery.start(store.run_writer)

@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.conftest import backend_env
 from tests.daemon import TODO, Daemon, LineReader, PipeLines, connect, running_daemon
 from todod._core import open_core
 from todod._model import NOBODY
@@ -24,10 +25,13 @@ from todod.protocol import encode_request
 
 DAY = datetime.date(2026, 2, 3)
 
+# Every test here runs on both backends unless marked SQLITE_ONLY (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("on_backend")
+
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as d:
+def daemon(store_uri: str | None) -> Iterator[Daemon]:
+    with running_daemon(env=backend_env(store_uri)) as d:
         yield d
 
 

@@ -6,7 +6,8 @@ The layers, from the bottom up:
   shared path resolution.  Standard library only: the ``todo`` CLI imports them
   through this package, so nothing heavy may be imported here.
 - ``todod._model``: the pure to-do list values (attrs, frozen).
-- ``todod._store``: the SQLite store (one group-committing writer, a read pool).
+- ``todod.store``: the store interface and its two backends, SQLite (one
+  group-committing writer, a read pool) and PostgreSQL (several daemons).
 - ``todod._server``, ``todod._registry``, ``todod._supervisor``: one task per
   active list, the name → server registry, and restart supervision.
 - ``todod._core``: the facade that ties them together.

@@ -1,7 +1,7 @@
 """The SQL of the ops that span rows in bulk or more than one list: imports, moves and the move saga.
 
 Every function here runs in a worker thread on a connection the store hands
-it (the writer's, inside a :class:`todod._store.Transaction`'s hook, or a
+it (the writer's, inside a :class:`todod.store.Transaction`'s hook, or a
 connection of its own for staging); the store and todod/_transfer.py
 translate their errors.  Schema version 6 (:data:`MIGRATION`) adds:
 

@@ -60,7 +60,6 @@ from todod._server import (
     ServerFaults,
     UpdateEntry,
 )
-from todod._store import Store, StoreError, StoreFaults, WriteContext, open_store
 from todod._subscription import Hub
 from todod._supervisor import ChildSpec, Supervisor
 from todod._transfer import Applied, Mover, Work
@@ -74,6 +73,7 @@ from todod.protocol import (
     NotFound,
     Timeout,
 )
+from todod.store import Store, StoreError, StoreFaults, WriteContext, open_store
 
 #: Most changes one undo or redo request reverts (each is one change of the
 #: log, all committed together): a bound on the plan read and held in memory.
@@ -129,6 +129,10 @@ class CoreStatistics:
     mover_works: int
     imports_open: int
     sagas_open: int
+    #: On a shared store (PostgreSQL): batches refused because another daemon
+    #: had changed their list, and the times a list server caught up after one.
+    stale_batches: int
+    list_reloads: int
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -527,6 +531,8 @@ class Core:
             mover_works=self.mover.works,
             imports_open=self.imports.open_count(),
             sagas_open=self.sagas.open_count(),
+            stale_batches=st.stale_batches,
+            list_reloads=ev.reloads,
         )
 
 
@@ -601,11 +607,14 @@ async def open_core(
     server_faults: ServerFaults | None = None,
     full_text: bool = True,
     search_index: bool = True,
+    store_uri: str | None = None,
 ) -> AsyncIterator[Core]:
     """Open the store and run the core's task tree for the body's duration.
 
     ``full_text=False`` leaves out the FTS5 title index (searches scan);
     ``search_index=False`` (benchmarks only) keeps no search index (searches and tags scan).
+    ``store_uri`` selects the store's backend (see :func:`todod.store.open_store`;
+    None: SQLite in ``data_dir``).
 
     Raises:
         StoreError: the store cannot be opened.
@@ -616,6 +625,7 @@ async def open_core(
     async with (
         open_store(
             data_dir,
+            uri=store_uri,
             faults=store_faults,
             full_text=full_text,
             change_log=config.change_log,
@@ -625,13 +635,18 @@ async def open_core(
     ):
         store.inline_commits = config.inline_commits
         hub = Hub(store)
-        store.on_commit = hub.publish
+        if store.shared:
+            store.feed = hub  # every daemon's commits, read from the log by the store's follower
+        else:
+            store.on_commit = hub.publish
         store.on_bulk = hub.fall_behind
         await store.drop_import()  # an import of an earlier run cannot go on: its client got an error
         supervisor = Supervisor(config.max_restarts, config.max_seconds)
         await nursery.start(supervisor.run)
         await supervisor.start_child(ChildSpec("writer", store.run_writer))
-        await supervisor.start_child(ChildSpec("checkpointer", store.run_checkpointer))
+        # SQLite's WAL checkpoints; on a shared store, the follower of the change log.
+        await supervisor.start_child(ChildSpec("follower" if store.shared else "checkpointer", store.run_checkpointer))
+        # SQLite's search index (todod/_search.py); PostgreSQL's indexes are its own.
         await supervisor.start_child(ChildSpec("indexer", store.run_indexer))
         registry = Registry(store, config.server, server_faults or ServerFaults())
         await nursery.start(registry.run)

@@ -24,9 +24,9 @@ import trio
 
 from todod import _bulk
 from todod._model import MAX_TITLE, NOBODY, Origin, parse_date, validate_list_name, validate_tags, validate_title
-from todod._store import Store, WriteContext
 from todod._transfer import Applied, Mover, Work
 from todod.protocol import MAX_IMPORT_ROWS, BadRequest, Invalid, NotFound, TodoError, Unavailable
+from todod.store import Store, WriteContext
 
 log = logging.getLogger("todod.imports")
 

@@ -237,10 +237,11 @@ def _wire(row: Sequence[Any]) -> dict[str, Any]:
 
 def last_position(conn: sqlite3.Connection) -> int:
     """The last position ever assigned (compaction may have dropped its event)."""
-    row = conn.execute(
-        "SELECT max(coalesce((SELECT max(position) FROM events), 0), last_position) FROM log_meta"
-    ).fetchone()
-    return int(row[0])
+    # Two plain queries rather than SQLite's two-argument max(): the
+    # PostgreSQL store reads the log with these functions too.
+    latest = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+    kept = conn.execute("SELECT last_position FROM log_meta").fetchone()[0]
+    return max(int(latest), int(kept))
 
 
 def horizon(conn: sqlite3.Connection) -> int:

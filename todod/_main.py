@@ -28,11 +28,11 @@ from todod._core import Core, CoreConfig, open_core
 from todod._dispatch import Dispatcher
 from todod._server import AddEntry, Op, ServerConfig, ServerFaults, UpdateEntry
 from todod._socket import AlreadyRunning, BoundSocket, SocketConfig, SocketServer, adopt_socket, bind_unix
-from todod._store import DB_NAME, StoreError, StoreFaults
 from todod._supervisor import ChildSpec, Restart, SupervisorEscalation
 from todod._systemd import listen_fds, notify, run_watchdog, watchdog_interval
 from todod._watch import FileIdentity, socket_file_identity, watch_socket_file
 from todod.paths import UnsafeDirectory, resolve_data_dir, resolve_socket
+from todod.store import StoreError, StoreFaults
 
 log = logging.getLogger("todod")
 
@@ -156,6 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", help="socket path (env TODOD_SOCKET; default $XDG_RUNTIME_DIR/todod.sock)")
     parser.add_argument("--data-dir", help="data directory (env TODOD_DATA_DIR; default $XDG_DATA_HOME/todod)")
     parser.add_argument(
+        "--store",
+        metavar="URI",
+        default=os.environ.get("TODOD_STORE") or None,
+        help="a PostgreSQL connection URI (postgresql://...) shared by several daemons "
+        "(env TODOD_STORE; default: SQLite in the data directory)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get("TODOD_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -271,7 +278,9 @@ async def _amain(args: argparse.Namespace, socket_path: str, data_dir: str) -> N
             identity = None if bound.path is None else socket_file_identity(bound.path)
             where = _Where(bound.path or str(bound.sock.getsockname()), identity, data_dir)
             config = CoreConfig(server=server_config, keep_days=args.keep_days, inline_commits=args.commit_in_loop)
-            async with open_core(data_dir, config, store_faults=store_faults, server_faults=server_faults) as core:
+            async with open_core(
+                data_dir, config, store_faults=store_faults, server_faults=server_faults, store_uri=args.store
+            ) as core:
                 await _serve(core, bound, socket_config, signals, where)
         finally:
             bound.close()
@@ -312,7 +321,7 @@ async def _serve(
         paths={
             "socket": where.socket,
             "data_dir": where.data_dir,
-            "database": os.path.join(where.data_dir, DB_NAME),
+            "database": core.store.path,
         },
         on_stop=functools.partial(stop, "a client asked to stop"),
     )

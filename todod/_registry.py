@@ -20,9 +20,9 @@ import trio
 
 from todod._model import validate_list_name
 from todod._server import Call, Gone, ListServer, Op, ServerConfig, ServerEvents, ServerFaults
-from todod._store import Store
 from todod._timers import CallTimer, call_timed_out
 from todod.protocol import Unavailable
+from todod.store import Store
 
 log = logging.getLogger("todod.registry")
 

@@ -44,7 +44,6 @@ import trio
 
 from todod import _bulk
 from todod._model import NOBODY, Change, Entry, Origin, parse_date, validate_list_name, validate_tags, validate_title
-from todod._store import Store, WriteContext
 from todod._transfer import Applied, Mover, Work
 from todod.protocol import (
     MAX_LINE,
@@ -57,6 +56,7 @@ from todod.protocol import (
     encode_request,
     parse_response,
 )
+from todod.store import Store, WriteContext
 
 log = logging.getLogger("todod.saga")
 

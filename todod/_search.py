@@ -2,7 +2,7 @@
 
 The index is derived data, off the path of acknowledgements: the writer's
 transaction writes the entries and the change log only, and the indexer
-(:meth:`todod._store.Store.run_indexer`, a task of its own with a connection
+(:meth:`todod.store._sqlite.SQLiteStore.run_indexer`, a task of its own with a connection
 of its own) applies the log's events to this database afterwards, in
 transactions of many events, up to a *watermark*: the position of the last
 event it applied, kept in the same database and so committed atomically with

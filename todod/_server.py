@@ -27,9 +27,9 @@ import trio
 from todod._model import NOBODY, Change, Draft, Entry, Origin, Step, TodoList
 from todod._pages import PageRequest, Snapshot, Snapshots, page_result, read_page, whole_result
 from todod._reply import ReplySlot, Wakeup
-from todod._store import Store, StoreError
 from todod._supervisor import RestartIntensity
 from todod.protocol import MAX_PAGE_BYTES, MAX_PAGE_ENTRIES, Internal, Timeout, TodoError, Unavailable
+from todod.store import StaleList, Store, StoreError
 
 log = logging.getLogger("todod.server")
 
@@ -178,7 +178,7 @@ class Call(ReplySlot):
 class _Pipelined:
     """One batch of one list with the store: its calls, their results, the state it leads to (a :class:`Batch`)."""
 
-    __slots__ = ("calls", "changes", "epoch", "name", "next_id", "results", "server", "state")
+    __slots__ = ("base_seq", "calls", "changes", "epoch", "name", "next_id", "results", "server", "state")
 
     def __init__(
         self,
@@ -187,6 +187,8 @@ class _Pipelined:
         results: list[outcome.Outcome[Any]],
         changes: tuple[Change, ...],
         state: TodoList,
+        epoch: int,
+        base_seq: int | None,
     ) -> None:
         self.server = server
         self.name = server.name
@@ -195,7 +197,11 @@ class _Pipelined:
         self.changes = changes
         self.state = state
         self.next_id = state.next_id
-        self.epoch = server._epoch
+        #: The epoch the batch was built in (taken before it was applied: a
+        #: commit may fail, or go stale, while a page of it is read).
+        self.epoch = epoch
+        #: The list's seq the batch was built on: checked by a shared store.
+        self.base_seq = base_seq
 
     def valid(self) -> bool:
         return self.epoch == self.server._epoch
@@ -298,6 +304,12 @@ class ListServer:
     _waiting_since: float | None = attrs.field(default=None, init=False)
     #: The versions paged reads are going through (lost when the server stops).
     _snapshots: Snapshots = attrs.field(init=False)
+    #: A shared store answered a batch as stale (another daemon changed the
+    #: list): reload the list once the pipeline is empty, then apply again
+    #: the calls of that batch and of every later one (in ``_carry``).
+    _reload: bool = attrs.field(default=False, init=False)
+    #: The epochs whose batches are applied again rather than failed.
+    _stale_epochs: set[int] = attrs.field(factory=set, init=False)
     #: A holder's transaction wrote rows no state of ours holds (see Grant):
     #: the server stops once its mailbox is empty, and loads again if not.
     _stale: bool = attrs.field(default=False, init=False)
@@ -366,6 +378,8 @@ class ListServer:
                         # batch grows and abandoned calls are dropped.
                         while len(self._pipeline) >= self._config.pipeline_depth:
                             await self._room.wait()
+                        if self._reload:
+                            state = await self._resync()
                         first = None
                         if not self._carry:
                             self._waiting_since = trio.current_time()
@@ -377,7 +391,7 @@ class ListServer:
                                 # The reaper's stop signal (see evict).  A call queued
                                 # after it is served instead.  No checkpoint from this
                                 # check to _stop, so nothing can slip in after it.
-                                if self._stop_wanted and self._mailbox_empty():
+                                if self._stop_wanted and self._mailbox_empty() and not self._carry:
                                     log.debug("list %r idle, stopping", self.name)
                                     break
                                 self._stop_wanted = False
@@ -386,7 +400,14 @@ class ListServer:
                         # No local keeps the batch: a server at rest holds no call.
                         state = await self._process(state, self._take_batch(first))
                         first = None
-                        if (state.next_id == 1 or self._stale) and self._mailbox_empty() and not self._carry:
+                        if state.next_id == 1 and self._store.shared:
+                            # A read of a list not written yet is checked by the
+                            # store (another daemon may have written it): wait
+                            # for that answer before deciding to stop.
+                            while self._pipeline:
+                                await self._room.wait()
+                        stop = (state.next_id == 1 or self._stale) and self._mailbox_empty()
+                        if stop and not self._carry and not self._reload:
                             # Never written: keeping a task for it would let reads of
                             # made-up names grow the daemon without bound.  No
                             # checkpoint from this check to _stop.
@@ -515,6 +536,7 @@ class ListServer:
             # it is void (the writer fails those batches); start again from
             # what is durable.
             state, self._built = self._durable, self._epoch
+        epoch, base_seq = self._epoch, state.seq
         self._batch = batch
         draft = Draft(state)
         results: list[outcome.Outcome[Any]] = []
@@ -536,16 +558,20 @@ class ListServer:
             results.append(outcome.Value(result))
             changes.extend(change)
         self._current = None
-        if not changes and not self._pipeline:
+        shared = self._store.shared
+        if not changes and not self._pipeline and not shared:
             for call, result in zip(batch, results, strict=True):
                 call.reply(result)
             self._batch = ()
             return state
         # A batch of reads only still goes through the writer when batches of
         # this list are in flight: they saw those writes, so they are answered
-        # once those are durable (and fail if they fail).
+        # once those are durable (and fail if they fail).  On a shared store
+        # every batch does: the writer checks that the list is still at the
+        # seq the batch was built on, so that no daemon serves a state older
+        # than the database.
         new_state = draft.freeze() if changes else state
-        item = _Pipelined(self, batch, results, tuple(changes), new_state)
+        item = _Pipelined(self, batch, results, tuple(changes), new_state, epoch, base_seq if shared else None)
         self._pipeline.append(item)
         try:
             await self._store.submit(item)
@@ -629,6 +655,22 @@ class ListServer:
                 call.reply(result)
             if item.changes:
                 self._events.batch(len(item.calls))
+        elif isinstance(error, StaleList) or item.epoch in self._stale_epochs:
+            # Another daemon got there first: nothing of this batch (nor of
+            # any later one, built on it) was written.  Its calls are applied
+            # again, in order, to the list as the database has it now.
+            if item.epoch == self._epoch:
+                self._epoch += 1
+                self._snapshots.clear()
+            self._stale_epochs.add(item.epoch)
+            self._reload = True
+            self._carry = [*self._carry, *(call for call in item.calls if call.is_wanted())]
+            if self._waiting_since is not None:
+                # Waiting for mail: wake the server to serve the carried calls.
+                try:
+                    self._send.send_nowait(None)
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
         else:
             if item.epoch == self._epoch:
                 self._epoch += 1  # every later batch was built on this one
@@ -637,6 +679,19 @@ class ListServer:
             for call in item.calls:
                 call.reply(outcome.Error(error))
         self._room.set()
+
+    async def _resync(self) -> TodoList:
+        """Reload the list once every batch with the store is answered (the stale ones are in ``_carry``)."""
+        while self._pipeline:
+            await self._room.wait()
+        # From the last state this daemon knows committed: the store patches
+        # it with what the others wrote since, or loads the list whole.
+        state = await self._store.catch_up(self.name, self._durable)
+        self._durable, self._built = state, self._epoch
+        self._reload = False
+        self._stale_epochs.clear()
+        self._events.reloaded()
+        return state
 
     def _crashed(self, exc: Exception) -> str | None:
         """Answer the poison call, keep the rest for the next incarnation.
@@ -722,9 +777,14 @@ class ServerEvents:
     dropped_calls: int = 0
     #: Servers stopped because more than max_servers were running.
     evictions: int = 0
+    #: Lists reloaded because another daemon changed them (a shared store).
+    reloads: int = 0
 
     def loaded(self) -> None:
         self.loads += 1
+
+    def reloaded(self) -> None:
+        self.reloads += 1
 
     def restarted(self) -> None:
         self.restarts += 1

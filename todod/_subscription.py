@@ -31,8 +31,8 @@ import trio
 
 from todod._log import wire_events
 from todod._model import NOBODY, Change, Origin
-from todod._store import Store
 from todod.protocol import Compacted, encode_event, encode_ok
+from todod.store import Store
 
 #: Events a subscriber may have waiting before it is switched to reading the
 #: log: 1,024 events are about 300 KiB, and a subscriber that is this far
@@ -155,6 +155,17 @@ class Hub:
         for subscriber in self._subscribers:
             if not subscriber.offer(events):
                 self._catchups += 1
+
+    def publish_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Hand committed events in wire form to every subscriber (a shared store's follower); never waits."""
+        if not self._subscribers:
+            return
+        for subscriber in self._subscribers:
+            if not subscriber.offer(events):
+                self._catchups += 1
+
+    def watched(self) -> bool:
+        return bool(self._subscribers)
 
     def fall_behind(self) -> None:
         """Send every subscriber to the log for what was just committed (an import's events, which no batch carries)."""

@@ -6,7 +6,7 @@ is the one task that makes such changes: it takes every piece of work
 queued (up to :data:`MAX_ROUND`), asks the server of every list they touch
 for its state (a :class:`~todod._server.Hold`, answered once the list's
 writes are durable), applies the works in order to drafts of those states,
-hands the store one :class:`~todod._store.Transaction` for the whole round,
+hands the store one :class:`~todod.store.Transaction` for the whole round,
 and gives each server its new state back.
 
 Why this never deadlocks: the mover is the only task that ever waits while
@@ -33,8 +33,8 @@ from todod._model import Change, Draft, TodoList
 from todod._registry import Registry
 from todod._reply import ReplySlot
 from todod._server import Grant, Hold
-from todod._store import Hook, Part, Store, Transaction, WriteContext
 from todod.protocol import Timeout, TodoError, Unavailable
+from todod.store import Hook, Part, Store, Transaction, WriteContext
 
 log = logging.getLogger("todod.transfer")
 

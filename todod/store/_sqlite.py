@@ -1,4 +1,4 @@
-"""The durable store: SQLite in WAL mode with ``synchronous=FULL``.
+"""The SQLite store backend: SQLite in WAL mode with ``synchronous=FULL``.
 
 One writer task group-commits the batches of all lists in one transaction, in
 a worker thread, while the event loop gathers the next group.  Reads (loading
@@ -22,17 +22,27 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
-import outcome
 import trio
 
 from todod import _bulk, _log, _query, _search
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
-from todod._reply import ReplySlot
 from todod.paths import ensure_private_dir
-from todod.protocol import Invalid, Timeout, Unavailable
+from todod.protocol import Invalid, Timeout
+from todod.store._base import (
+    Batch,
+    Commit,
+    CommitListener,
+    EventFeed,
+    Hook,
+    Part,
+    StoreError,
+    StoreFaults,
+    StoreStatistics,
+    Transaction,
+)
 
 log = logging.getLogger("todod.store")
 
@@ -145,130 +155,6 @@ _PUT = (
 _DELETE = "DELETE FROM entries WHERE list_id = ? AND id = ?"
 
 
-class StoreError(Unavailable):
-    """The store could not do what was asked; nothing of the failed write is kept."""
-
-
-@attrs.define(eq=False)
-class StoreFaults:
-    """Hooks to inject faults in tests.  Each runs in the writer's thread or task."""
-
-    #: Called in the writer thread before each transaction, with the group size.
-    before_commit: Callable[[int], None] | None = None
-    #: Called in the writer task before each group; raising crashes the writer.
-    writer_task: Callable[[], None] | None = None
-    #: While set, the indexer waits for this event before each step (the
-    #: search index then stays behind, and queries check the log's tail).
-    hold_indexer: trio.Event | None = None
-
-
-#: Called in the writer task after each committed group, with the position
-#: before its first event, the time it recorded and each list's changes
-#: (the watch hub, fed after commit; it must not block).
-CommitListener = Callable[[int, float, Sequence[tuple[str, Sequence[Change]]]], None]
-
-
-@attrs.frozen
-class StoreStatistics:
-    commits: int
-    failed_commits: int
-    batches: int
-    changes: int
-    max_group: int
-    loads: int
-    checkpoints: int
-    queued: int
-    writer_busy_seconds: float
-
-
-class Batch(Protocol):
-    """One list's batch of row-level changes, as the writer takes it (see :meth:`Store.submit`)."""
-
-    #: The list, its next id after the batch, and the changes, in order.
-    #: A batch without changes writes nothing: it is answered once every
-    #: batch queued before it is (a read that saw those batches' writes).
-    name: str
-    next_id: int
-    changes: tuple[Change, ...]
-
-    def valid(self) -> bool:
-        """False if the batch was built on a batch whose commit failed: it is then failed, not written."""
-
-    def committed(self, error: StoreError | None) -> None:
-        """The writer's answer, once: None when the batch is durable, else why it is not.
-
-        Runs in the writer's task: synchronous, quick, and it must not raise.
-        """
-
-
-class _Commit(ReplySlot):
-    """One list's batch for :meth:`Store.commit`, and the slot the writer answers it in."""
-
-    __slots__ = ("changes", "name", "next_id")
-
-    def __init__(self, name: str, next_id: int, changes: tuple[Change, ...]) -> None:
-        super().__init__()
-        self.name = name
-        self.next_id = next_id
-        self.changes = changes
-
-    def valid(self) -> bool:
-        return True
-
-    def committed(self, error: StoreError | None) -> None:
-        self.reply(outcome.Value(None) if error is None else outcome.Error(error))
-
-
-@attrs.frozen
-class Part:
-    """One list's share of a :class:`Transaction`: its next id after it and its changes."""
-
-    name: str
-    next_id: int
-    changes: tuple[Change, ...]
-
-
-#: A transaction's own SQL, run by the writer inside the group's transaction,
-#: after the parts' rows (see :class:`WriteContext`).
-Hook = Callable[["WriteContext"], None]
-
-
-class Transaction(ReplySlot):
-    """Changes to several lists, and SQL of its own, that the writer commits in one transaction, never split.
-
-    What a move, an import's publish or a saga's step hands the writer
-    (todod/_transfer.py): the lists' servers are held meanwhile, so the parts
-    are built on durable states and are always valid.  ``lists`` are the
-    lists it writes (loads of them wait for it); ``bulk`` says its hook
-    appends log events that no part carries, so watchers read them from the log.
-    """
-
-    __slots__ = ("bulk", "hook", "lists", "parts")
-
-    def __init__(
-        self, parts: Sequence[Part], hook: Hook | None = None, lists: Sequence[str] = (), *, bulk: bool = False
-    ) -> None:
-        super().__init__()
-        self.parts = tuple(parts)
-        self.hook = hook
-        self.lists = tuple(dict.fromkeys([*(p.name for p in self.parts), *lists]))
-        self.bulk = bulk
-
-    @property
-    def name(self) -> str:
-        return self.lists[0] if self.lists else ""
-
-    @property
-    def changes(self) -> tuple[Change, ...]:
-        return tuple(c for p in self.parts for c in p.changes)
-
-    def valid(self) -> bool:
-        return True
-
-    def committed(self, error: StoreError | None) -> None:
-        self.reply(outcome.Value(None) if error is None else outcome.Error(error))
-
-
 @attrs.define(eq=False)
 class WriteContext:
     """What a :class:`Transaction`'s hook sees in the writer's thread: the connection and the log's cursor.
@@ -281,7 +167,7 @@ class WriteContext:
     conn: sqlite3.Connection
     now: float
     position: int
-    _store: Store
+    _store: SQLiteStore
     _moved: dict[int, int]
 
     def list_id(self, name: str) -> int:
@@ -362,7 +248,7 @@ def _lock_data_dir(data_dir: str) -> int:
 
 
 @attrs.define(eq=False)
-class Store:
+class SQLiteStore:
     """An open store.  Use :func:`open_store`; run :meth:`run_writer` and
     :meth:`run_checkpointer` as permanent children of the daemon's supervisor.
     """
@@ -384,6 +270,10 @@ class Store:
     inline_commits: bool = False
     #: Whether searches may use the FTS5 title index (see todod/_search.py).
     text_index: bool = attrs.field(default=False, kw_only=True)
+    #: One daemon owns the data directory (its lock): no other writer.
+    shared: bool = attrs.field(default=False, init=False)
+    #: Unused: the writer hands its commits to ``on_commit`` itself.
+    feed: EventFeed | None = attrs.field(default=None, kw_only=True)
     #: The indexer's connection (the store's file, the search index attached);
     #: None when the store keeps no search index (see open_store).
     _indexer_conn: sqlite3.Connection | None = attrs.field(default=None, kw_only=True)
@@ -436,7 +326,7 @@ class Store:
 
         On cancellation the batch may or may not be committed.
         """
-        item = _Commit(name, next_id, tuple(changes))
+        item = Commit(name, next_id, tuple(changes))
         # The wait for the writer's answer below is this call's checkpoint.
         await trio.lowlevel.checkpoint_if_cancelled()
         await self.submit(item)
@@ -805,6 +695,10 @@ class Store:
         result: TodoList = await self._read(read, f"could not load list {name!r}")
         return result
 
+    async def catch_up(self, name: str, state: TodoList) -> TodoList:
+        """The list as stored now: with one writer, that is :meth:`load` (never called: the store is not shared)."""
+        return await self.load(name)
+
     async def lists(self) -> list[tuple[str, int]]:
         """Every list that has ever been written, by name, with its entry count."""
 
@@ -1092,7 +986,7 @@ async def open_store(
     full_text: bool = True,
     change_log: bool = True,
     search_index: bool = True,
-) -> AsyncIterator[Store]:
+) -> AsyncIterator[SQLiteStore]:
     """Open (creating and migrating if needed) the store in ``data_dir``.
 
     Takes an exclusive lock on the data directory for as long as it is open.
@@ -1120,7 +1014,7 @@ async def open_store(
     except sqlite3.Error as exc:
         await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd, indexer)
         raise _translate(exc, f"cannot open the store in {data_dir}") from exc
-    store = Store(
+    store = SQLiteStore(
         os.path.join(data_dir, DB_NAME),
         writer,
         readers,
@@ -1157,14 +1051,4 @@ def _close_sync(
         os.close(lock_fd)
 
 
-__all__ = [
-    "Batch",
-    "Part",
-    "Store",
-    "StoreError",
-    "StoreFaults",
-    "StoreStatistics",
-    "Transaction",
-    "WriteContext",
-    "open_store",
-]
+__all__ = ["SQLiteStore", "WriteContext", "open_store"]

@@ -1,0 +1,121 @@
+"""A throwaway PostgreSQL cluster for the tests: ``initdb`` and ``pg_ctl`` in a temporary directory.
+
+The cluster listens on a Unix socket in its own directory only
+(``listen_addresses=''``), runs as the ``postgres`` user when the tests run
+as root (``initdb`` refuses root), and is stopped with ``pg_ctl`` afterwards.
+The tests' cluster runs with ``fsync=off``: they kill daemons, never the
+cluster, so they do not need its durability, and CI stays fast; the
+benchmarks' (``durable=True``) runs with PostgreSQL's defaults, ``fsync=on``.  Each test gets a fresh
+database (:meth:`Cluster.new_database`).
+
+Where no PostgreSQL binaries exist, :func:`find_bindir` returns None and the
+PostgreSQL tests skip with the reason printed; under CI (``CI`` set) they fail
+instead, since ``.ci/run`` installs Debian's ``postgresql``.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+SKIP_REASON = "no PostgreSQL binaries (initdb, pg_ctl): install Debian's postgresql to run the PostgreSQL tests"
+
+
+def find_bindir() -> str | None:
+    """The directory holding ``initdb`` and ``pg_ctl``: ``TODOD_PG_BINDIR``, Debian's, or on PATH."""
+    candidates = [os.environ.get("TODOD_PG_BINDIR", "")]
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version, reverse=True)
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(os.path.dirname(initdb))
+    for bindir in candidates:
+        if bindir and os.access(os.path.join(bindir, "initdb"), os.X_OK) and os.access(
+            os.path.join(bindir, "pg_ctl"), os.X_OK
+        ):
+            return bindir
+    return None
+
+
+def _version(path: str) -> int:
+    part = Path(path).parent.name
+    return int(part) if part.isdigit() else 0
+
+
+class Cluster:
+    """One running cluster; :meth:`start` and :meth:`stop` bracket its life."""
+
+    def __init__(self, bindir: str, *, durable: bool = False) -> None:
+        self.bindir = bindir
+        self.durable = durable
+        self.root = tempfile.mkdtemp(prefix="todod-pg-", dir="/tmp")
+        self.data = os.path.join(self.root, "data")
+        self._user: str | None = None
+        if os.geteuid() == 0:
+            self._user = "postgres"
+            entry = pwd.getpwnam(self._user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self.db_user = self._user or pwd.getpwuid(os.geteuid()).pw_name
+        self._numbers = itertools.count(1)
+
+    def _run(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        if self._user is not None:
+            argv = ["runuser", "-u", self._user, "--", *argv]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True, cwd=self.root)
+
+    def start(self) -> None:
+        """``initdb`` (trust on the socket only) and ``pg_ctl start``, waiting until it accepts connections."""
+        initdb = [os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust", "-U", self.db_user]
+        self._run([*initdb, "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        options = " ".join(
+            [
+                "-c listen_addresses=''",
+                f"-c unix_socket_directories={self.root}",
+                f"-c fsync={'on' if self.durable else 'off'}",
+                "-c synchronous_commit=on",
+                f"-c full_page_writes={'on' if self.durable else 'off'}",
+                "-c max_connections=200",
+                "-c shared_buffers=32MB",
+            ]
+        )
+        pg_ctl = [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", options]
+        self._run([*pg_ctl, "-l", os.path.join(self.root, "log"), "-w", "-t", "60", "start"])
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``, then remove the directory."""
+        try:
+            self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"])
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pid = self.postmaster_pid()
+            if pid is not None:
+                os.kill(pid, 9)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int(Path(self.data, "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def uri(self, dbname: str) -> str:
+        """A libpq URI for ``dbname`` over the cluster's socket."""
+        return f"postgresql:///{dbname}?host={self.root}&user={self.db_user}"
+
+    def psql(self, dbname: str, sql: str) -> str:
+        """Run ``sql`` with ``psql`` (unaligned, tuples only) and return its output."""
+        psql = [os.path.join(self.bindir, "psql"), "-X", "-q", "-A", "-t", "-h", self.root, "-U", self.db_user]
+        out = self._run([*psql, "-d", dbname, "-v", "ON_ERROR_STOP=1", "-c", sql])
+        return out.stdout
+
+    def new_database(self) -> str:
+        """A fresh, empty database; returns its URI."""
+        name = f"t{os.getpid()}_{next(self._numbers)}"
+        self.psql("postgres", f"CREATE DATABASE {name} TEMPLATE template0")
+        return self.uri(name)
