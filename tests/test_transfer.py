@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime
 import random
+from collections.abc import Callable
 
 import pytest
 import trio
 
 from todod._core import Core, open_core
-from todod._imports import IDLE_TIMEOUT
+from todod._imports import IDLE_TIMEOUT, check_row, check_rows
 from todod._model import Entry
-from todod.protocol import Conflict, Invalid, NotFound
+from todod.protocol import Conflict, Invalid, NotFound, TodoError
 
 DAY = datetime.date(2026, 2, 3)
 
@@ -205,3 +206,49 @@ async def test_an_import_left_idle_is_dropped_with_its_rows(data_dir: str, mock_
             pytest.fail("the idle import was not dropped with its rows")
         with pytest.raises(NotFound):
             await core.imports.commit(import_id, 10)
+
+
+_ODD_DATES = ("2026-02-03", "2026-02-30", "2026-2-03", "\uff12026-01-01", " 2026-01-01", "2026-13-01", "+026-01-01", 3)
+_ODD_TITLES = ("Dentist", " padded ", "", "\t", "a\nb", "caf\u00e9", "\u2800", "x" * 1000, " " + "x" * 1001, "\ud800")
+
+
+def _checked(fn: Callable[[], object]) -> tuple[str, object]:
+    try:
+        return "ok", fn()
+    except TodoError as exc:
+        return type(exc).__name__, exc.message
+
+
+def test_a_batch_is_checked_exactly_as_row_by_row() -> None:
+    """check_rows's fast path stages the same rows and refuses with the same errors as check_row, row by row."""
+    rng = random.Random(14)
+    for k in range(3000):
+        row: object = [
+            rng.choice([k, "1", True]),
+            rng.choice(_ODD_DATES),
+            rng.choice(_ODD_TITLES),
+            rng.choice([True, False, 0, None]),
+            rng.choice(
+                [
+                    [],
+                    ["b", "a"],
+                    ["a", "a"],
+                    ["B", "caf\u00e9"],
+                    ["x" * 33],
+                    ["a b"],
+                    [str(i) for i in range(17)],
+                    [1],
+                    "x",
+                ]
+            ),
+        ]
+        if k % 50 == 0:
+            row = rng.choice([[1, "2026-02-03", "t", False], (1, "2026-02-03", "t", False, []), "x"])
+        one = _checked(lambda row=row: [check_row(row, "i", 7)])
+        batch = _checked(lambda row=row: check_rows([row], "i", 7))
+        assert one == batch, row
+    rows = [
+        [n, f"2026-0{1 + n % 9}-1{n % 10}", f" entry {n} ", n % 2 == 0, ["t", f"g{n % 3}"][: n % 3]]
+        for n in range(1, 500)
+    ]
+    assert check_rows(rows, "i", 3) == [check_row(row, "i", 3 + i) for i, row in enumerate(rows)]

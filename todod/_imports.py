@@ -13,6 +13,7 @@ in memory at a time, whatever its size.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import secrets
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import attrs
 import trio
 
 from todod import _bulk
-from todod._model import NOBODY, Origin, parse_date, validate_list_name, validate_tags, validate_title
+from todod._model import MAX_TITLE, NOBODY, Origin, parse_date, validate_list_name, validate_tags, validate_title
 from todod._transfer import Applied, Mover, Work
 from todod.protocol import MAX_IMPORT_ROWS, BadRequest, Invalid, NotFound, TodoError, Unavailable
 from todod.store import Store, WriteContext
@@ -73,6 +74,90 @@ def check_row(row: Any, import_id: str, n: int) -> _bulk.StagedRow:
     return (import_id, n, day, clean, int(done), tag_text, _bulk.event_text(day, clean, done, tagged))
 
 
+def check_rows(rows: Sequence[Any], import_id: str, start: int) -> list[_bulk.StagedRow]:
+    """:func:`check_row` for a batch, row ``start`` first: the same rows, errors and messages, in about half the time.
+
+    The common row (a canonical ``YYYY-MM-DD`` date, a printable ASCII title,
+    valid tags) is checked inline, each date and set of tags once per batch;
+    any other row goes through :func:`check_row`, which gives the errors.
+    """
+    staged: list[_bulk.StagedRow] = []
+    append = staged.append
+    days: dict[str, bool] = {}
+    tag_sets: dict[tuple[str, ...], tuple[str, str] | None] = {}
+    fromisoformat = datetime.date.fromisoformat
+    n = start
+    for row in rows:
+        if type(row) is list and len(row) == 5:
+            line, date, title, done, tags = row
+            if (
+                type(line) is int
+                and type(date) is str
+                and type(title) is str
+                and type(done) is bool
+                and type(tags) is list
+            ):
+                good = days.get(date)
+                if good is None:
+                    good = days[date] = (
+                        len(date) == 10
+                        and date[4] == "-"
+                        and date[7] == "-"
+                        and date.isascii()
+                        and _real(fromisoformat, date)
+                    )
+                if not tags:
+                    tagged: tuple[str, str] | None = _NO_TAGS
+                elif all(type(t) is str for t in tags):
+                    key = tuple(tags)
+                    if key in tag_sets:
+                        tagged = tag_sets[key]
+                    else:
+                        tagged = tag_sets[key] = _tag_forms(key)
+                else:
+                    tagged = None
+                clean = title.strip()
+                if (
+                    good
+                    and tagged is not None
+                    and clean
+                    and len(clean) <= MAX_TITLE
+                    and clean.isascii()
+                    and clean.isprintable()
+                ):
+                    # What check_row makes of it: the date is canonical, the
+                    # title clean (ASCII, printable, stripped, not empty), the
+                    # tags valid (their column and their mark in the event).
+                    tag_text, marks = tagged
+                    mark = "1" if done else "0"
+                    append((import_id, n, date, clean, int(done), tag_text, f"{date} {mark}{marks} 1 {clean}"))
+                    n += 1
+                    continue
+        append(check_row(row, import_id, n))
+        n += 1
+    return staged
+
+
+_NO_TAGS = ("[]", "")
+
+
+def _tag_forms(tags: tuple[str, ...]) -> tuple[str, str] | None:
+    """Valid tags' column text and their mark in the log's event (as check_row makes them); None if invalid."""
+    try:
+        tagged = tuple(sorted(validate_tags(tags)))
+    except Invalid:
+        return None
+    return '["' + '","'.join(tagged) + '"]', ":" + ",".join(tagged)
+
+
+def _real(fromisoformat: Any, date: str) -> bool:
+    """Whether ``date`` (YYYY-MM-DD in form) is a real date, written as its ISO form."""
+    try:
+        return bool(fromisoformat(date).isoformat() == date)
+    except ValueError:
+        return False
+
+
 @attrs.define(eq=False)
 class Imports:
     """The open import sessions of the daemon."""
@@ -116,9 +201,7 @@ class Imports:
         if start < 1 or start + len(rows) - 1 > MAX_IMPORT_ENTRIES:
             raise Invalid(f"an import holds at most {MAX_IMPORT_ENTRIES} entries")
         try:
-            staged = await trio.to_thread.run_sync(
-                lambda: [check_row(row, import_id, start + i) for i, row in enumerate(rows)]
-            )
+            staged = await trio.to_thread.run_sync(check_rows, rows, import_id, start)
             async with session.lock:
                 if session.failed is not None:  # another batch failed meanwhile
                     raise session.failed
@@ -226,4 +309,4 @@ class Imports:
             await self._drop(session)
 
 
-__all__ = ["MAX_IMPORTS", "Imports", "check_row"]
+__all__ = ["MAX_IMPORTS", "Imports", "check_row", "check_rows"]
