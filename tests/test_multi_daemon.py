@@ -7,6 +7,7 @@ drives them over their sockets as clients would.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
 import itertools
@@ -217,6 +218,7 @@ def test_a_daemon_killed_under_load_loses_nothing_acknowledged_and_the_others_se
     with started(3, pg_uri) as group:
         victim = group[0]
         acked: list[tuple[str, str, int]] = []
+        retried: list[str] = []  # adds sent again after their daemon died: the first may have been stored
         lock = threading.Lock()
         killed = threading.Event()
         stop_at = 300
@@ -233,7 +235,12 @@ def test_a_daemon_killed_under_load_loses_nothing_acknowledged_and_the_others_se
                     try:
                         answer = call(daemon, "add", list=name, title=title, date=DATE)
                     except OSError:
-                        continue  # the daemon is gone: connect to another, as a client should
+                        # The daemon is gone: connect to another, as a client
+                        # should.  The add may have been committed before it
+                        # died, unanswered: sent again, it may be stored twice.
+                        with lock:
+                            retried.append(title)
+                        continue
                     if answer["ok"]:
                         with lock:
                             acked.append((name, title, answer["result"]["id"]))
@@ -259,8 +266,10 @@ def test_a_daemon_killed_under_load_loses_nothing_acknowledged_and_the_others_se
                 stored[(name, entry["id"])] = entry["title"]
         for name, title, entry_id in acked:
             assert stored.get((name, entry_id)) == title, f"acknowledged add {title!r} ({name} #{entry_id}) lost"
-        titles = list(stored.values())
-        assert len(titles) == len(set(titles)), "an add was stored twice"
+        copies = collections.Counter(stored.values())
+        twice = {title for title, n in copies.items() if n > 1}
+        assert twice <= set(retried), f"adds stored twice that no client sent twice: {sorted(twice - set(retried))}"
+        assert max(copies.values()) <= 2, "an add sent at most twice was stored more often"
         # The victim's lists keep taking writes through the others.
         for daemon in group[1:]:
             assert ok(daemon, "add", list="l0", title=f"after via {daemon.socket}", date=DATE)["id"] > 0
