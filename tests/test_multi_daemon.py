@@ -310,6 +310,40 @@ async def test_a_stale_list_is_patched_from_the_log_not_reloaded(pg_uri: str, tm
         assert b.registry.events.reloads >= 1
 
 
+async def test_a_batch_built_on_a_stale_one_is_stale_even_when_the_seqs_meet(pg_uri: str, tmp_path: Any) -> None:
+    """Two pipelined updates of one core reach its writer in one group after another core's update moved the list to
+    the seq the second was built on: both are refused and applied again, so no core's tag is lost."""
+    day = datetime.date(2026, 12, 1)
+    faults = StoreFaults()
+    async with (
+        open_core(str(tmp_path / "a"), store_uri=pg_uri, store_faults=faults) as a,
+        open_core(str(tmp_path / "b"), store_uri=pg_uri) as b,
+        trio.open_nursery() as nursery,
+    ):
+        await a.add("hot", "shared", day)  # in a's cache at seq 1
+        armed = [True]
+
+        async def pipeline_then_overtake() -> None:
+            # a's writer is busy: a's two updates queue as one group, the second built on the first (seq 2).
+            nursery.start_soon(functools.partial(a.update, "hot", 1, tag=["x"]))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(functools.partial(a.update, "hot", 1, tag=["y"]))
+            await trio.testing.wait_all_tasks_blocked()
+            await b.update("hot", 1, tag=["z"])  # the list is at seq 2 in the database
+
+        def meanwhile(_size: int) -> None:
+            if armed and armed.pop():
+                trio.from_thread.run(pipeline_then_overtake)
+
+        faults.before_commit = meanwhile
+        await a.add("other", "trigger", day)
+        assert not armed
+    async with open_core(str(tmp_path / "c"), store_uri=pg_uri) as c:
+        (entry,) = await c.entries("hot")
+        assert sorted(entry.tags) == ["x", "y", "z"], "an update was lost"
+        assert entry.version == 4
+
+
 async def test_a_move_whose_list_another_daemon_wrote_first_is_applied_again(pg_uri: str, tmp_path: Any) -> None:
     """Another core adds to the destination between the mover's catch-up and its commit: the move's transaction is
     refused by the seq fence, nothing of it is written, and the round applied again gives the entry the next id."""

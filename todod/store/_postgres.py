@@ -481,10 +481,15 @@ class PostgresStore:
             lists.update({row[1]: (int(row[0]), int(row[2]), int(row[3])) for row in found})
         seqs = {name: seq for name, (_id, seq, _head) in lists.items()}
         stale: set[int] = set()
+        stale_names: set[str] = set()
         accepted: list[_Writes] = []
         for index, w in enumerate(writes):
-            if any(base != seqs.get(name, 0) for name, base in w.base.items()):
+            # A batch after a stale one of its list was built on that one's
+            # unwritten seqs: stale too, even when another daemon's writes
+            # brought the row to the same seq (its base would match by chance).
+            if any(name in stale_names or base != seqs.get(name, 0) for name, base in w.base.items()):
                 stale.add(index)  # a Transaction is never split: all of it, or none
+                stale_names.update(w.base)
                 continue
             if w.writes:
                 for part in w.parts:
