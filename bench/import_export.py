@@ -62,7 +62,7 @@ with open(sys.argv[1], newline="") as f:
 
 RAW_SCHEMA = """
 import csv, sqlite3, sys
-from todod import _store
+from todod.store import _sqlite as _store
 open(sys.argv[2], "a").close()
 conn = _store._connect(sys.argv[2])
 _store._check_and_migrate(conn, sys.argv[2])
