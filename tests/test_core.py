@@ -189,7 +189,11 @@ async def test_a_writer_crashing_too_often_escalates_out_of_open_core(
         pytest.RaisesExc(SupervisorEscalation, check=lambda exc: exc.child == "writer"),
         flatten_subgroups=True,
     ):
-        async with open_core(data_dir, store_faults=StoreFaults(writer_task=writer_task)) as core:
+        # The indexer held, so that it never starts its process: stopping
+        # that would be a wait for another process, which the check below
+        # would take for the escalation's end.
+        faults = StoreFaults(writer_task=writer_task, hold_indexer=trio.Event())
+        async with open_core(data_dir, store_faults=faults) as core:
             for i in range(4):
                 with pytest.raises(StoreError):
                     await core.add("l", f"t{i}", DAY)

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import functools
 import os
+import signal
 import sqlite3
 from contextlib import closing
 from typing import Any
@@ -181,3 +182,34 @@ async def test_migration_from_version_4_moves_the_indexes_out_of_the_store(data_
         assert not {n for n in names if n.startswith(("entry_text", "entry_tags"))}
         assert "text_id" not in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_a_killed_indexer_process_is_started_again(data_dir: str) -> None:
+    """A killed indexer process is replaced, and the index catches up with the changes made meanwhile."""
+    async with open_core(data_dir) as core:
+        await seed(core)
+        await core.store.wait_indexed()
+        child = core.store._child
+        assert child is not None and child.pid is not None, "the indexer runs no process of its own"
+        first = child.pid
+        os.kill(first, signal.SIGKILL)
+        await changes(core)
+        with trio.fail_after(30):  # a new process, a second after the old one's death was seen
+            await core.store.wait_indexed()
+        assert child.pid not in (None, first)
+        assert index_rows(data_dir) == entry_rows(data_dir)
+        expected = await answers(core)
+    async with open_core(data_dir, store_faults=StoreFaults(hold_indexer=trio.Event())) as core:
+        assert await answers(core) == expected
+
+
+async def test_the_indexer_process_ends_with_the_store(data_dir: str) -> None:
+    """Once the store is closed its indexer's process is gone (reaped), and it held no lock of the data directory."""
+    async with open_core(data_dir) as core:
+        await seed(core)
+        await core.store.wait_indexed()
+        child = core.store._child
+        assert child is not None and child.pid is not None
+        pid = child.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

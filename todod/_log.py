@@ -131,19 +131,6 @@ def _fields(text: str) -> tuple[str, bool, int, str, tuple[str, ...]]:
     return date, mark == "1", int(version), title, tuple(tags.split(",")) if tags else ()
 
 
-def title_and_tags(text: str | None) -> tuple[str, frozenset[str]] | None:
-    """The title and tags of an event's entry text (either encoding); None for an absent entry.
-
-    The search index's indexer reads only these, for every event it applies:
-    no date, version or Entry to build.
-    """
-    if text is None:
-        return None
-    _date, done, _version, title = text.split(" ", 3)
-    tags = done.partition(":")[2]
-    return title, frozenset(tags.split(",")) if tags else frozenset()
-
-
 def _decode(entry_id: int, text: str | None) -> Entry | None:
     if text is None:
         return None

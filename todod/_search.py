@@ -39,10 +39,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sqlite3
+import sys
 from collections.abc import Sequence
-
-from todod._log import title_and_tags
 
 log = logging.getLogger("todod.store")
 
@@ -83,6 +83,19 @@ _TABLES = (
 # columnsize=0: no per-row token counts, which only ranking (bm25) reads; the
 # positions (detail=full) stay, since a trigram search is a phrase query.
 _TEXT_TABLE = f"CREATE VIRTUAL TABLE {SCHEMA}.entry_text USING fts5(title, tokenize='trigram', columnsize=0)"
+
+
+def title_and_tags(text: str | None) -> tuple[str, frozenset[str]] | None:
+    """The title and tags of an event's entry text (either encoding); None for an absent entry.
+
+    The indexer reads only these (todod/_log.py writes the text), for every event it applies:
+    no date, version or Entry to build.
+    """
+    if text is None:
+        return None
+    _date, done, _version, title = text.split(" ", 3)
+    tags = done.partition(":")[2]
+    return title, frozenset(tags.split(",")) if tags else frozenset()
 
 
 def index_path(db_path: str) -> str:
@@ -314,3 +327,61 @@ def _apply(conn: sqlite3.Connection, position: int, replay_until: int) -> None:
         f"INSERT OR IGNORE INTO {SCHEMA}.entry_tags (tag, list_id, entry_id) VALUES (?, ?, ?)", sorted(tag_inserts)
     )
     conn.execute(f"UPDATE {SCHEMA}.meta SET position = ?", (rows[-1][0],))
+
+
+# --- the indexer's process ------------------------------------------------------
+
+#: What the daemon runs as its indexer's process: ``sys.executable -c CHILD ROOT DB_PATH``,
+#: ROOT being the directory the daemon imported this package from.
+CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from todod._search import serve; sys.exit(serve(sys.argv[2]))"
+
+
+def connect_indexer(db_path: str) -> sqlite3.Connection:
+    """The indexer's connection: the store's file (read in WAL mode) with the index attached, to write."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    attach(conn, db_path)
+    # Per connection: see prepare.
+    conn.execute(f"PRAGMA {SCHEMA}.synchronous = NORMAL")
+    return conn
+
+
+def serve(db_path: str) -> int:
+    """The indexer's process: run the steps the daemon asks for on stdin, one reply line each on stdout.
+
+    A request is ``step LAST`` (one :func:`step`, ``LAST`` the store's last
+    committed position) or ``rebuild`` (:func:`rebuild_now`); a reply is
+    ``ok WATERMARK`` (``-`` while a rebuild goes on), ``integrity MESSAGE``
+    (the index disagrees with the log: to be built again) or ``error
+    MESSAGE`` (SQLite or the OS failed this step; the next may not).
+    The index is prepared by the daemon before it starts this process, and
+    this process writes only the index.  It ends at the end of its input,
+    once the step under way is committed: the daemon closes the pipe to stop
+    it, and a daemon that dies closes it too.  SIGINT and SIGTERM, which a
+    terminal or a service manager may send to the daemon's whole group, are
+    ignored for that reason: the daemon decides when its indexer stops.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn = connect_indexer(db_path)
+    try:
+        for line in sys.stdin:
+            request = line.split()
+            try:
+                if request[:1] == ["step"] and len(request) == 2:
+                    mark = step(conn, int(request[1]))
+                    reply = f"ok {'-' if mark is None else mark}"
+                elif request == ["rebuild"]:
+                    rebuild_now(conn)
+                    reply = "ok -"
+                else:
+                    reply = f"error not a request: {line.strip()[:60]!r}"
+            except sqlite3.IntegrityError as exc:
+                reply = "integrity " + " ".join(str(exc).split())
+            except (sqlite3.Error, OSError) as exc:
+                reply = "error " + " ".join(str(exc).split())
+            sys.stdout.write(reply + "\n")
+            sys.stdout.flush()
+    finally:
+        conn.close()
+    return 0

@@ -19,9 +19,11 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import attrs
@@ -139,6 +141,19 @@ CHECKPOINT_EVERY = 256
 #: of a step per group of 64 (bench/write_cost.py --index-every); queries do
 #: not wait for it (they check the log's tail, a few thousand events at most).
 INDEX_DELAY = 0.5
+#: Whether the indexer's steps run in a process of their own (todod/_search.py,
+#: ``serve``), on the other core and without the daemon's GIL, rather than in
+#: a worker thread of the daemon: False is a bench-only switch (bench/write_cost.py).
+INDEXER_PROCESS = True
+#: A step of the indexer's process that takes longer than this is taken for a
+#: hang: the process is killed and started again (a rebuild's chunk of 20,000
+#: entries takes about a second here).
+INDEX_STEP_TIMEOUT = 60.0
+#: How long a stopping daemon waits for its indexer's process to commit the
+#: step under way and exit, before it kills it (the index loses only that step).
+INDEX_STOP_TIMEOUT = 10.0
+#: Where the indexer's process imports todod from: where this daemon did.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(_search.__file__)))
 #: Threads that may read at once (the book's three database workers).
 READ_WORKERS = 3
 #: INSERT ... RETURNING needs SQLite 3.35.
@@ -282,6 +297,8 @@ class SQLiteStore:
     #: The search index's watermark as the indexer last left it (None: being built).
     _indexed: int | None = attrs.field(default=None, init=False)
     _index_moved: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: The indexer's process, while run_indexer runs with one.
+    _child: IndexerProcess | None = attrs.field(default=None, init=False)
     #: Set by wait_indexed: someone waits, so the indexer skips its delay.
     _index_hurry: trio.Event = attrs.field(factory=trio.Event, init=False)
     _committed: tuple[int, float] = attrs.field(default=(0, 0.0), init=False)
@@ -598,30 +615,45 @@ class SQLiteStore:
     async def run_indexer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the search index (todod/_search.py) up with the change log; never returns.
 
-        Each step is one transaction of the index's file, in a worker thread:
-        a chunk of a rebuild, or the events committed since the watermark.
-        It waits for the writer's next commit when there is nothing to apply.
-        A failed step is logged and tried again a second later: queries stay
-        right meanwhile (they check the entries the index is behind on), only
-        slower.  On cancellation the step in its thread is finished first.
+        Each step is one transaction of the index's file, in the indexer's
+        process (:class:`IndexerProcess`; with ``INDEXER_PROCESS`` off, in a
+        worker thread): a chunk of a rebuild, or the events committed since
+        the watermark.  It waits for the writer's next commit when there is
+        nothing to apply.  A failed step, or a process that died, is logged
+        and tried again a second later (in a new process): queries stay right
+        meanwhile (they check the entries the index is behind on), only
+        slower.  On cancellation the step under way is finished first.
         """
         task_status.started()
         conn = self._indexer_conn
         if conn is None:
             await trio.sleep_forever()
             return
+        child = self._child = IndexerProcess(self.path) if INDEXER_PROCESS else None
+        try:
+            await self._index(conn, child)
+        finally:
+            if child is not None:
+                await child.stop()
+
+    async def _index(self, conn: sqlite3.Connection, child: IndexerProcess | None) -> None:
         while True:
             before = self._indexed
             if self.faults.hold_indexer is not None:
                 await self.faults.hold_indexer.wait()
             try:
-                self._indexed = await trio.to_thread.run_sync(_search.step, conn, self._position)
+                if child is not None:
+                    self._indexed = await child.step(self._position)
+                else:
+                    self._indexed = await trio.to_thread.run_sync(_search.step, conn, self._position)
                 self._index_moved.set()
                 self._index_moved = trio.Event()
             except sqlite3.IntegrityError as exc:
                 # The index disagrees with the log (a bug, or a file tampered
                 # with): it is derived data, so it is built again.
                 log.error("the search index is inconsistent (%s); building it again", exc)
+                if child is not None:
+                    await child.stop()  # so that no step of it runs beside the rebuild's
                 await trio.to_thread.run_sync(_search.rebuild_now, conn)
                 continue
             except (sqlite3.Error, OSError) as exc:
@@ -904,6 +936,103 @@ class SQLiteStore:
             queued=self._send.statistics().current_buffer_used,
             writer_busy_seconds=busy,
         )
+
+
+
+class IndexerDied(OSError):
+    """The indexer's process exited, hung or could not be started; the next step starts another."""
+
+
+@attrs.define(eq=False)
+class IndexerProcess:
+    """The indexer's process: the search index's steps, run on another core than the daemon's.
+
+    Indexing a title (FTS5's trigrams) costs more CPU than the rest of its
+    add; in the daemon's process it also took the GIL, in turns with the
+    event loop, at every row.  In a process of its own (``python -c``
+    :data:`todod._search.CHILD`, todod/_search.py's ``serve``) it runs beside
+    the loop.  This object starts the process at the first step, starts it
+    again after it died, and ends it: its pipes are its only link to the
+    daemon (a step's request and its one reply line), it writes only the
+    index's file, and it ends when its input is closed, by :meth:`stop` or by
+    the daemon's death.
+    """
+
+    db_path: str
+    _proc: trio.Process | None = attrs.field(default=None, init=False)
+    _buffer: bytearray = attrs.field(factory=bytearray, init=False)
+
+    @property
+    def pid(self) -> int | None:
+        """The process's id while it runs (benchmarks count its CPU)."""
+        return None if self._proc is None else self._proc.pid
+
+    async def step(self, last: int) -> int | None:
+        """One :func:`todod._search.step` in the process; the watermark after it.
+
+        Raises:
+            sqlite3.IntegrityError: the index disagrees with the log.
+            sqlite3.OperationalError: the step failed in the process.
+            IndexerDied: the process exited, hung or could not start.
+        """
+        kind, _, rest = (await self._call(f"step {last}")).partition(" ")
+        if kind == "ok":
+            return None if rest == "-" else int(rest)
+        if kind == "integrity":
+            raise sqlite3.IntegrityError(rest)
+        raise sqlite3.OperationalError(f"in the indexer's process: {rest}")
+
+    async def _call(self, request: str) -> str:
+        if self._proc is None:
+            try:
+                self._proc = await trio.lowlevel.open_process(
+                    [sys.executable, "-c", _search.CHILD, _PACKAGE_ROOT, self.db_path],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+            except OSError as exc:
+                raise IndexerDied(f"the indexer's process could not start: {exc}") from exc
+            self._buffer.clear()
+        proc = self._proc
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            with trio.fail_after(INDEX_STEP_TIMEOUT):
+                await proc.stdin.send_all(request.encode() + b"\n")
+                while b"\n" not in self._buffer:
+                    chunk = await proc.stdout.receive_some(4096)
+                    if not chunk:
+                        raise trio.BrokenResourceError
+                    self._buffer += chunk
+        except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+            hung = isinstance(exc, trio.TooSlowError)
+            await self.stop(kill=hung)
+            what = f"gave no answer within {INDEX_STEP_TIMEOUT:g} s" if hung else f"exited ({proc.returncode})"
+            raise IndexerDied(f"the indexer's process {what}") from exc
+        except BaseException:
+            await self.stop()  # cancelled mid-step (shutdown): its reply would be read by no one
+            raise
+        line, _, rest = self._buffer.partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line.decode()
+
+    async def stop(self, kill: bool = False) -> None:
+        """End the process, if it runs: once its step under way is committed, or at once with ``kill``."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with trio.CancelScope(shield=True):
+            assert proc.stdin is not None and proc.stdout is not None
+            if kill:
+                proc.kill()
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await proc.stdin.aclose()
+            with trio.move_on_after(INDEX_STOP_TIMEOUT):
+                await proc.wait()
+            if proc.returncode is None:
+                log.warning("the indexer's process did not stop within %g s; killing it", INDEX_STOP_TIMEOUT)
+                proc.kill()
+                await proc.wait()
+            await proc.stdout.aclose()
 
 
 def _published(written: Sequence[Batch | Transaction]) -> list[tuple[str, Sequence[Change]]]:
