@@ -154,6 +154,12 @@ INDEX_STEP_TIMEOUT = 60.0
 INDEX_STOP_TIMEOUT = 10.0
 #: Where the indexer's process imports todod from: where this daemon did.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(_search.__file__)))
+#: The bytes of the store's file each reader maps (``PRAGMA mmap_size``): a
+#: query across lists reads an entry's page for each entry it finds, at
+#: random, and a page read from the map costs no system call and no copy
+#: (``todo today`` over a million entries: its SQL about a quarter faster).
+#: Only address space: the pages are the OS's page cache, shared by all readers.
+READ_MMAP = 1 << 30
 #: Threads that may read at once (the book's three database workers).
 READ_WORKERS = 3
 #: INSERT ... RETURNING needs SQLite 3.35.
@@ -1097,6 +1103,7 @@ def _open_sync(
             if search_index:
                 _search.attach(reader, path)
             reader.execute("PRAGMA query_only = ON")
+            reader.execute(f"PRAGMA mmap_size = {READ_MMAP}")
             _query.prepare_reader(reader)
         if not search_index:
             indexer.close()
