@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import groupby
 from json.encoder import encode_basestring as _encode_utf8  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii as _encode_string  # type: ignore[attr-defined]
 
@@ -165,51 +167,73 @@ def agenda(items: Sequence[Mapping[str, Any]], today: str, color: bool) -> str:
 
 
 class Agenda:
-    """:func:`agenda` page by page: the columns as :class:`Columns` lays them out, a heading at each new date."""
+    """:func:`agenda` page by page: a heading at each new date, the columns never narrower than on an earlier page."""
 
     def __init__(self, today: str, color: bool) -> None:
         self._today, self._color = today, color
-        self._columns = Columns(None, right=(1,), count=4)
+        # LIST, ID, TAGS; TITLE is last and never padded.
+        self._widths = [0, 0, 0]
         self._current: str | None = None
 
     def page(self, items: Sequence[Sequence[Any]]) -> str:
         """The lines of these entries (pending, in date order, rows of :data:`FOUND_KEYS`), headings included."""
         if not items:
             return ""
-        rows: list[Sequence[str]] = [
-            (
-                name if type(name) is str and name.isprintable() else clean(str(name)),
-                str(entry_id),
-                _tags_cell(found),
-                title if type(title) is str and title.isprintable() else clean(str(title)),
-            )
-            for name, entry_id, _date, title, _done, _version, found in items
-        ]
-        lines = self._columns.page(rows).splitlines()
-        out: list[str] = []
+        # A column at a time, each checked in one call where its cells allow
+        # (a page of printable ASCII strings, as nearly every page is): at
+        # 4,000 entries, a test and a call per cell were most of todo today's
+        # time in the CLI.
+        names = _cells([e[0] for e in items])
+        ids = [str(e[1]) for e in items]
+        tags = [_tags_cell(t) if t else "-" for t in [e[6] for e in items]]
+        titles = _cells([e[3] for e in items])
+        widths = self._widths
+        padded: list[list[str]] = []
+        for i, column in enumerate((names, ids, tags)):
+            if "".join(column).isascii():
+                size = widths[i] = max(widths[i], *map(len, column))
+                padded.append([c.rjust(size) for c in column] if i == 1 else [c.ljust(size) for c in column])
+                continue
+            cell_widths = [width(c) for c in column]
+            size = widths[i] = max(widths[i], *cell_widths)
+            pads = [" " * (size - w) for w in cell_widths]
+            if i == 1:
+                padded.append([p + c for c, p in zip(column, pads, strict=True)])
+            else:
+                padded.append([c + p for c, p in zip(column, pads, strict=True)])
         on, off = (_OVERDUE_ON, _OVERDUE_OFF) if self._color else ("", "")
+        lines = [f"  {a}{_GAP}{b}{_GAP}{c}{_GAP}{d}" for a, b, c, d in zip(*padded, titles, strict=True)]
+        dates = _cells([e[2] for e in items])
+        out: list[str] = []
         today = self._today
         # A date's entries come one after the other: one heading and one
         # prefix for each run of them, rather than a test per line.
-        dates = [date if type(date) is str else str(date) for date in (e[2] for e in items)]
-        start, count = 0, len(dates)
-        while start < count:
-            date = dates[start]
-            end = start + 1
-            while end < count and dates[end] == date:
-                end += 1
+        runs = Counter(dates).items() if dates == sorted(dates) else ((d, len(list(g))) for d, g in groupby(dates))
+        start = 0
+        for date, count in runs:
+            end = start + count
             overdue = date < today
             if date != self._current:
                 self._current = date
                 label = "overdue" if overdue else "today" if date == today else ""
-                heading = f"{clean(date)}  {label}".rstrip()
+                heading = f"{date}  {label}".rstrip()
                 out.append(f"{on}{heading}{off}" if overdue else heading)
             if overdue and on:
-                out.extend(f"  {on}{line}{off}" for line in lines[start:end])
+                out.extend(f"  {on}{line[2:]}{off}" for line in lines[start:end])
             else:
-                out.extend("  " + line for line in lines[start:end])
+                out.extend(lines[start:end])
             start = end
         return "\n".join(out) + "\n"
+
+
+def _cells(values: list[Any]) -> list[str]:
+    """Each value as a cell of a table, :func:`clean`; in one test for a column of printable strings."""
+    try:
+        if "".join(values).isprintable():
+            return values
+    except TypeError:  # not all strings: from a daemon that is not todod
+        pass
+    return [v if type(v) is str and v.isprintable() else clean(str(v)) for v in values]
 
 
 def use_color(stream: Any) -> bool:
