@@ -31,7 +31,9 @@ An index row's key is ``list_id << 32 | entry_id`` (the FTS rowid), so that
 no table maps entries to rows and a rebuild can insert in key order.  An
 entry id would need four billion adds to one list to exceed 32 bits.
 
-No trio here: these functions run in worker threads.
+No trio here, and nothing but the standard library: the steps run in the
+indexer's process (:func:`serve`), which imports this module alone; the
+daemon runs the rest (opening, preparing, a rebuild's mark) in worker threads.
 """
 
 from __future__ import annotations
