@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cli import _dates, _render
+from cli._paging import FIND_FIRST_PAGE, PAGE_ENTRIES
 from cli.app import app
 from tests.fake_daemon import FakeDaemon
 
@@ -83,7 +84,7 @@ def test_find_without_options_sends_no_filter_and_shows_a_table(daemon: FakeDaem
     )
     result = todo(daemon, "find")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "limit": 10_000, "form": "rows"}], "a page of the daemon's most"
+    assert daemon.requests == [{"op": "find", "limit": FIND_FIRST_PAGE, "form": "rows"}], "a first page over dates"
     assert result.stdout == (
         "DATE        LIST  ID  DONE  TAGS  TITLE\n"
         "2026-11-30  home   2  yes   food  Buy milk\n"
@@ -132,7 +133,9 @@ def test_today_asks_for_pending_up_to_today_and_groups_by_date(daemon: FakeDaemo
     )
     result = todo(daemon, "today")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [{"op": "find", "to": "2026-12-02", "done": False, "limit": 10_000, "form": "rows"}]
+    assert daemon.requests == [
+        {"op": "find", "to": "2026-12-02", "done": False, "limit": FIND_FIRST_PAGE, "form": "rows"}
+    ]
     assert result.stdout == (
         "2026-11-28  overdue\n"
         "  home   3  bills  Pay rent\n"
@@ -272,9 +275,31 @@ def test_find_asks_an_older_daemon_again_for_objects(daemon: FakeDaemon) -> None
     result = todo(daemon, "find", "--pending")
     assert result.exit_code == 0, result.output
     assert daemon.requests == [
-        {"op": "find", "done": False, "limit": 10_000, "form": "rows"},
-        {"op": "find", "done": False, "limit": 10_000},
+        {"op": "find", "done": False, "limit": FIND_FIRST_PAGE, "form": "rows"},
+        {"op": "find", "done": False, "limit": FIND_FIRST_PAGE},
     ]
     assert "Buy milk" in result.stdout
     daemon.fail("bad_request", "unknown field 'colour' for op 'find'")
     assert todo(daemon, "find").exit_code != 0, "any other refusal is an error"
+
+
+def test_find_over_dates_asks_small_pages_first_and_a_search_the_most_at_once(daemon: FakeDaemon) -> None:
+    """A find over dates alone asks a small first page, then twice as much a page; a search or a tag the most."""
+    first = entry("home", 2, "2026-11-30", "Buy milk")
+    daemon.answer({"next": "5.2026-11-30.2.home", "entries": [first], "more": True})
+    daemon.answer({"next": "5.2026-12-01.3.home", "entries": [entry("home", 3, "2026-12-01", "Call")], "more": True})
+    daemon.answer(found(entry("work", 11, "2026-12-02", "Report")))
+    result = todo(daemon, "find", "--pending")
+    assert result.exit_code == 0, result.output
+    assert [r["limit"] for r in daemon.requests] == [FIND_FIRST_PAGE, 2 * FIND_FIRST_PAGE, 4 * FIND_FIRST_PAGE]
+    assert [r.get("after") for r in daemon.requests] == [None, "5.2026-11-30.2.home", "5.2026-12-01.3.home"]
+    assert ["Buy milk" in result.stdout, "Call" in result.stdout, "Report" in result.stdout] == [True] * 3
+    for options in (("--search", "milk"), ("--tag", "food")):
+        daemon.requests.clear()
+        daemon.answer(found(first))
+        assert todo(daemon, "find", *options).exit_code == 0
+        assert daemon.requests[0]["limit"] == PAGE_ENTRIES, options
+    daemon.requests.clear()
+    daemon.answer(found(first))
+    assert todo(daemon, "find", "--pending", "--limit", "300").exit_code == 0
+    assert daemon.requests[0]["limit"] == 300, "--limit below a first page asks that many"
