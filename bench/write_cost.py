@@ -30,7 +30,8 @@ per add (``time.thread_time``: user and system time, not the wait for an
 fsync), the wall time per add and the WAL bytes per add (what a commit's
 fsync has to write), and the writer's ratios against todod as it is
 (``full``).  The writer's figures are what an acknowledgement waits for;
-the indexer's run off that path but on the same cores.
+the indexer's run off that path but on the same cores (in todod, in the
+indexer's process of its own; here in this one, with no event loop beside it).
 ``find_queries.py --only writes`` measures the issue's ratio (the whole
 core, with the query indexes against without them).
 
