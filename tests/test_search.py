@@ -8,6 +8,7 @@ import functools
 import os
 import signal
 import sqlite3
+import sys
 from contextlib import closing
 from typing import Any
 
@@ -213,3 +214,20 @@ async def test_the_indexer_process_ends_with_the_store(data_dir: str) -> None:
         pid = child.pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_an_indexer_process_that_cannot_start_gives_way_to_a_thread(
+    data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no interpreter to start the indexer's process, the daemon keeps the search index in a thread instead."""
+    monkeypatch.setattr(sys, "executable", os.path.join(data_dir, "no-such-python"))
+    async with open_core(data_dir) as core:
+        await seed(core)
+        with trio.fail_after(30):
+            await core.store.wait_indexed()
+        assert core.store._child is None, "still waiting for a process that cannot start"
+        assert index_rows(data_dir) == entry_rows(data_dir)
+        await changes(core)
+        with trio.fail_after(30):
+            await core.store.wait_indexed()
+        assert index_rows(data_dir) == entry_rows(data_dir)

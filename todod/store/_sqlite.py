@@ -654,6 +654,12 @@ class SQLiteStore:
                     self._indexed = await trio.to_thread.run_sync(_search.step, conn, self._position)
                 self._index_moved.set()
                 self._index_moved = trio.Event()
+            except IndexerUnavailable as exc:
+                # No interpreter to run it with (an embedded Python, say):
+                # the steps run in a worker thread, as they would with the switch off.
+                log.warning("%s; the search index is kept in a thread of the daemon instead", exc)
+                child = self._child = None
+                continue
             except sqlite3.IntegrityError as exc:
                 # The index disagrees with the log (a bug, or a file tampered
                 # with): it is derived data, so it is built again.
@@ -946,7 +952,11 @@ class SQLiteStore:
 
 
 class IndexerDied(OSError):
-    """The indexer's process exited, hung or could not be started; the next step starts another."""
+    """The indexer's process exited or hung; the next step starts another."""
+
+
+class IndexerUnavailable(IndexerDied):
+    """The indexer's process could not be started at all (the daemon then indexes in a thread)."""
 
 
 @attrs.define(eq=False)
@@ -979,7 +989,8 @@ class IndexerProcess:
         Raises:
             sqlite3.IntegrityError: the index disagrees with the log.
             sqlite3.OperationalError: the step failed in the process.
-            IndexerDied: the process exited, hung or could not start.
+            IndexerDied: the process exited or hung.
+            IndexerUnavailable: the process could not be started.
         """
         kind, _, rest = (await self._call(f"step {last}")).partition(" ")
         if kind == "ok":
@@ -997,7 +1008,7 @@ class IndexerProcess:
                     stdout=subprocess.PIPE,
                 )
             except OSError as exc:
-                raise IndexerDied(f"the indexer's process could not start: {exc}") from exc
+                raise IndexerUnavailable(f"the indexer's process could not start ({exc})") from exc
             self._buffer.clear()
         proc = self._proc
         assert proc.stdin is not None and proc.stdout is not None
