@@ -107,6 +107,8 @@ def validate_tag(tag: str) -> str:
 
 def validate_tags(tags: Iterable[str]) -> frozenset[str]:
     """The set of valid tags; raise :class:`Invalid` for a bad tag or more than 16 of them."""
+    if not tags:
+        return frozenset()  # most entries: no generator to build
     result = frozenset(validate_tag(t) for t in tags)
     if len(result) > MAX_TAGS:
         raise Invalid(f"an entry has at most {MAX_TAGS} tags (got {len(result)})")

@@ -48,6 +48,12 @@ class Registry:
     _timer: CallTimer = attrs.field(factory=CallTimer, init=False)
     _reap_sleep: trio.CancelScope | None = attrs.field(default=None, init=False)
     _trim_wanted: bool = attrs.field(default=False, init=False)
+    #: ``self._forget`` bound once: every server holds it, and a bound
+    #: method made per server would be one more object in each.
+    _on_stop: Callable[[ListServer, str | None], None] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._on_stop = self._forget
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the list servers until :meth:`close` or cancellation.
@@ -151,7 +157,7 @@ class Registry:
         self._check_quarantine(name)
         if self._nursery is None:
             raise Unavailable("the daemon is shutting down")
-        server = ListServer(name, self._store, self._config, self.faults, self._forget, self.events)
+        server = ListServer(name, self._store, self._config, self.faults, self._on_stop, self.events)
         self._servers[name] = server
         self._nursery.start_soon(server.run, name=f"list:{name}")
         if len(self._servers) > self._config.max_servers and not self._trim_wanted:
