@@ -291,6 +291,8 @@ def test_a_daemon_killed_mid_import_keeps_nothing_of_it() -> None:
     """A daemon killed during an import keeps none of it after the restart, staged rows included."""
     with running_daemon() as daemon:
         proc = _import_under_way(daemon)
+        staging = daemon.data_dir / "imports"
+        wait_until(lambda: any(staging.glob("*.sqlite3")), 30, "the import's staging file")
         daemon.kill()
         assert proc.stdin is not None
         proc.stdin.close()
@@ -300,3 +302,4 @@ def test_a_daemon_killed_mid_import_keeps_nothing_of_it() -> None:
         daemon.stop()
         with closing(sqlite3.connect(f"file:{daemon.data_dir / 'todod.sqlite3'}?mode=ro", uri=True)) as conn:
             assert conn.execute("SELECT count(*) FROM import_rows").fetchone()[0] == 0
+        assert list(staging.iterdir()) == []  # no staging file left
