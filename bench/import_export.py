@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -168,6 +169,11 @@ def timed(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL
     return time.perf_counter() - start
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -201,15 +207,21 @@ def main() -> None:
         kinds = ("todo", "raw", "schema", "export", "raw_export", *(("compared",) if args.compare else ()))
         figures: dict[str, list[float]] = {k: [] for k in kinds}
         peaks: list[int] = []
+        # CPU seconds of each import: the CLI's, the daemon's until the answer, and its indexing after it.
+        cpu: dict[str, list[float]] = {"cli": [], "daemon": [], "daemon_after": []}
         before: list[int] = []
         for rep in range(args.reps):
             # Each export loads its list into a list server, which stays for the
             # idle timeout: the next import's growth is what counts, not the peak.
             before.append(rss_kib(daemon.pid))
+            cli_before, daemon_before = children_cpu(), cpu_seconds(daemon.pid)
             with Sampler(daemon.pid) as sampler:
                 figures["todo"].append(timed([TODO, "import", f"big{rep}", str(source), "--timeout", "600"], env))
+            cpu["cli"].append(children_cpu() - cli_before)
+            cpu["daemon"].append(cpu_seconds(daemon.pid) - daemon_before)
             peaks.append(sampler.peak)
             settle(daemon.pid)
+            cpu["daemon_after"].append(cpu_seconds(daemon.pid) - daemon_before - cpu["daemon"][-1])
             if other is not None:
                 figures["compared"].append(
                     timed([other_todo, "import", f"big{rep}", str(source), "--timeout", "600"], other_env)
@@ -258,6 +270,7 @@ def main() -> None:
             "hwm": hwm,
         },
         "index_after_exports": index_lag,
+        "import_cpu_seconds": {k: [round(x, 2) for x in v] for k, v in cpu.items()},
     }
     if args.json:
         print(json.dumps(result))
@@ -272,6 +285,12 @@ def main() -> None:
     if "export" in rate:
         print(f"todo export --format csv:  {rate['export']:>10,.0f}/s  export / raw {result['export_over_raw']:.2f}x")
         print(f"raw sqlite3 + csv export:  {rate['raw_export']:>10,.0f}/s")
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    print(
+        f"CPU per imported entry (medians): the CLI {cpu_med['cli'] / args.lines * 1e6:.1f} us, the daemon "
+        f"{cpu_med['daemon'] / args.lines * 1e6:.1f} us until its answer and "
+        f"{cpu_med['daemon_after'] / args.lines * 1e6:.1f} us after it (indexing)"
+    )
     rss = result["daemon_rss_kib"]
     growth = zip(rss["peak_imports"], rss["before_imports"], strict=True)
     print(

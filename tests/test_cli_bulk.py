@@ -63,6 +63,24 @@ def test_import_csv_with_a_header_done_and_tags(daemon: Daemon) -> None:
     ]
 
 
+def test_import_of_long_non_ascii_titles_fits_every_request_line(daemon: Daemon, tmp_path: Path) -> None:
+    """Rows of 1,000-character non-ASCII titles, far more than a request line holds per 2,000, all import."""
+    path = tmp_path / "long.csv"
+    titles = [f"{i:04d}" + "é" * 996 for i in range(2_500)]
+    path.write_text("".join(f"2026-12-19,{title}\n" for title in titles))
+    result = todo(daemon, "import", "home", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "imported 2500 entries into home (ids 1 to 2500)\n"
+    entries = run_cli_entries(daemon, "home")
+    assert [e["title"] for e in entries] == titles
+
+
+def run_cli_entries(daemon: Daemon, name: str) -> list[dict[str, Any]]:
+    result = todo(daemon, "export", name, "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
 def test_import_json_lines(daemon: Daemon) -> None:
     """JSON lines import with their done marks and tags; blank lines are skipped."""
     lines = [
