@@ -156,11 +156,11 @@ def settle(pid: int, within: float = 120.0) -> None:
     the baselines down, not the import.
     """
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:  # the indexer waits 0.5 s (INDEX_DELAY) before it starts
         before = cpu_seconds(pid)
         time.sleep(0.5)
-        if cpu_seconds(pid) - before < 0.02:
-            return
+        quiet = quiet + 1 if cpu_seconds(pid) - before < 0.02 else 0
 
 
 def timed(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL) -> float:
