@@ -471,7 +471,7 @@ def json_entries(rows: Sequence[Any], written: int, *, last: bool) -> str:
     blocks = []
     for r in rows:
         if type(r) is dict:  # an object, from a daemon that sends them: as it is
-            blocks.append("  " + indented(r, 1))
+            blocks.append("  " + indented(r, 1, ascii_only=False))
             continue
         entry_id, date, title, done, version, found = r
         if type(entry_id) is int and type(done) is bool and type(version) is int and found == []:
@@ -481,17 +481,17 @@ def json_entries(rows: Sequence[Any], written: int, *, last: bool) -> str:
                 f'    "version": {version},\n    "tags": []\n  }}'
             )
         else:  # tags, or a shape this fast path does not know: the general way
-            blocks.append("  " + indented(dict(zip(ROW_KEYS, r, strict=True)), 1))
+            blocks.append("  " + indented(dict(zip(ROW_KEYS, r, strict=True)), 1, ascii_only=False))
     out = "[" if written == 0 else ""
     if blocks:
         out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)
     if last:
         out += "\n]\n" if written or blocks else "]\n"
-    return out
+    return _json_safe(out)
 
 
 def _string(value: object) -> str:
-    return json.dumps(value) if type(value) is not str else _encode_string(value)
+    return json.dumps(value, ensure_ascii=False) if type(value) is not str else _encode_utf8(value)
 
 
 def lists(items: Sequence[Mapping[str, Any]]) -> str:

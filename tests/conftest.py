@@ -44,9 +44,11 @@ def pg_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def pg_uri(pg_cluster: Cluster) -> str:
-    """The URI of a fresh, empty PostgreSQL database."""
-    return pg_cluster.new_database()
+def pg_uri(pg_cluster: Cluster) -> Iterator[str]:
+    """The URI of a fresh, empty PostgreSQL database (emptied afterwards for a later test)."""
+    uri = pg_cluster.new_database()
+    yield uri
+    pg_cluster.release(uri)
 
 
 #: The backends the contract tests run on: the store URI, None for SQLite.
@@ -89,7 +91,9 @@ def module_store_uri(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
     cluster: Cluster = request.getfixturevalue("pg_cluster")
-    return cluster.new_database()
+    uri = cluster.new_database()
+    request.addfinalizer(lambda: cluster.release(uri))
+    return uri
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli import _client
+from cli import _client, _render
 from cli._paging import PAGE_ENTRIES
 from cli.app import app
 from tests.fake_daemon import FakeDaemon
@@ -148,6 +148,21 @@ def test_entries_sends_the_date_filter_and_prints_json(daemon: FakeDaemon) -> No
     assert daemon.requests == [
         {"op": "entries", "list": "home", "date": "2024-05-01", "limit": PAGE_ENTRIES, "form": "rows"}
     ]
+
+
+def test_entries_json_is_utf8_like_every_other_json_output(daemon: FakeDaemon) -> None:
+    """`todo entries --json` writes non-ASCII as UTF-8, as `todo find --json` does, escaping only unsafe characters."""
+    entries = [
+        {**ENTRY, "title": "Café 仕事", "tags": []},
+        {**ENTRY, "id": 8, "title": "bidi \u202e and C1 \x85", "tags": ["ünï"]},
+    ]
+    daemon.answer(page(entries))
+    result = todo(daemon, "entries", "home", "--json")
+    assert result.exit_code == 0, result.output
+    assert "Café 仕事" in result.stdout and "ünï" in result.stdout
+    assert "\u202e" not in result.stdout and "\x85" not in result.stdout
+    assert result.stdout == _render.dump_json(entries)
+    assert json.loads(result.stdout) == entries
 
 
 def test_entries_prints_nothing_for_an_empty_list(daemon: FakeDaemon) -> None:
