@@ -272,11 +272,13 @@ class Imports:
             finally:
                 self._sessions.pop(import_id, None)
                 # Published or not, its staged rows are done with (a publish
-                # still queued after a timeout then fails, finding no file).
-                try:
-                    await self.store.drop_import(import_id)
-                except TodoError as exc:
-                    log.warning("could not drop import %s: %s", import_id, exc)
+                # still queued after a timeout then fails, finding no file);
+                # shielded, bounded, so that a cancelled commit leaves no file behind.
+                with trio.CancelScope(shield=True), trio.move_on_after(self.call_timeout):
+                    try:
+                        await self.store.drop_import(import_id)
+                    except TodoError as exc:
+                        log.warning("could not drop import %s: %s", import_id, exc)
 
     async def abort(self, import_id: str) -> None:
         """End an import and drop what it staged (nothing was published)."""
