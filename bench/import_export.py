@@ -20,6 +20,11 @@ Each repetition, interleaved:
 - ``todo export --format csv`` of that list to /dev/null, beside a Python
   process reading the same rows with sqlite3 and writing them with :mod:`csv`.
 
+With ``--compare BIN`` (a directory holding another build's ``todo`` and
+``todod``, say main's, installed in a venv of its own), each repetition also
+imports the same file through that build, into a daemon of its own started
+from it, interleaved with the others: the ratio of the two is the change's.
+
 The daemon's peak memory is also measured for an import a tenth the size:
 bounded memory means the two peaks are close.  (An export loads its list into
 a list server, which stays for the idle timeout, so each import's growth
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -125,10 +131,47 @@ class Sampler:
         self._thread.join()
 
 
+def start_daemon(todod: str, todo: str, sock: Path, data: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A todod on ``sock`` and ``data``, once it answers ``todo status``."""
+    daemon = subprocess.Popen([todod, "--socket", str(sock), "--data-dir", str(data)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while subprocess.run([todo, "status"], env=env, capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            daemon.terminate()
+            raise SystemExit(f"{todod} did not start")
+        time.sleep(0.1)
+    return daemon
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid: int, within: float = 120.0) -> None:
+    """Wait (untimed) until the daemon is idle: the indexer works on an import's titles after its answer.
+
+    Otherwise that work (some 40 us of CPU per title here) would compete
+    with the arms that come after an import on the same two cores, and slow
+    the baselines down, not the import.
+    """
+    deadline = time.monotonic() + within
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:  # the indexer waits 0.5 s (INDEX_DELAY) before it starts
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        quiet = quiet + 1 if cpu_seconds(pid) - before < 0.02 else 0
+
+
 def timed(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL) -> float:
     start = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdout=stdout, stderr=subprocess.PIPE)
     return time.perf_counter() - start
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -136,44 +179,62 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument("--compare", metavar="BIN", help="another build's todo and todod's directory")
+    parser.add_argument("--imports-only", action="store_true", help="skip the exports")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="todob-bulk-"))
     os.chmod(tmp, 0o700)
     daemon: subprocess.Popen[bytes] | None = None
+    other: subprocess.Popen[bytes] | None = None
     try:
         source, small = tmp / "in.csv", tmp / "small.csv"
         make_csv(source, args.lines)
         make_csv(small, max(args.lines // 10, 1))
         sock, data = tmp / "todod.sock", tmp / "data"
         env = {**os.environ, "TODOD_SOCKET": str(sock), "TODOD_DATA_DIR": str(data), "TODOD_NO_START": "1"}
-        daemon = subprocess.Popen([TODOD, "--socket", str(sock), "--data-dir", str(data)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while subprocess.run([TODO, "status"], env=env, capture_output=True).returncode:
-            if time.monotonic() > deadline:
-                raise SystemExit("todod did not start")
-            time.sleep(0.1)
+        daemon = start_daemon(TODOD, TODO, sock, data, env)
+        other_env: dict[str, str] = {}
+        if args.compare:
+            other_todo, other_todod = str(Path(args.compare) / "todo"), str(Path(args.compare) / "todod")
+            other_sock, other_data = tmp / "other.sock", tmp / "other-data"
+            other_env = {**env, "TODOD_SOCKET": str(other_sock), "TODOD_DATA_DIR": str(other_data)}
+            other = start_daemon(other_todod, other_todo, other_sock, other_data, other_env)
         idle_rss = rss_kib(daemon.pid)
         with Sampler(daemon.pid) as sampler:
             timed([TODO, "import", "small", str(small), "--timeout", "600"], env)
         small_peak = sampler.peak
-        kinds = ("todo", "raw", "schema", "export", "raw_export")
+        settle(daemon.pid)
+        kinds = ("todo", "raw", "schema", "export", "raw_export", *(("compared",) if args.compare else ()))
         figures: dict[str, list[float]] = {k: [] for k in kinds}
         peaks: list[int] = []
+        # CPU seconds of each import: the CLI's, the daemon's until the answer, and its indexing after it.
+        cpu: dict[str, list[float]] = {"cli": [], "daemon": [], "daemon_after": []}
         before: list[int] = []
         for rep in range(args.reps):
             # Each export loads its list into a list server, which stays for the
             # idle timeout: the next import's growth is what counts, not the peak.
             before.append(rss_kib(daemon.pid))
+            cli_before, daemon_before = children_cpu(), cpu_seconds(daemon.pid)
             with Sampler(daemon.pid) as sampler:
                 figures["todo"].append(timed([TODO, "import", f"big{rep}", str(source), "--timeout", "600"], env))
+            cpu["cli"].append(children_cpu() - cli_before)
+            cpu["daemon"].append(cpu_seconds(daemon.pid) - daemon_before)
             peaks.append(sampler.peak)
+            settle(daemon.pid)
+            cpu["daemon_after"].append(cpu_seconds(daemon.pid) - daemon_before - cpu["daemon"][-1])
+            if other is not None:
+                figures["compared"].append(
+                    timed([other_todo, "import", f"big{rep}", str(source), "--timeout", "600"], other_env)
+                )
+                settle(other.pid)
             figures["raw"].append(timed([sys.executable, "-c", RAW_PLAIN, str(source), str(tmp / f"raw{rep}.db")], env))
             schema_db = tmp / f"schema{rep}.db"
             figures["schema"].append(
                 timed([sys.executable, "-c", RAW_SCHEMA, str(source), str(schema_db), "text"], env)
             )
-            figures["export"].append(timed([TODO, "export", f"big{rep}", "--timeout", "600"], env))
-            figures["raw_export"].append(timed([sys.executable, "-c", RAW_EXPORT, str(schema_db), "big"], env))
+            if not args.imports_only:
+                figures["export"].append(timed([TODO, "export", f"big{rep}", "--timeout", "600"], env))
+                figures["raw_export"].append(timed([sys.executable, "-c", RAW_EXPORT, str(schema_db), "big"], env))
             for path in (tmp / f"raw{rep}.db", schema_db):
                 path.unlink(missing_ok=True)
         hwm = rss_kib(daemon.pid, "VmHWM")
@@ -184,11 +245,12 @@ def main() -> None:
         stats = json.loads(status.stdout)["stats"]
         index_lag = {k: v for k, v in stats.items() if "index" in k}
     finally:
-        if daemon is not None:
-            daemon.terminate()
-            daemon.wait(60)
+        for proc in (daemon, other):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(60)
         shutil.rmtree(tmp, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in figures.items()}
+    med = {k: statistics.median(v) for k, v in figures.items() if v}
     rate = {k: args.lines / v for k, v in med.items()}
     result = {
         "lines": args.lines,
@@ -198,7 +260,8 @@ def main() -> None:
         "import_over_raw": round(rate["todo"] / rate["raw"], 3),
         "import_over_schema": round(rate["todo"] / rate["schema"], 3),
         "schema_over_raw": round(rate["schema"] / rate["raw"], 3),
-        "export_over_raw": round(rate["export"] / rate["raw_export"], 3),
+        "export_over_raw": round(rate["export"] / rate["raw_export"], 3) if "export" in rate else None,
+        "import_over_compared": round(rate["todo"] / rate["compared"], 3) if "compared" in rate else None,
         "daemon_rss_kib": {
             "idle": idle_rss,
             "peak_small_import": small_peak,
@@ -207,6 +270,7 @@ def main() -> None:
             "hwm": hwm,
         },
         "index_after_exports": index_lag,
+        "import_cpu_seconds": {k: [round(x, 2) for x in v] for k, v in cpu.items()},
     }
     if args.json:
         print(json.dumps(result))
@@ -215,8 +279,18 @@ def main() -> None:
     print(f"todo import:               {rate['todo']:>10,.0f}/s  (target 100,000/s)")
     print(f"raw sqlite3 executemany:   {rate['raw']:>10,.0f}/s  import / raw {result['import_over_raw']:.2f}x")
     print(f"same rows, todod's schema: {rate['schema']:>10,.0f}/s  import / schema {result['import_over_schema']:.2f}x")
-    print(f"todo export --format csv:  {rate['export']:>10,.0f}/s  export / raw {result['export_over_raw']:.2f}x")
-    print(f"raw sqlite3 + csv export:  {rate['raw_export']:>10,.0f}/s")
+    if "compared" in rate:
+        ratio = result["import_over_compared"]
+        print(f"--compare's todo import:   {rate['compared']:>10,.0f}/s  import / it {ratio:.2f}x")
+    if "export" in rate:
+        print(f"todo export --format csv:  {rate['export']:>10,.0f}/s  export / raw {result['export_over_raw']:.2f}x")
+        print(f"raw sqlite3 + csv export:  {rate['raw_export']:>10,.0f}/s")
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    print(
+        f"CPU per imported entry (medians): the CLI {cpu_med['cli'] / args.lines * 1e6:.1f} us, the daemon "
+        f"{cpu_med['daemon'] / args.lines * 1e6:.1f} us until its answer and "
+        f"{cpu_med['daemon_after'] / args.lines * 1e6:.1f} us after it (indexing)"
+    )
     rss = result["daemon_rss_kib"]
     growth = zip(rss["peak_imports"], rss["before_imports"], strict=True)
     print(

@@ -63,6 +63,24 @@ def test_import_csv_with_a_header_done_and_tags(daemon: Daemon) -> None:
     ]
 
 
+def test_import_of_long_non_ascii_titles_fits_every_request_line(daemon: Daemon, tmp_path: Path) -> None:
+    """Rows of 1,000-character non-ASCII titles, far more than a request line holds per 2,000, all import."""
+    path = tmp_path / "long.csv"
+    titles = [f"{i:04d}" + "é" * 996 for i in range(2_500)]
+    path.write_text("".join(f"2026-12-19,{title}\n" for title in titles))
+    result = todo(daemon, "import", "home", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "imported 2500 entries into home (ids 1 to 2500)\n"
+    entries = run_cli_entries(daemon, "home")
+    assert [e["title"] for e in entries] == titles
+
+
+def run_cli_entries(daemon: Daemon, name: str) -> list[dict[str, Any]]:
+    result = todo(daemon, "export", name, "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
 def test_import_json_lines(daemon: Daemon) -> None:
     """JSON lines import with their done marks and tags; blank lines are skipped."""
     lines = [
@@ -291,6 +309,8 @@ def test_a_daemon_killed_mid_import_keeps_nothing_of_it() -> None:
     """A daemon killed during an import keeps none of it after the restart, staged rows included."""
     with running_daemon() as daemon:
         proc = _import_under_way(daemon)
+        staging = daemon.data_dir / "imports"
+        wait_until(lambda: any(staging.glob("*.sqlite3")), 30, "the import's staging file")
         daemon.kill()
         assert proc.stdin is not None
         proc.stdin.close()
@@ -300,3 +320,4 @@ def test_a_daemon_killed_mid_import_keeps_nothing_of_it() -> None:
         daemon.stop()
         with closing(sqlite3.connect(f"file:{daemon.data_dir / 'todod.sqlite3'}?mode=ro", uri=True)) as conn:
             assert conn.execute("SELECT count(*) FROM import_rows").fetchone()[0] == 0
+        assert list(staging.iterdir()) == []  # no staging file left

@@ -7,7 +7,9 @@ translate their errors.  Schema version 6 (:data:`MIGRATION`) adds:
 
 - ``import_rows``: an import's staged entries, written in bounded batches
   outside the entries table, so no reader sees any of them until one
-  transaction publishes them all (:func:`publish_import`);
+  transaction publishes them all (:func:`publish_import`); the PostgreSQL
+  backend stages there, the SQLite backend in a file of its own per import
+  (:func:`open_staging`) and keeps the table only to empty it;
 - ``moves``: which change of one list is the other half of a move, so an
   undo of either half reverts both;
 - ``sagas``: the source daemon's journal of moves to another daemon;
@@ -17,6 +19,7 @@ translate their errors.  Schema version 6 (:data:`MIGRATION`) adds:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -92,11 +95,11 @@ def event_text(date: str, title: str, done: bool, tags: Sequence[str]) -> str:
     return f"{date} {mark} 1 {title}"
 
 
-def stage_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow]) -> None:
+def stage_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow], sql: str = _STAGE) -> None:
     """Stage one batch of an import's rows, in a transaction of its own (not fsynced: see the store)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_STAGE, rows)
+        conn.executemany(sql, rows)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -125,9 +128,55 @@ def drop_import(conn: sqlite3.Connection, import_id: str | None = None) -> None:
         raise
 
 
+# The SQLite backend stages each import in a file of its own, one table whose
+# rowid is the row's place n: an append in n order, not an insert into a
+# shared (import, n) key.  The file has no journal and is never fsynced
+# (journal_mode=OFF, synchronous=OFF): a staged row answers nobody, a daemon
+# that restarts removes every staging file, and an import whose staging
+# fails in any way (a statement that a journal would have rolled back) is
+# failed and its file removed.  So each staged row costs one write to the
+# page cache of a file of its own, not a write to the store's WAL (and its
+# checkpoint into the store's file, and its delete at the publish); the
+# publish reads the file attached to the writer's connection, and the end of
+# the import is one unlink.
+STAGING_TABLE = (
+    "CREATE TABLE rows (n INTEGER PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, "
+    "done INTEGER NOT NULL, tags TEXT NOT NULL, event TEXT NOT NULL)"
+)
+#: A :data:`StagedRow` into a staging file: its import id (?1) is the file's.
+STAGE_FILE = "INSERT INTO rows (n, date, title, done, tags, event) VALUES (?2, ?3, ?4, ?5, ?6, ?7)"
+
+
+def open_staging(path: str) -> sqlite3.Connection:
+    """Create an import's staging file at ``path`` (mode 0600, it must not exist) and its table; its connection."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute(STAGING_TABLE)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def staged_file_count(conn: sqlite3.Connection) -> tuple[int, int]:
+    """How many rows a staging file holds, and its highest ``n``."""
+    row = conn.execute("SELECT count(*), coalesce(max(n), 0) FROM rows").fetchone()
+    return int(row[0]), int(row[1])
+
+
+#: Where a publish reads an import's staged rows: a table expression with
+#: its parameters (it has columns n, date, title, done, tags and event), and
+#: the statement, with the same parameters, that deletes them in the
+#: publish's transaction (None: the backend drops them after it).
+Staged = tuple[str, tuple[Any, ...], str | None]
+
+
 def publish_import(
     conn: sqlite3.Connection,
-    import_id: str,
+    staged: Staged,
     list_id: int,
     count: int,
     position: int,
@@ -143,23 +192,25 @@ def publish_import(
     chained from ``head``.  Returns the first id, the change's seq and the
     new head (the last position).
     """
+    source, params, delete = staged
     next_id, seq = conn.execute("SELECT next_id, seq FROM lists WHERE id = ?", (list_id,)).fetchone()
     conn.execute(
         "INSERT INTO entries (list_id, id, date, title, done, version, tags) "
-        "SELECT ?, ? + n - 1, date, title, done, 1, tags FROM import_rows WHERE import = ? ORDER BY n",
-        (list_id, next_id, import_id),
+        f"SELECT ?, ? + n - 1, date, title, done, 1, tags FROM {source} ORDER BY n",
+        (list_id, next_id, *params),
     )
     conn.execute(
         "INSERT INTO events (position, list_id, seq, change, op, entry, before, after, time, uid, pid, target, prev) "
         "SELECT ? + n, ?, ? + n, ? + 1, 'import', ? + n - 1, NULL, event, ?, ?, ?, NULL, "
-        "CASE WHEN n = 1 THEN ? ELSE ? + n - 1 END FROM import_rows WHERE import = ? ORDER BY n",
-        (position, list_id, seq, seq, next_id, now, uid, pid, head, position, import_id),
+        f"CASE WHEN n = 1 THEN ? ELSE ? + n - 1 END FROM {source} ORDER BY n",
+        (position, list_id, seq, seq, next_id, now, uid, pid, head, position, *params),
     )
     last = position + count
     conn.execute(
         "UPDATE lists SET next_id = next_id + ?, seq = seq + ?, head = ? WHERE id = ?", (count, count, last, list_id)
     )
-    conn.execute("DELETE FROM import_rows WHERE import = ?", (import_id,))
+    if delete is not None:
+        conn.execute(delete, params)
     return int(next_id), int(seq) + 1, last
 
 

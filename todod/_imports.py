@@ -2,7 +2,8 @@
 
 An import is a session: ``import_begin`` opens it, each ``import_rows``
 validates a batch of rows (up to :data:`todod.protocol.MAX_IMPORT_ROWS`) and
-stages it in the store's ``import_rows`` table, and ``import_commit``
+stages it in the store (SQLite: a file of the import's own; PostgreSQL: the
+``import_rows`` table), and ``import_commit``
 publishes every staged row into the list as one change of the log (op
 ``import``: one undo takes it all back), through the mover, in one
 transaction.  Until then no reader sees any of it; after it, every reader
@@ -25,7 +26,7 @@ import trio
 from todod import _bulk
 from todod._model import MAX_TITLE, NOBODY, Origin, parse_date, validate_list_name, validate_tags, validate_title
 from todod._transfer import Applied, Mover, Work
-from todod.protocol import MAX_IMPORT_ROWS, BadRequest, Invalid, NotFound, TodoError, Unavailable
+from todod.protocol import MAX_IMPORT_ROWS, BadRequest, Invalid, NotFound, Timeout, TodoError, Unavailable
 from todod.store import Store, WriteContext
 
 log = logging.getLogger("todod.imports")
@@ -166,6 +167,7 @@ class Imports:
     mover: Mover
     call_timeout: float
     _sessions: dict[str, _Session] = attrs.field(factory=dict, init=False)
+    _publishing: trio.Lock = attrs.field(factory=trio.Lock, init=False)
 
     def open_count(self) -> int:
         return len(self._sessions)
@@ -241,7 +243,7 @@ class Imports:
                     list_id = context.list_id(name)
                     _first, _seq, last = _bulk.publish_import(
                         context.conn,
-                        import_id,
+                        context.staged(import_id),
                         list_id,
                         count,
                         context.position,
@@ -256,12 +258,27 @@ class Imports:
                 done = {**result, "first": first, "last": first + count - 1, "seq": seq}
                 return Applied(done, hook=publish, reload=(name,), bulk=True)
 
+            # A publish writes every row once more: give it time beyond a call's.
+            within = self.call_timeout * 12
             try:
-                # A publish writes every row once more: give it time beyond a call's.
-                published: dict[str, Any] = await self.mover.do(Work((name,), apply), self.call_timeout * 12)
+                # One publish at a time: each attaches its staging file to the
+                # writer's connection, which takes ten at most in one transaction
+                # (and the writer runs them one after another anyway).
+                with trio.move_on_after(within):
+                    async with self._publishing:
+                        published: dict[str, Any] = await self.mover.do(Work((name,), apply), within)
+                        return published
+                raise Timeout(f"the import was not published within {within:g} s; it may still be")
             finally:
                 self._sessions.pop(import_id, None)
-            return published
+                # Published or not, its staged rows are done with (a publish
+                # still queued after a timeout then fails, finding no file);
+                # shielded, bounded, so that a cancelled commit leaves no file behind.
+                with trio.CancelScope(shield=True), trio.move_on_after(self.call_timeout):
+                    try:
+                        await self.store.drop_import(import_id)
+                    except TodoError as exc:
+                        log.warning("could not drop import %s: %s", import_id, exc)
 
     async def abort(self, import_id: str) -> None:
         """End an import and drop what it staged (nothing was published)."""

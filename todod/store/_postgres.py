@@ -216,6 +216,10 @@ class WriteContext:
     def set_head(self, list_id: int, head: int) -> None:
         self._heads[self._names[list_id]] = head
 
+    def staged(self, import_id: str) -> tuple[str, tuple[Any, ...], str | None]:
+        """Where an import's staged rows are (``import_rows``), and their delete in the publish's transaction."""
+        return "import_rows WHERE import = ?", (import_id,), "DELETE FROM import_rows WHERE import = ?"
+
 
 @attrs.define(eq=False)
 class _Follower:

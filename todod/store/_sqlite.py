@@ -12,6 +12,7 @@ Every error that leaves this module is a :class:`StoreError`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -22,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -31,7 +33,7 @@ import trio
 
 from todod import _bulk, _log, _query, _search
 from todod._model import MAX_LIST_NAME, Change, Entry, TodoList, validate_list_name
-from todod.paths import ensure_private_dir
+from todod.paths import UnsafeDirectory, ensure_private_dir
 from todod.protocol import Invalid, Timeout
 from todod.store._base import (
     Batch,
@@ -50,6 +52,8 @@ log = logging.getLogger("todod.store")
 
 DB_NAME = "todod.sqlite3"
 LOCK_NAME = "todod.lock"
+#: The directory, beside the store's file, of imports' staging files (see todod/_bulk.py).
+STAGING_DIR = "imports"
 
 #: 'todo' in ASCII: marks a database file as ours, so a foreign SQLite file
 #: handed to us by mistake is refused rather than written into.
@@ -201,6 +205,26 @@ class WriteContext:
     def set_head(self, list_id: int, head: int) -> None:
         self._moved[list_id] = head
 
+    def staged(self, import_id: str) -> _bulk.Staged:
+        """Where an import's staged rows are: its staging file, attached to this connection until the transaction ends.
+
+        Read-only (``mode=ro``): a file already removed (an import dropped
+        while its publish was queued) fails the transaction, rather than
+        publishing an empty file made anew.
+        """
+        schema = f"import_{_checked_id(import_id)}"
+        uri = "file:" + urllib.parse.quote(self._store.staging_path(import_id)) + "?mode=ro"
+        self.conn.execute(f"ATTACH DATABASE ? AS {schema}", (uri,))
+        self._store._attached.append(schema)
+        return f"{schema}.rows", (), None
+
+
+def _checked_id(import_id: str) -> str:
+    """An import id as the daemon makes them (16 hex digits), safe in a file name and a schema name."""
+    if len(import_id) != 16 or not all(c in "0123456789abcdef" for c in import_id):
+        raise StoreError(f"not an import id: {import_id[:40]!r}")
+    return import_id
+
 
 def _translate(exc: BaseException, what: str) -> StoreError:
     if isinstance(exc, StoreError):
@@ -329,9 +353,10 @@ class SQLiteStore:
     _loads: int = attrs.field(default=0, init=False)
     _checkpoints: int = attrs.field(default=0, init=False)
     _since_checkpoint: int = attrs.field(default=0, init=False)
-    #: The connection imports are staged on, and its lock (one staging batch at a time).
-    _staging: sqlite3.Connection | None = attrs.field(default=None, init=False)
-    _staging_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    #: The open imports' staging files, by import id (see todod/_bulk.py).
+    _staging: dict[str, _StagingFile] = attrs.field(factory=dict, init=False)
+    #: The staging files the writer's transaction attached, detached after it.
+    _attached: list[str] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._read_limiter = trio.CapacityLimiter(len(self._readers))
@@ -561,11 +586,22 @@ class SQLiteStore:
             error = _translate(exc, "could not commit")
             log.error("%s (%d batch(es) failed)", error, len(group))
             return error
+        finally:
+            self._detach(conn)
         self._commits += 1
         self._batches += sum(1 for item in group if item.changes)
         self._changes += sum(len(item.changes) for item in group)
         self._max_group = max(self._max_group, len(group))
         return None
+
+    def _detach(self, conn: sqlite3.Connection) -> None:
+        """Detach the staging files a transaction's hooks attached (outside any transaction: SQLite allows no other)."""
+        while self._attached:
+            schema = self._attached.pop()
+            try:
+                conn.execute(f"DETACH DATABASE {schema}")
+            except sqlite3.Error as exc:
+                log.warning("could not detach %s: %s", schema, exc)
 
     def _list_id(self, conn: sqlite3.Connection, name: str) -> int:
         list_id = self._list_ids.get(name)
@@ -807,39 +843,81 @@ class SQLiteStore:
 
     # --- imports, moves and sagas (the SQL is in todod/_bulk.py) -----------------
 
-    async def _on_staging(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
-        """Run ``fn`` on the staging connection, in a thread, one at a time.
-
-        Staged rows are not served to anyone until a publish, and a crash
-        drops every import anyway, so their commits are not fsynced
-        (``synchronous = NORMAL``: WAL frames reach the disk at the next
-        fsynced commit or checkpoint): an import pays one fsync, its publish.
-        Their transactions take the database's write lock for one batch at a
-        time, so the writer waits milliseconds, as for compaction.
-        """
-        async with self._staging_lock:
-            try:
-                if self._staging is None:
-                    conn = await trio.to_thread.run_sync(_connect, self.path)
-                    conn.execute("PRAGMA synchronous = NORMAL")
-                    self._staging = conn
-                return await trio.to_thread.run_sync(fn, self._staging)
-            except (sqlite3.Error, OSError) as exc:
-                raise _translate(exc, what) from exc
+    def staging_path(self, import_id: str) -> str:
+        """The staging file of an import (see todod/_bulk.py)."""
+        return os.path.join(os.path.dirname(self.path), STAGING_DIR, _checked_id(import_id) + ".sqlite3")
 
     async def stage_import(self, rows: Sequence[_bulk.StagedRow]) -> None:
-        """Stage a batch of an import's rows (see :func:`todod._bulk.stage_rows`)."""
-        await self._on_staging(lambda c: _bulk.stage_rows(c, rows), "could not stage the import")
+        """Stage a batch of an import's rows (all of one import) in its staging file, made at its first batch.
+
+        Not fsynced, not journaled: see todod/_bulk.py.  The batches of one
+        import are staged one at a time; those of several imports at once,
+        each in its own file and thread.
+        """
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return
+        import_id = rows[0][0]
+        staging = self._staging.get(import_id)
+        if staging is None:
+            staging = self._staging[import_id] = _StagingFile(self.staging_path(import_id))
+        async with staging.lock:
+            try:
+                await trio.to_thread.run_sync(staging.stage, rows)
+            except (sqlite3.Error, OSError, UnsafeDirectory) as exc:
+                raise _translate(exc, "could not stage the import") from exc
 
     async def staged_count(self, import_id: str) -> tuple[int, int]:
-        result: tuple[int, int] = await self._on_staging(
-            lambda c: _bulk.staged_count(c, import_id), "could not read the import"
-        )
+        """How many rows an import has staged, and its highest ``n`` ((0, 0) for none)."""
+        staging = self._staging.get(import_id)
+        if staging is None:
+            await trio.lowlevel.checkpoint()
+            return 0, 0
+        async with staging.lock:
+            try:
+                result: tuple[int, int] = await trio.to_thread.run_sync(staging.count)
+            except (sqlite3.Error, OSError) as exc:
+                raise _translate(exc, "could not read the import") from exc
         return result
 
     async def drop_import(self, import_id: str | None = None) -> None:
-        """Drop an import's staged rows (all imports' with None)."""
-        await self._on_staging(lambda c: _bulk.drop_import(c, import_id), "could not drop the import")
+        """Drop an import's staged rows: close and remove its staging file.
+
+        With None (a daemon starting: no import can go on), every staging
+        file, and the rows an older todod staged in the store's ``import_rows``.
+        """
+        if import_id is not None:
+            staging = self._staging.pop(import_id, None)
+            if staging is None:
+                await trio.lowlevel.checkpoint()
+                return
+            async with staging.lock:
+                try:
+                    await trio.to_thread.run_sync(staging.remove)
+                except OSError as exc:
+                    raise _translate(exc, "could not drop the import") from exc
+            return
+        dropped = list(self._staging.values())
+        self._staging.clear()
+        try:
+            await trio.to_thread.run_sync(self._drop_every_import, dropped)
+        except (sqlite3.Error, OSError, UnsafeDirectory) as exc:
+            raise _translate(exc, "could not drop the imports") from exc
+
+    def _drop_every_import(self, dropped: list[_StagingFile]) -> None:
+        for staging in dropped:
+            staging.remove()
+        directory = os.path.join(os.path.dirname(self.path), STAGING_DIR)
+        ensure_private_dir(directory)
+        for name in os.listdir(directory):
+            if name.endswith(".sqlite3"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, name))
+        conn = _connect(self.path)
+        try:
+            _bulk.drop_import(conn)
+        finally:
+            conn.close()
 
     async def bulk_read(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
         """One of todod/_bulk.py's reads, in one read transaction of the read pool."""
@@ -1177,9 +1255,37 @@ async def open_store(
         yield store
     finally:
         with trio.CancelScope(shield=True):
-            if store._staging is not None:
-                store._staging.close()
+            for staging in store._staging.values():
+                staging.close()
             await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd, indexer)
+
+
+@attrs.define(eq=False)
+class _StagingFile:
+    """One import's staging file and its connection (made at the first batch); one thread at a time, under ``lock``."""
+
+    path: str
+    lock: trio.Lock = attrs.field(factory=trio.Lock)
+    _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
+
+    def stage(self, rows: Sequence[_bulk.StagedRow]) -> None:
+        if self._conn is None:
+            ensure_private_dir(os.path.dirname(self.path))
+            self._conn = _bulk.open_staging(self.path)
+        _bulk.stage_rows(self._conn, rows, _bulk.STAGE_FILE)
+
+    def count(self) -> tuple[int, int]:
+        return (0, 0) if self._conn is None else _bulk.staged_file_count(self._conn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def remove(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
 
 
 def _close_sync(
