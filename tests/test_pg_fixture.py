@@ -28,8 +28,7 @@ def test_a_cluster_whose_owner_died_is_stopped_and_removed(pg_cluster: Cluster) 
         assert postmaster is not None
         Path(orphan.root, "owner").write_text(f"{_dead_pid()}\n")
         removed = sweep_stale(pg_cluster.bindir)
-        assert orphan.root in removed
-        assert not os.path.exists(orphan.root)
+        assert not os.path.exists(orphan.root)  # (another test worker's sweep may have been first)
         assert not Path(f"/proc/{postmaster}").exists() or "postgres" not in Path(
             f"/proc/{postmaster}/cmdline"
         ).read_bytes().decode(errors="replace")
