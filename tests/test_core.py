@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -198,9 +199,13 @@ async def test_a_writer_crashing_too_often_escalates_out_of_open_core(
                 with pytest.raises(StoreError):
                     await core.add("l", f"t{i}", DAY)
                 failed += 1
-            # The escalation needs no thread or timer: once every task waits,
-            # it has cancelled this body.
-            await trio.testing.wait_all_tasks_blocked()
+            # The escalation cancels this body.  Its clean-up may still be in
+            # a worker thread (PostgreSQL's rollback is a round trip), which
+            # wait_all_tasks_blocked counts as blocked: wait, bounded in real time.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.to_thread.run_sync(time.sleep, 0.01)
             pytest.fail("the supervisor never escalated")
     assert failed >= 3
 
