@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import os
 import random
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
+from todod import _imports
 from todod._core import Core, open_core
 from todod._imports import IDLE_TIMEOUT, check_row, check_rows
 from todod._model import Entry
@@ -161,6 +166,40 @@ async def test_import_with_a_bad_row_changes_nothing(data_dir: str) -> None:
             await core.imports.commit(import_id, 20)
         assert await core.entries("big") == ()
         assert await core.store.staged_count(import_id) == (0, 0)
+
+
+async def test_a_batch_that_arrives_as_its_import_is_aborted_stages_nothing(
+    data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch still being validated when its import is aborted is refused and leaves nothing staged behind it."""
+    gate = threading.Event()
+    real = _imports.check_rows
+
+    def held(*args: Any) -> Any:
+        gate.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(_imports, "check_rows", held)
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("big")
+        outcome: list[BaseException] = []
+
+        async def late() -> None:
+            try:
+                await core.imports.rows(import_id, 1, rows(10))
+            except TodoError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(late)
+            await trio.testing.wait_all_tasks_blocked()  # the batch is in its validation thread
+            await core.imports.abort(import_id)
+            gate.set()
+        assert len(outcome) == 1 and isinstance(outcome[0], NotFound), outcome
+        assert await core.store.staged_count(import_id) == (0, 0)
+        staging = os.path.join(data_dir, "imports")
+        assert await trio.to_thread.run_sync(lambda: os.listdir(staging) if os.path.isdir(staging) else []) == []
+        assert await core.entries("big") == ()
 
 
 async def test_import_commit_refuses_missing_rows(data_dir: str) -> None:

@@ -185,11 +185,15 @@ class Imports:
     def _session(self, import_id: str) -> _Session:
         session = self._sessions.get(import_id)
         if session is None:
-            raise NotFound(f"no open import {import_id!r} (it ended, failed, or was idle for {IDLE_TIMEOUT:g} s)")
+            raise self._gone(import_id)
         session.used = trio.current_time()
         if session.failed is not None:
             raise session.failed
         return session
+
+    @staticmethod
+    def _gone(import_id: str) -> NotFound:
+        return NotFound(f"no open import {import_id!r} (it ended, failed, or was idle for {IDLE_TIMEOUT:g} s)")
 
     async def rows(self, import_id: str, start: int, rows: Sequence[Any]) -> int:
         """Validate and stage ``rows``, the import's rows ``start``, ``start + 1``, ...; returns how many are staged.
@@ -207,6 +211,8 @@ class Imports:
             async with session.lock:
                 if session.failed is not None:  # another batch failed meanwhile
                     raise session.failed
+                if self._sessions.get(import_id) is not session:  # committed, aborted or expired meanwhile
+                    raise self._gone(import_id)
                 await self.store.stage_import(staged)
         except TodoError as exc:
             if session.failed is None:
@@ -322,8 +328,13 @@ class Imports:
     async def _expire(self) -> None:
         now = trio.current_time()
         for session in [s for s in self._sessions.values() if now - s.used > IDLE_TIMEOUT]:
-            log.warning("import %s into %r idle for %g s: dropped", session.id, session.list_name, IDLE_TIMEOUT)
-            await self._drop(session)
+            if session.lock.locked():  # a batch staging or a commit under way (a publish may wait long): not idle
+                continue
+            async with session.lock:
+                if self._sessions.get(session.id) is not session:
+                    continue
+                log.warning("import %s into %r idle for %g s: dropped", session.id, session.list_name, IDLE_TIMEOUT)
+                await self._drop(session)
 
 
 __all__ = ["MAX_IMPORTS", "Imports", "check_row", "check_rows"]

@@ -887,11 +887,15 @@ class SQLiteStore:
         file, and the rows an older todod staged in the store's ``import_rows``.
         """
         if import_id is not None:
-            staging = self._staging.pop(import_id, None)
+            staging = self._staging.get(import_id)
             if staging is None:
                 await trio.lowlevel.checkpoint()
                 return
+            # Forgotten only once its lock is held: a drop given up while a
+            # batch stages leaves it registered, closed at the store's close.
             async with staging.lock:
+                if self._staging.get(import_id) is staging:
+                    del self._staging[import_id]
                 try:
                     await trio.to_thread.run_sync(staging.remove)
                 except OSError as exc:
