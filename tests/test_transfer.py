@@ -13,11 +13,13 @@ import pytest
 import trio
 import trio.testing
 
+from tests.conftest import SQLITE_ONLY, CommitGate
 from todod import _imports
 from todod._core import Core, open_core
 from todod._imports import IDLE_TIMEOUT, check_row, check_rows
 from todod._model import Entry
 from todod.protocol import Conflict, Invalid, NotFound, TodoError
+from todod.store import StoreFaults
 
 DAY = datetime.date(2026, 2, 3)
 
@@ -200,6 +202,55 @@ async def test_a_batch_that_arrives_as_its_import_is_aborted_stages_nothing(
         staging = os.path.join(data_dir, "imports")
         assert await trio.to_thread.run_sync(lambda: os.listdir(staging) if os.path.isdir(staging) else []) == []
         assert await core.entries("big") == ()
+
+
+@SQLITE_ONLY
+async def test_a_commit_cancelled_while_its_publish_is_queued_fails_no_other_write(
+    data_dir: str, commit_gate: CommitGate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit given up while its publish waits for the writer leaves the file for it: the other lists' batches
+    committed with the publish succeed, and the file is gone once the publish is done."""
+    faults = StoreFaults(before_commit=commit_gate, hold_indexer=trio.Event())
+    submitted = trio.Event()
+    async with open_core(data_dir, store_faults=faults) as core:
+        store_type = type(core.store)
+        submit = store_type.submit
+
+        async def watched(self: Any, transaction: Any) -> None:
+            await submit(self, transaction)
+            if getattr(transaction, "bulk", False):
+                submitted.set()
+
+        monkeypatch.setattr(store_type, "submit", watched)
+        import_id = await core.imports.begin("big")
+        await core.imports.rows(import_id, 1, rows(10))
+        staging = core.store.staging_path(import_id)
+        assert await trio.Path(staging).exists()
+        commit_gate.hold()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(core.add, "first", "held in the writer", DAY)
+            await commit_gate.entered.wait()
+            scope = trio.CancelScope()  # a client gone while its publish is queued
+            nursery.start_soon(_cancelled_commit, core, import_id, scope)
+            await submitted.wait()  # the publish is the writer's now
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            other: list[Entry] = []
+            nursery.start_soon(_add_into, core, "other", other)  # in the publish's group
+            await trio.testing.wait_all_tasks_blocked()
+            commit_gate.release()
+        assert [e.title for e in other] == ["other's"]
+        assert [e.id for e in await core.entries("big")] == list(range(1, 11))
+        assert not await trio.Path(staging).exists()
+
+
+async def _cancelled_commit(core: Core, import_id: str, scope: trio.CancelScope) -> None:
+    with scope:
+        await core.imports.commit(import_id, 10)
+
+
+async def _add_into(core: Core, name: str, out: list[Entry]) -> None:
+    out.append(await core.add(name, "other's", DAY))
 
 
 async def test_import_commit_refuses_missing_rows(data_dir: str) -> None:

@@ -266,23 +266,37 @@ class Imports:
 
             # A publish writes every row once more: give it time beyond a call's.
             within = self.call_timeout * 12
+            # queued: handed to the mover; settled: the mover answered (published, or refused, or failed).
+            queued = settled = False
             try:
                 # One publish at a time: each attaches its staging file to the
                 # writer's connection, which takes ten at most in one transaction
                 # (and the writer runs them one after another anyway).
                 with trio.move_on_after(within):
                     async with self._publishing:
-                        published: dict[str, Any] = await self.mover.do(Work((name,), apply), within)
+                        queued = True
+                        try:
+                            published: dict[str, Any] = await self.mover.do(Work((name,), apply), within)
+                        except Timeout:
+                            raise
+                        except TodoError:
+                            settled = True
+                            raise
+                        settled = True
                         return published
                 raise Timeout(f"the import was not published within {within:g} s; it may still be")
             finally:
                 self._sessions.pop(import_id, None)
-                # Published or not, its staged rows are done with (a publish
-                # still queued after a timeout then fails, finding no file);
-                # shielded, bounded, so that a cancelled commit leaves no file behind.
+                # Shielded, bounded, so that a cancelled commit leaves no file behind.
                 with trio.CancelScope(shield=True), trio.move_on_after(self.call_timeout):
                     try:
-                        await self.store.drop_import(import_id)
+                        if queued and not settled:
+                            # A timeout or a cancel while the publish may still be
+                            # queued for the writer: removing its rows now would fail
+                            # that transaction, and every other list's batch in it.
+                            await self.store.release_import(import_id)
+                        else:
+                            await self.store.drop_import(import_id)
                     except TodoError as exc:
                         log.warning("could not drop import %s: %s", import_id, exc)
 

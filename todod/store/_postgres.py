@@ -923,6 +923,14 @@ class PostgresStore:
         result: tuple[int, int] = await self._on_staging(read, "could not read the import")
         return result
 
+    async def release_import(self, import_id: str) -> None:
+        """An import ended while its publish may still be queued: its rows stay for that publish, which deletes them.
+
+        If it never runs, they stay staged, never published, as those of a
+        daemon that died (docs/ARCHITECTURE.md, "Several daemons").
+        """
+        await trio.lowlevel.checkpoint()
+
     async def drop_import(self, import_id: str | None = None) -> None:
         """Delete an import's staged rows.
 

@@ -208,9 +208,10 @@ class WriteContext:
     def staged(self, import_id: str) -> _bulk.Staged:
         """Where an import's staged rows are: its staging file, attached to this connection until the transaction ends.
 
-        Read-only (``mode=ro``): a file already removed (an import dropped
-        while its publish was queued) fails the transaction, rather than
-        publishing an empty file made anew.
+        Read-only (``mode=ro``): a file that is missing fails the
+        transaction, rather than publishing an empty file made anew (an import
+        that ends while its publish may be queued keeps its file for it:
+        :meth:`SQLiteStore.release_import`).
         """
         schema = f"import_{_checked_id(import_id)}"
         uri = "file:" + urllib.parse.quote(self._store.staging_path(import_id)) + "?mode=ro"
@@ -355,6 +356,9 @@ class SQLiteStore:
     _since_checkpoint: int = attrs.field(default=0, init=False)
     #: The open imports' staging files, by import id (see todod/_bulk.py).
     _staging: dict[str, _StagingFile] = attrs.field(factory=dict, init=False)
+    #: Imports ended while their publish may still be queued (release_import):
+    #: added in trio's thread, taken by the writer's (set operations are atomic).
+    _orphans: set[str] = attrs.field(factory=set, init=False)
     #: The staging files the writer's transaction attached, detached after it.
     _attached: list[str] = attrs.field(factory=list, init=False)
 
@@ -602,6 +606,18 @@ class SQLiteStore:
                 conn.execute(f"DETACH DATABASE {schema}")
             except sqlite3.Error as exc:
                 log.warning("could not detach %s: %s", schema, exc)
+            import_id = schema.removeprefix("import_")
+            if import_id in self._orphans:  # its import ended meanwhile (release_import): done with it now
+                self._orphans.discard(import_id)
+                self._remove_orphan(import_id)
+
+    def _remove_orphan(self, import_id: str) -> None:
+        try:
+            os.remove(self.staging_path(import_id))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove the staging file of import %s: %s", import_id, exc)
 
     def _list_id(self, conn: sqlite3.Connection, name: str) -> int:
         list_id = self._list_ids.get(name)
@@ -903,10 +919,28 @@ class SQLiteStore:
             return
         dropped = list(self._staging.values())
         self._staging.clear()
+        self._orphans.clear()
         try:
             await trio.to_thread.run_sync(self._drop_every_import, dropped)
         except (sqlite3.Error, OSError, UnsafeDirectory) as exc:
             raise _translate(exc, "could not drop the imports") from exc
+
+    async def release_import(self, import_id: str) -> None:
+        """An import ended while its publish may still be queued for the writer: keep its file for that publish.
+
+        Its connection is closed now; the writer removes the file once the
+        transaction that attached it has ended (:meth:`_detach`), and the
+        store's close removes it if no publish ever came.
+        """
+        staging = self._staging.get(import_id)
+        if staging is None:
+            await trio.lowlevel.checkpoint()
+            return
+        async with staging.lock:
+            if self._staging.get(import_id) is staging:
+                del self._staging[import_id]
+            self._orphans.add(import_id)
+            await trio.to_thread.run_sync(staging.close)
 
     def _drop_every_import(self, dropped: list[_StagingFile]) -> None:
         for staging in dropped:
@@ -1261,6 +1295,8 @@ async def open_store(
         with trio.CancelScope(shield=True):
             for staging in store._staging.values():
                 staging.close()
+            for import_id in list(store._orphans):  # a publish that never came
+                store._remove_orphan(import_id)
             await trio.to_thread.run_sync(_close_sync, writer, readers, lock_fd, indexer)
 
 
