@@ -24,7 +24,8 @@ Run it from the repository root::
    without them (the bench drops the date indexes and keeps no search index:
    a bench-only switch), interleaved; the target is at least 0.9 times the
    rate without them.  With them, the indexer keeps the search index
-   meanwhile, in its process of its own (todod/store/_sqlite.py,
+   meanwhile, in its process of its own (``--indexer-in-thread``: in a
+   worker thread of the daemon, as before; todod/store/_sqlite.py,
    ``IndexerProcess``), whose CPU per add is printed beside the daemon's.
 
 ``todo`` runs from a venv without the editable install's import hook, with
@@ -59,6 +60,7 @@ from cli_startup import _plain_venv, _wait_ready  # noqa: E402
 
 from todod import _query, _search  # noqa: E402
 from todod._core import open_core  # noqa: E402
+from todod.store import _sqlite  # noqa: E402
 from todod.store._sqlite import DB_NAME, open_store  # noqa: E402
 
 QUERY_TARGET = 2.0
@@ -370,7 +372,14 @@ def main() -> int:
     parser.add_argument("--write-reps", type=int, default=5, help="runs of each write measurement (default 5)")
     parser.add_argument("--write-seconds", type=float, default=1.5)
     parser.add_argument("--only", choices=("queries", "writes"), help="run one part only")
+    parser.add_argument(
+        "--indexer-in-thread",
+        action="store_true",
+        help="writes: the indexer's steps in a worker thread of the daemon, as before its process of its own",
+    )
     args = parser.parse_args()
+    if args.indexer_in_thread:
+        _sqlite.INDEXER_PROCESS = False
     if shutil.which("sqlite3") is None:
         sys.exit("the sqlite3 command-line shell is needed for the SQL baseline")
     tmp = tempfile.mkdtemp(prefix="todo-find-", dir="/tmp")  # short: AF_UNIX paths are capped

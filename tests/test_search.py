@@ -205,7 +205,7 @@ async def test_a_killed_indexer_process_is_started_again(data_dir: str) -> None:
 
 
 async def test_the_indexer_process_ends_with_the_store(data_dir: str) -> None:
-    """Once the store is closed its indexer's process is gone (reaped), and it held no lock of the data directory."""
+    """Once the store is closed its indexer's process is gone (reaped)."""
     async with open_core(data_dir) as core:
         await seed(core)
         await core.store.wait_indexed()

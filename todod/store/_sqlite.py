@@ -147,7 +147,7 @@ CHECKPOINT_EVERY = 256
 INDEX_DELAY = 0.5
 #: Whether the indexer's steps run in a process of their own (todod/_search.py,
 #: ``serve``), on the other core and without the daemon's GIL, rather than in
-#: a worker thread of the daemon: False is a bench-only switch (bench/write_cost.py).
+#: a worker thread of the daemon: False is a bench-only switch (bench/find_queries.py --indexer-in-thread).
 INDEXER_PROCESS = True
 #: A step of the indexer's process that takes longer than this is taken for a
 #: hang: the process is killed and started again (a rebuild's chunk of 20,000
