@@ -65,21 +65,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "-"
+
+
+def owner_line() -> str:
+    """What a cluster's ``owner`` file says: this process, its PID namespace and its user."""
+    return f"{os.getpid()} {_pid_namespace()} {os.getuid()}\n"
+
+
 def sweep_stale(bindir: str) -> list[str]:
     """Stop and remove the clusters that test runs killed before their teardown left behind.
 
-    A cluster is stale when the process named in its ``owner`` file is gone
-    (a pytest killed by a signal never runs the fixture's teardown); one
-    without an owner file, or whose owner lives, is left alone.  Returns the
+    A cluster is stale when the process named in its ``owner`` file, of this
+    user and PID namespace, is gone (a pytest killed by a signal never runs
+    the fixture's teardown); one without an owner file, another user's or
+    namespace's, or one whose owner lives, is left alone.  Returns the
     directories removed.
     """
     removed = []
     for root in glob.glob(os.path.join(PARENT, PREFIX + "*")):
         try:
-            owner = int(Path(root, "owner").read_text())
+            pid, namespace, uid = Path(root, "owner").read_text().split()
+            owner = int(pid)
         except (OSError, ValueError):
             continue
-        if _alive(owner):
+        # Only a cluster of this user's runs in this PID namespace: elsewhere
+        # "no such process" says nothing about its owner.
+        if namespace != _pid_namespace() or uid != str(os.getuid()) or _alive(owner):
             continue
         data = os.path.join(root, "data")
         if os.path.exists(os.path.join(data, "postmaster.pid")):
@@ -102,7 +118,7 @@ class Cluster:
         self.root = tempfile.mkdtemp(prefix=PREFIX, dir=PARENT)
         self.data = os.path.join(self.root, "data")
         # Whose cluster this is: sweep_stale stops it once this process is gone.
-        Path(self.root, "owner").write_text(f"{os.getpid()}\n")
+        Path(self.root, "owner").write_text(owner_line())
         self._user: str | None = None
         if os.geteuid() == 0:
             self._user = "postgres"

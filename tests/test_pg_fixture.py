@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from tests.pg import Cluster, sweep_stale
+from tests.pg import PARENT, PREFIX, Cluster, owner_line, sweep_stale
 
 
 def _dead_pid() -> int:
@@ -26,7 +28,8 @@ def test_a_cluster_whose_owner_died_is_stopped_and_removed(pg_cluster: Cluster) 
     try:
         postmaster = orphan.postmaster_pid()
         assert postmaster is not None
-        Path(orphan.root, "owner").write_text(f"{_dead_pid()}\n")
+        dead = _dead_pid()
+        Path(orphan.root, "owner").write_text(owner_line().replace(str(os.getpid()), str(dead), 1))
         removed = sweep_stale(pg_cluster.bindir)
         assert not os.path.exists(orphan.root)  # (another test worker's sweep may have been first)
         assert not Path(f"/proc/{postmaster}").exists() or "postgres" not in Path(
@@ -47,7 +50,7 @@ def test_a_cluster_without_an_owner_file_is_left_alone(pg_cluster: Cluster, tmp_
         assert pg_cluster.root not in sweep_stale(pg_cluster.bindir)
         assert os.path.exists(pg_cluster.data)
     finally:
-        Path(pg_cluster.root, "owner").write_text(f"{os.getpid()}\n")
+        Path(pg_cluster.root, "owner").write_text(owner_line())
 
 
 def test_a_released_database_comes_back_empty(pg_cluster: Cluster) -> None:
@@ -80,3 +83,18 @@ def _is_cut(conn: psycopg.Connection[Any]) -> bool:
     finally:
         conn.close()
     return False
+
+
+def test_a_cluster_of_another_pid_namespace_or_user_is_left_alone(pg_cluster: Cluster) -> None:
+    """An owner that is no process here may live in another PID namespace, or be another user's: never swept."""
+    roots = [tempfile.mkdtemp(prefix=PREFIX, dir=PARENT) for _ in range(2)]
+    try:
+        _pid, namespace, uid = owner_line().split()
+        dead = str(_dead_pid())
+        Path(roots[0], "owner").write_text(f"{dead} pid:[1] {uid}\n")
+        Path(roots[1], "owner").write_text(f"{dead} {namespace} {int(uid) + 1}\n")
+        removed = sweep_stale(pg_cluster.bindir)
+        assert all(os.path.isdir(root) for root in roots) and not set(roots) & set(removed)
+    finally:
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
