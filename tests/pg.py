@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from cli._procs import process_alive
+
 SKIP_REASON = "no PostgreSQL binaries (initdb, pg_ctl): install Debian's postgresql to run the PostgreSQL tests"
 
 
@@ -53,16 +55,6 @@ def _version(path: str) -> int:
 #: Where clusters live: a short path, since the socket's path must fit in 107 bytes.
 PARENT = "/tmp"
 PREFIX = "todod-pg-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _pid_namespace() -> str:
@@ -95,7 +87,7 @@ def sweep_stale(bindir: str) -> list[str]:
             continue
         # Only a cluster of this user's runs in this PID namespace: elsewhere
         # "no such process" says nothing about its owner.
-        if namespace != _pid_namespace() or uid != str(os.getuid()) or _alive(owner):
+        if namespace != _pid_namespace() or uid != str(os.getuid()) or process_alive(owner):
             continue
         data = os.path.join(root, "data")
         if os.path.exists(os.path.join(data, "postmaster.pid")):

@@ -903,19 +903,7 @@ class SQLiteStore:
         file, and the rows an older todod staged in the store's ``import_rows``.
         """
         if import_id is not None:
-            staging = self._staging.get(import_id)
-            if staging is None:
-                await trio.lowlevel.checkpoint()
-                return
-            # Forgotten only once its lock is held: a drop given up while a
-            # batch stages leaves it registered, closed at the store's close.
-            async with staging.lock:
-                if self._staging.get(import_id) is staging:
-                    del self._staging[import_id]
-                try:
-                    await trio.to_thread.run_sync(staging.remove)
-                except OSError as exc:
-                    raise _translate(exc, "could not drop the import") from exc
+            await self._end_staging(import_id, keep_file=False)
             return
         dropped = list(self._staging.values())
         self._staging.clear()
@@ -932,15 +920,25 @@ class SQLiteStore:
         transaction that attached it has ended (:meth:`_detach`), and the
         store's close removes it if no publish ever came.
         """
+        await self._end_staging(import_id, keep_file=True)
+
+    async def _end_staging(self, import_id: str, *, keep_file: bool) -> None:
+        """Forget an import's staging file and close it; remove it too, unless kept for a publish (an orphan)."""
         staging = self._staging.get(import_id)
         if staging is None:
             await trio.lowlevel.checkpoint()
             return
+        # Forgotten only once its lock is held: an end given up while a batch
+        # stages leaves it registered, closed at the store's close.
         async with staging.lock:
             if self._staging.get(import_id) is staging:
                 del self._staging[import_id]
-            self._orphans.add(import_id)
-            await trio.to_thread.run_sync(staging.close)
+            if keep_file:
+                self._orphans.add(import_id)
+            try:
+                await trio.to_thread.run_sync(staging.close if keep_file else staging.remove)
+            except OSError as exc:
+                raise _translate(exc, "could not drop the import") from exc
 
     def _drop_every_import(self, dropped: list[_StagingFile]) -> None:
         for staging in dropped:
