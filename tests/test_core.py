@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import time
 from collections.abc import Callable
 
 import pytest
@@ -201,11 +200,12 @@ async def test_a_writer_crashing_too_often_escalates_out_of_open_core(
                 failed += 1
             # The escalation cancels this body.  Its clean-up may still be in
             # a worker thread (PostgreSQL's rollback is a round trip), which
-            # wait_all_tasks_blocked counts as blocked: wait, bounded in real time.
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                await trio.testing.wait_all_tasks_blocked()
-                await trio.to_thread.run_sync(time.sleep, 0.01)
+            # wait_all_tasks_blocked counts as blocked: wait for the cancel
+            # itself; once every task has waited 1 s of real time the clock
+            # jumps, from deadline to deadline, up to this bound.
+            mock_clock.autojump_threshold = 1.0
+            with trio.move_on_after(60):
+                await trio.sleep_forever()
             pytest.fail("the supervisor never escalated")
     assert failed >= 3
 
