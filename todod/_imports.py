@@ -266,23 +266,22 @@ class Imports:
 
             # A publish writes every row once more: give it time beyond a call's.
             within = self.call_timeout * 12
-            # queued: handed to the mover; settled: the mover answered (published, or refused, or failed).
-            queued = settled = False
+            # Whether the publish may be queued for the writer with no answer
+            # yet: handed to the mover, and neither answered nor refused.
+            in_doubt = False
             try:
                 # One publish at a time: each attaches its staging file to the
                 # writer's connection, which takes ten at most in one transaction
                 # (and the writer runs them one after another anyway).
                 with trio.move_on_after(within):
                     async with self._publishing:
-                        queued = True
+                        in_doubt = True
                         try:
                             published: dict[str, Any] = await self.mover.do(Work((name,), apply), within)
-                        except Timeout:
+                        except TodoError as exc:
+                            in_doubt = isinstance(exc, Timeout)
                             raise
-                        except TodoError:
-                            settled = True
-                            raise
-                        settled = True
+                        in_doubt = False
                         return published
                 raise Timeout(f"the import was not published within {within:g} s; it may still be")
             finally:
@@ -290,7 +289,7 @@ class Imports:
                 # Shielded, bounded, so that a cancelled commit leaves no file behind.
                 with trio.CancelScope(shield=True), trio.move_on_after(self.call_timeout):
                     try:
-                        if queued and not settled:
+                        if in_doubt:
                             # A timeout or a cancel while the publish may still be
                             # queued for the writer: removing its rows now would fail
                             # that transaction, and every other list's batch in it.
