@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import os
 import sqlite3
 import time
@@ -452,3 +453,52 @@ async def test_a_version_6_store_gets_one_date_index_entry_per_entry_and_keeps_e
             names = {row[0] for row in pg.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")}
             assert {"entries_pending", "entries_done"} <= names and "entries_by_date" not in names
             assert pg.execute("SELECT version FROM todod_schema").fetchone() == (7,)
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("filters", [{"words": ("report",)}, {"words": ("ol",)}, {"lists": frozenset({"old"})}])
+async def test_a_find_whose_matches_are_all_in_one_date_index_stops_near_its_limit(
+    data_dir: str, filters: dict[str, Any]
+) -> None:
+    """A find of pending and done entries whose matches are all done reads about what the done ones alone cost."""
+    async with open_store(data_dir):
+        pass
+    entries = 20_000
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME), isolation_level=None)
+    _query.prepare_reader(conn)
+    conn.execute("INSERT INTO lists (id, name, next_id) VALUES (1, 'old', ?), (2, 'new', 1)", (entries + 1,))
+    half = entries // 2
+    # The done half ("old ol report", list old) in the years 2000 to 2009, the pending half after it.
+    conn.executemany(
+        "INSERT INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)",
+        (
+            (
+                1 if i <= half else 2,
+                i,
+                f"{2000 + i * 20 // entries}-01-{1 + i % 28:02d}",
+                *(("old ol report", 1) if i <= half else ("task", 0)),
+            )
+            for i in range(1, entries + 1)
+        ),
+    )
+
+    def steps(query: _query.FindQuery) -> tuple[int, list[Any]]:
+        count = 0
+
+        def tick() -> int:
+            nonlocal count
+            count += 1
+            return 0
+
+        conn.set_progress_handler(tick, 100)
+        conn.execute("BEGIN")
+        rows = list(itertools.islice(_query.run_rows(conn, query, text_index=False, watermark=None), query.limit + 1))
+        conn.execute("COMMIT")
+        conn.set_progress_handler(None, 0)
+        return count, rows
+
+    alone, done_rows = steps(_query.FindQuery(limit=20, done=True, **filters))
+    both, rows = steps(_query.FindQuery(limit=20, **filters))
+    assert rows == done_rows and len(rows) == 21
+    assert both <= 3 * alone + 20, (both, alone)  # not a read of the 10,000 pending entries
+    conn.close()

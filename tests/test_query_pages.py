@@ -72,15 +72,18 @@ async def test_find_of_pending_and_done_merges_both_in_date_list_id_order(data_d
     rng = random.Random(7)
     names = ["b", "B", "a", "Ä", "a-1", "Z"]
     expected: list[tuple[str, str, int, bool]] = []
+    tagged: set[tuple[str, int]] = set()
     async with open_core(data_dir) as core:
         for i in range(120):
             name = names[i % len(names)]
             day = D(2026, 12, 1 + rng.randrange(6))
-            entry = await core.add(name, f"entry {i}", day)
+            entry = await core.add(name, f"entry {i}", day, tags=["t"] if i % 3 == 0 else [])
             done = rng.random() < 0.5
             if done:
                 await core.update(name, entry.id, done=True)
             expected.append((day.isoformat(), name, entry.id, done))
+            if i % 3 == 0:
+                tagged.add((name, entry.id))
         expected.sort(key=lambda e: (e[0], e[1].encode(), e[2]))
 
         def keys(found: list[dict[str, Any]]) -> list[tuple[str, str, int, bool]]:
@@ -93,6 +96,10 @@ async def test_find_of_pending_and_done_merges_both_in_date_list_id_order(data_d
         later = [e for e in expected if e[0] >= "2026-12-03"]
         assert keys(await find_all(core, 4, date_from=D(2026, 12, 3))) == later
         assert keys(await find_all(core, 3, done=True)) == [e for e in expected if e[3]]
+        # With a filter on rows, read a window of dates at a time (todod/_query.py, date_windows).
+        assert keys(await find_all(core, 2, lists=["B", "Ä"])) == [e for e in expected if e[1] in ("B", "Ä")]
+        assert keys(await find_all(core, 3, tags=["t"])) == [e for e in expected if (e[1], e[2]) in tagged]
+        assert keys(await find_all(core, 50, search="entry")) == expected
 
 
 async def test_find_pages_while_written_see_each_entry_at_most_once_and_nothing_new(data_dir: str) -> None:
