@@ -6,6 +6,7 @@ import datetime
 import functools
 import itertools
 import os
+import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -502,3 +503,38 @@ async def test_a_find_whose_matches_are_all_in_one_date_index_stops_near_its_lim
     assert rows == done_rows and len(rows) == 21
     assert both <= 3 * alone + 20, (both, alone)  # not a read of the 10,000 pending entries
     conn.close()
+
+
+def test_date_windows_are_disjoint_ordered_and_cover_every_date_once() -> None:
+    """The windows of a windowed find hold every entry's date exactly once, in order, whatever the dates' crowding."""
+    rng = random.Random(3)
+    for _ in range(200):
+        halves = [sorted(f"2026-12-{rng.randrange(1, 9):02d}" for _ in range(rng.randrange(0, 40))) for _ in range(2)]
+        start = rng.choice([None, "2026-12-03"])
+        end = rng.choice([None, "2026-12-06"])
+
+        def probe(
+            done: int, low: str | None, low_open: bool, offset: int, halves: list[list[str]] = halves, end: Any = end
+        ) -> str | None:
+            dates = [
+                d
+                for d in halves[done]
+                if (low is None or (d > low if low_open else d >= low)) and (end is None or d <= end)
+            ]
+            return dates[offset] if offset < len(dates) else None
+
+        windows = list(_query.date_windows(probe, start, end, rng.randrange(1, 5)))
+        assert windows[-1].high is None and all(w.high is not None for w in windows[:-1])
+
+        def inside(window: _query.Window, d: str) -> bool:
+            low_ok = window.low is None or (d > window.low if window.low_open else d >= window.low)
+            high_ok = window.high is None or (d <= window.high if window.high_closed else d < window.high)
+            return low_ok and high_ok
+
+        wanted = [d for d in halves[0] + halves[1] if (start is None or d >= start) and (end is None or d <= end)]
+        for d in wanted:
+            assert [i for i, w in enumerate(windows) if inside(w, d)] != [], (d, windows)
+            assert len([w for w in windows if inside(w, d)]) == 1, (d, windows)
+        for earlier, later in itertools.pairwise(windows):
+            assert earlier.high is not None and later.low == earlier.high
+            assert later.low_open == earlier.high_closed

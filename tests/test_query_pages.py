@@ -102,6 +102,31 @@ async def test_find_of_pending_and_done_merges_both_in_date_list_id_order(data_d
         assert keys(await find_all(core, 50, search="entry")) == expected
 
 
+async def test_a_windowed_find_over_sparse_dates_gives_each_match_once_in_order(data_dir: str) -> None:
+    """A filtered find of pending and done entries, one a day, reads window after window and loses or repeats none."""
+    expected: list[tuple[str, int]] = []
+    async with open_core(data_dir) as core:
+        for i in range(150):
+            sparse = i % 7 == 3  # a match every week, pending and done in turn: a page spans windows
+            day = D(2026, 1, 1) + datetime.timedelta(days=i)
+            entry = await core.add("l", f"entry {i}", day, tags=["t"] if sparse else [])
+            if i % 2:
+                await core.update("l", entry.id, done=True)
+            if sparse:
+                expected.append((entry.date.isoformat(), entry.id))
+
+        def keys(found: list[dict[str, Any]]) -> list[tuple[str, int]]:
+            return [(e["date"], e["id"]) for e in found]
+
+        for limit in (1, 4, 7):
+            assert keys(await find_all(core, limit, tags=["t"])) == expected
+            whole, more = await core.find(tags=["t"], limit=limit)
+            assert keys(whole) == expected[:limit] and more
+        assert keys(await find_all(core, 3, tags=["t"], date_from=D(2026, 2, 1))) == [
+            e for e in expected if e[0] >= "2026-02-01"
+        ]
+
+
 async def test_find_pages_while_written_see_each_entry_at_most_once_and_nothing_new(data_dir: str) -> None:
     """Adds, date moves and deletes between pages: no entry twice, none absent or different at the start."""
     rng = random.Random(11)
