@@ -551,6 +551,15 @@ class ListServer:
         cancelled) before the server took them are dropped, not applied:
         nobody waits for their answer.
         """
+        if first is not None and not self._carry and self._queued <= 0:
+            # A batch of one call, the common case with many lists (each
+            # with one caller at a time): none of the copies and scans below.
+            if not first.is_wanted():
+                self._events.dropped(1)
+                return []
+            if self._events.mailbox_peak < 1:
+                self._events.mailbox_depth(1)
+            return [first]
         batch = list(self._carry)
         self._carry = ()
         carried = len(batch)
