@@ -52,7 +52,7 @@ def cpu_per_add(
 ) -> dict[str, float]:
     server = run.Server(kind, work, extra=extra, src=src)
     try:
-        run.run_load(server, run.CONNECTIONS, max(lists, run.CONNECTIONS), lists)
+        run.run_load(server, run.CONNECTIONS, run.warm_up_requests(lists), lists)
         before = thread_cpu(server.proc.pid)
         run.run_load(server, run.CONNECTIONS, adds, lists)
         after = thread_cpu(server.proc.pid)
@@ -121,7 +121,7 @@ def main() -> None:
             return
         server = run.Server("todod", tmp / "profile")
         try:
-            run.run_load(server, run.CONNECTIONS, max(args.lists, run.CONNECTIONS), args.lists)
+            run.run_load(server, run.CONNECTIONS, run.warm_up_requests(args.lists), args.lists)
             spy = subprocess.Popen(
                 [
                     str(PY_SPY),
