@@ -20,6 +20,9 @@ Each repetition, interleaved:
 - ``todo export --format csv`` of that list to /dev/null, beside a Python
   process reading the same rows with sqlite3 and writing them with :mod:`csv`.
 
+Every process runs with its byte code cached (``PYTHONPYCACHEPREFIX``, in the
+run's temporary directory), as an installed ``todo`` has its ``.pyc`` files.
+
 With ``--compare BIN`` (a directory holding another build's ``todo`` and
 ``todod``, say main's, installed in a venv of its own), each repetition also
 imports the same file through that build, into a daemon of its own started
@@ -135,7 +138,9 @@ class Sampler:
 
 def start_daemon(todod: str, todo: str, sock: Path, data: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A todod on ``sock`` and ``data``, once it answers ``todo status``."""
-    daemon = subprocess.Popen([todod, "--socket", str(sock), "--data-dir", str(data)], stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        [todod, "--socket", str(sock), "--data-dir", str(data)], env=env, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while subprocess.run([todo, "status"], env=env, capture_output=True).returncode:
         if time.monotonic() > deadline:
@@ -194,6 +199,12 @@ def main() -> None:
         make_csv(small, max(args.lines // 10, 1))
         sock, data = tmp / "todod.sock", tmp / "data"
         env = {**os.environ, "TODOD_SOCKET": str(sock), "TODOD_DATA_DIR": str(data), "TODOD_NO_START": "1"}
+        # Byte code cached, in a directory of this run's, as an installed todo
+        # has its .pyc files: with PYTHONDONTWRITEBYTECODE=1 (set on this
+        # machine) every todo process would compile the CLI again, some 70 ms
+        # of each import.  The small import below warms the cache.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
         daemon = start_daemon(TODOD, TODO, sock, data, env)
         other_env: dict[str, str] = {}
         if args.compare:

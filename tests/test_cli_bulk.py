@@ -319,5 +319,5 @@ def test_a_daemon_killed_mid_import_keeps_nothing_of_it() -> None:
         assert daemon.request("lists") == []
         daemon.stop()
         with closing(sqlite3.connect(f"file:{daemon.data_dir / 'todod.sqlite3'}?mode=ro", uri=True)) as conn:
-            assert conn.execute("SELECT count(*) FROM import_rows").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
         assert list(staging.iterdir()) == []  # no staging file left

@@ -267,7 +267,7 @@ async def test_a_database_made_before_the_log_migrates_with_no_loss(data_dir: st
         assert await core.entries("home") == (Entry(1, DAY, "Dentist", version=3), Entry(3, LATER, "Milk", done=True))
         await in_step(core)
     with closing(sqlite3.connect(os.path.join(data_dir, "todod.sqlite3"))) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
 
 
 async def test_compaction_keeps_the_state_and_history_and_undo_stop_at_the_horizon(data_dir: str) -> None:
@@ -417,5 +417,5 @@ async def test_a_database_of_schema_3_migrates_and_its_old_events_read_as_untagg
         assert [(e["list"], e["id"], e["version"]) for e in found] == [("home", 2, 4)] and not more
         await in_step(core)
     with closing(sqlite3.connect(os.path.join(data_dir, "todod.sqlite3"))) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

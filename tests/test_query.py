@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from tests.conftest import SQLITE_ONLY
+from tests.old_schemas import make_database
 from todod import _query, _search
 from todod._core import Core, open_core
 from todod.protocol import BadRequest, Invalid, parse_request
@@ -202,7 +203,7 @@ async def test_text_index_is_rebuilt_after_writes_made_without_it(data_dir: str)
 
 @SQLITE_ONLY
 async def test_queries_use_the_indexes(data_dir: str) -> None:
-    """The query plans use the date, pending, tag and text indexes rather than scanning the entries."""
+    """The query plans use the pending, done, tag and text indexes rather than scanning the entries."""
     async with open_store(data_dir):
         pass
     conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
@@ -214,7 +215,10 @@ async def test_queries_use_the_indexes(data_dir: str) -> None:
         return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
     assert "entries_pending" in plan(_query.FindQuery(done=False, date_to=D(2026, 12, 1)))
-    assert "entries_by_date" in plan(_query.FindQuery(date_from=D(2026, 12, 1)))
+    assert "entries_done" in plan(_query.FindQuery(done=True, date_to=D(2026, 12, 1)))
+    both = plan(_query.FindQuery(date_from=D(2026, 12, 1)))  # each half in its index, merged in order
+    assert "entries_pending" in both and "entries_done" in both and "MERGE (UNION ALL)" in both, both
+    assert "SCAN e" not in both, both
     assert "SCAN search.entry_text VIRTUAL TABLE INDEX 0:M" in plan(_query.FindQuery(words=("milk",)))
     assert "entry_tags" in plan(_query.FindQuery(tags=frozenset({"work"})))
     conn.close()
@@ -386,3 +390,65 @@ async def test_find_follows_undo_redo_and_compaction(data_dir: str, full_text: b
         assert await keys(core, search="memo", tags=["new"]) == [("l", 1)]
     async with core_with(data_dir, full_text) as core:
         assert await keys(core, search="memo", tags=["new"]) == [("l", 1)]
+
+
+#: A version 6 store's rows: (list id, id, date, title, done).
+_V6_ENTRIES = ((1, 1, "2026-12-01", "Dentist", 0), (1, 2, "2026-12-01", "Milk", 1), (1, 3, "2026-11-30", "Tax", 1))
+
+
+def _make_version_6(data_dir: str, store_uri: str | None) -> None:
+    """A store at schema version 6 with one list, pending and done entries, and a staged import's row."""
+    lists = "INSERT INTO lists (id, name, next_id) VALUES (1, 'home', 4)"
+    entries = "INSERT INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)"
+    staged = "INSERT INTO import_rows VALUES ('abc', 1, '2026-12-03', 'Half staged', 0, '[]', 'x')"
+    if store_uri is None:
+        conn = make_database(data_dir, 6)
+        conn.execute(lists)
+        conn.executemany(entries, _V6_ENTRIES)
+        conn.execute(staged)
+        conn.close()
+        return
+    import psycopg
+
+    from todod.store import _pg_sql
+
+    with psycopg.connect(store_uri, autocommit=True) as pg:
+        pg.execute(
+            "CREATE TABLE todod_schema (id INTEGER PRIMARY KEY, application TEXT NOT NULL, version INTEGER NOT NULL)"
+        )
+        pg.execute("INSERT INTO todod_schema VALUES (1, %s, 6)", (_pg_sql.APPLICATION,))
+        for steps in _pg_sql.MIGRATIONS[:6]:
+            for step in steps:
+                pg.execute(step)
+        pg.execute(lists)
+        pg.cursor().executemany(entries.replace("?", "%s"), _V6_ENTRIES)
+
+
+async def test_a_version_6_store_gets_one_date_index_entry_per_entry_and_keeps_every_entry(
+    data_dir: str, store_uri: str | None
+) -> None:
+    """Migrating from version 6 replaces the all-dates index with the done one, and every query finds the same."""
+    _make_version_6(data_dir, store_uri)
+    async with open_core(data_dir) as core:
+        assert await keys(core) == [("home", 3), ("home", 1), ("home", 2)]
+        assert await keys(core, done=False) == [("home", 1)]
+        assert await keys(core, done=True) == [("home", 3), ("home", 2)]
+        assert await keys(core, date_from=D(2026, 12, 1)) == [("home", 1), ("home", 2)]
+        await core.add("home", "Bread", D(2026, 11, 29))
+        await core.update("home", 1, done=True)
+        assert await keys(core, done=True) == [("home", 3), ("home", 1), ("home", 2)]
+        assert await keys(core) == [("home", 4), ("home", 3), ("home", 1), ("home", 2)]
+    if store_uri is None:
+        with closing(sqlite3.connect(os.path.join(data_dir, DB_NAME))) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema WHERE tbl_name = 'entries'")}
+            assert {"entries_pending", "entries_done"} <= names and "entries_by_date" not in names
+            assert conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'import_rows'").fetchone() is None
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    else:
+        import psycopg
+
+        with psycopg.connect(store_uri) as pg:
+            names = {row[0] for row in pg.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")}
+            assert {"entries_pending", "entries_done"} <= names and "entries_by_date" not in names
+            assert pg.execute("SELECT version FROM todod_schema").fetchone() == (7,)

@@ -178,7 +178,7 @@ async def test_migration_from_version_4_moves_the_indexes_out_of_the_store(data_
         assert await found(core, search="hall") == [("home", 1)] == await found(core, tags=["party"])
         assert [e.title for e in await core.entries("home")] == ["Party hall", "Milk"]
     with closing(sqlite3.connect(os.path.join(data_dir, DB_NAME))) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema")}
         assert not {n for n in names if n.startswith(("entry_text", "entry_tags"))}
         assert "text_id" not in {row[1] for row in conn.execute("PRAGMA table_info(entries)")}

@@ -383,5 +383,5 @@ async def test_migration_renames_lists_whose_names_are_not_stripped_or_visible(d
         "x": ["x"],
     }
     conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     conn.close()

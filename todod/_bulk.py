@@ -9,7 +9,7 @@ translate their errors.  Schema version 6 (:data:`MIGRATION`) adds:
   outside the entries table, so no reader sees any of them until one
   transaction publishes them all (:func:`publish_import`); the PostgreSQL
   backend stages there, the SQLite backend in a file of its own per import
-  (:func:`open_staging`) and keeps the table only to empty it;
+  (:func:`open_staging`), and its schema version 7 drops the table;
 - ``moves``: which change of one list is the other half of a move, so an
   undo of either half reverts both;
 - ``sagas``: the source daemon's journal of moves to another daemon;
@@ -84,9 +84,6 @@ OPEN_STATES = ("started", "compensating")
 
 StagedRow = tuple[str, int, str, str, int, str, str]
 
-_STAGE = "INSERT INTO import_rows (import, n, date, title, done, tags, event) VALUES (?, ?, ?, ?, ?, ?, ?)"
-
-
 def event_text(date: str, title: str, done: bool, tags: Sequence[str]) -> str:
     """An added entry (version 1) as the change log writes it: ``todod._log._encode``'s form."""
     mark = "1" if done else "0"
@@ -95,33 +92,11 @@ def event_text(date: str, title: str, done: bool, tags: Sequence[str]) -> str:
     return f"{date} {mark} 1 {title}"
 
 
-def stage_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow], sql: str = _STAGE) -> None:
-    """Stage one batch of an import's rows, in a transaction of its own (not fsynced: see the store)."""
+def stage_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow], sql: str) -> None:
+    """Stage one batch of an import's rows with ``sql``, in a transaction of its own (not fsynced: see the store)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.executemany(sql, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def staged_count(conn: sqlite3.Connection, import_id: str) -> tuple[int, int]:
-    """How many rows an import has staged, and its highest ``n``."""
-    row = conn.execute(
-        "SELECT count(*), coalesce(max(n), 0) FROM import_rows WHERE import = ?", (import_id,)
-    ).fetchone()
-    return int(row[0]), int(row[1])
-
-
-def drop_import(conn: sqlite3.Connection, import_id: str | None = None) -> None:
-    """Delete an import's staged rows (every import's, for None: at start, none can go on)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if import_id is None:
-            conn.execute("DELETE FROM import_rows")
-        else:
-            conn.execute("DELETE FROM import_rows WHERE import = ?", (import_id,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

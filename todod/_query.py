@@ -7,8 +7,9 @@ SQLite is exactly what its server has acknowledged (docs/ARCHITECTURE.md).
 
 The indexes behind a query:
 
-- ``entries_by_date`` and ``entries_pending`` (partial, ``done = 0``) for the
-  date range and the done filter, which are also the result's order;
+- ``entries_pending`` and ``entries_done`` (partial: ``done = 0``, ``done =
+  1``; each entry is in one of them) for the date range and the done
+  filter, which are also the result's order (a query of both merges them);
 - the search index (todod/_search.py, a database of its own, kept from the
   change log by the indexer): ``entry_tags``, one row per tag of an entry,
   and ``entry_text``, an FTS5 table with the trigram tokenizer over the
@@ -97,10 +98,24 @@ def drop_old_text_table(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE entry_text")
 
 
+#: Schema step "one date index entry per entry" (version 7): version 4's
+#: ``entries_by_date`` held every entry and ``entries_pending`` the pending
+#: ones again, so each add or imported row paid two index inserts, the largest
+#: part of an import's publish and of the indexes' cost on writes
+#: (bench/write_cost.py, bench/import_parts.py).  Now the pending entries are
+#: in ``entries_pending`` and the done ones in ``entries_done`` (``done`` is
+#: 0 or 1, so each entry is in exactly one); a query of both merges the two in
+#: date order (:func:`build_sql`).  Self-contained, so that a renumbering can
+#: move it to another ``user_version``.
+MIGRATION_DATE_INDEXES: tuple[str, ...] = (
+    "DROP INDEX IF EXISTS entries_by_date",
+    "CREATE INDEX entries_done ON entries (date) WHERE done = 1",
+)
+
 #: The query indexes left in the store's file, for the bench's "without indexes" run.
 INDEX_OBJECTS: tuple[tuple[str, str], ...] = (
-    ("INDEX", "entries_by_date"),
     ("INDEX", "entries_pending"),
+    ("INDEX", "entries_done"),
 )
 
 
@@ -257,8 +272,8 @@ def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tupl
         where.append("e.date <= ?")
         params.append(query.date_to.isoformat())
     if query.done is not None:
-        # A literal, not a parameter: SQLite uses the partial index
-        # entries_pending only when the query's text implies done = 0.
+        # A literal, not a parameter: SQLite uses a partial index
+        # (entries_pending, entries_done) only when the query's text implies its WHERE.
         where.append(f"e.done = {int(query.done)}")
     for tag in sorted(query.tags):
         if indexed:
@@ -281,10 +296,20 @@ def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tupl
             "(SELECT DISTINCT list_id, entry FROM events WHERE position > ?) "
         )
         tail_params.insert(0, watermark)
-    sql += f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY e.date, l.name, e.id LIMIT ?"
+    select = f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
+    if query.done is None and not (long_words and text_index and indexed):
+        # Each entry is in one date index, entries_pending or entries_done
+        # (MIGRATION_DATE_INDEXES): a query of both reads each in date order,
+        # and SQLite merges the two ordered halves (a compound ORDER BY), so
+        # a page still stops at its limit without sorting the whole range.
+        halves = [" WHERE " + " AND ".join([*where, f"e.done = {done}"]) for done in (0, 1)]
+        sql += f"{select}{halves[0]} UNION ALL {select}{halves[1]} ORDER BY 3, 1, 2 LIMIT ?"
+        params += params
+    else:
+        sql += select
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY e.date, l.name, e.id LIMIT ?"
     # One more than asked, to tell the caller whether there is more.
     params.append(query.limit + 1)
     return sql, tail_params + params

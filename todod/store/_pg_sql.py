@@ -152,6 +152,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             time DOUBLE PRECISION NOT NULL
         )""",
     ),
+    # Version 7: one date index entry per entry, pending or done, as in
+    # SQLite (todod/_query.py); a find of both merges the two (build_find).
+    # PostgreSQL keeps staging imports in import_rows.
+    (
+        "DROP INDEX IF EXISTS entries_by_date",
+        "CREATE INDEX entries_done ON entries (date) WHERE done = 1",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -290,13 +297,22 @@ def build_find(query: _query.FindQuery) -> tuple[str, list[object]]:
             "(e.list_id, e.id) NOT IN (SELECT list_id, entry FROM events WHERE position > %s)",
         ]
         params += [after.date, after.date, after.list, after.list, after.id, after.position]
-    sql = (
-        "SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags "
+    # The names in the order of "C" (bytes), as SQLite's; the output column
+    # carries it, so that a UNION's ORDER BY (output columns only) has it too.
+    select = (
+        'SELECT l.name COLLATE "C" AS name, e.id, e.date, e.title, e.done, e.version, e.tags '
         "FROM entries e JOIN lists l ON l.id = e.list_id"
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += ' ORDER BY e.date, l.name COLLATE "C", e.id LIMIT %s'
+    order = " ORDER BY date, name, id LIMIT %s"
+    if query.done is None:
+        # Each entry is in one date index, entries_pending or entries_done:
+        # each half reads its own in date order up to the limit, and the
+        # union sorts at most twice the limit.
+        halves = [f"({select} WHERE {' AND '.join([*where, f'e.done = {done}'])}{order})" for done in (0, 1)]
+        sql = f"{halves[0]} UNION ALL {halves[1]}{order}"
+        params = [*params, query.limit + 1, *params, query.limit + 1]
+    else:
+        sql = select + (" WHERE " + " AND ".join(where) if where else "") + order
     params.append(query.limit + 1)
     return sql, params
 

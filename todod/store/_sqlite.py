@@ -102,7 +102,9 @@ MigrationStep = str | Callable[[sqlite3.Connection], None]
 #: version 3 normalizes list names (see :func:`_normalize_list_names`); version 4
 #: adds tags and the query indexes (todod/_query.py) and the tags of the
 #: log's base state (todod/_log.py); version 5 moves the tag and text indexes
-#: to the search index's own file (todod/_search.py).
+#: to the search index's own file (todod/_search.py); version 6 adds imports,
+#: moves and sagas (todod/_bulk.py); version 7 puts each entry in one date
+#: index (todod/_query.py).
 MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         """CREATE TABLE lists (
@@ -127,6 +129,10 @@ MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     _query.MIGRATION_SEARCH_APART,
     # Version 6: import staging, moves, the saga journal and idempotency keys (todod/_bulk.py).
     _bulk.MIGRATION,
+    # Version 7: one date index entry per entry (todod/_query.py); and this
+    # backend stages imports in files of their own (todod/_bulk.py), so the
+    # table version 6 staged in goes (its rows were never acknowledged).
+    (*_query.MIGRATION_DATE_INDEXES, "DROP TABLE IF EXISTS import_rows"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -899,8 +905,7 @@ class SQLiteStore:
     async def drop_import(self, import_id: str | None = None) -> None:
         """Drop an import's staged rows: close and remove its staging file.
 
-        With None (a daemon starting: no import can go on), every staging
-        file, and the rows an older todod staged in the store's ``import_rows``.
+        With None (a daemon starting: no import can go on), every staging file.
         """
         if import_id is not None:
             await self._end_staging(import_id, keep_file=False)
@@ -949,11 +954,6 @@ class SQLiteStore:
             if name.endswith(".sqlite3"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(directory, name))
-        conn = _connect(self.path)
-        try:
-            _bulk.drop_import(conn)
-        finally:
-            conn.close()
 
     async def bulk_read(self, fn: Callable[[sqlite3.Connection], Any], what: str) -> Any:
         """One of todod/_bulk.py's reads, in one read transaction of the read pool."""
