@@ -21,7 +21,11 @@ Each repetition, interleaved:
   process reading the same rows with sqlite3 and writing them with :mod:`csv`.
 
 Every process runs with its byte code cached (``PYTHONPYCACHEPREFIX``, in the
-run's temporary directory), as an installed ``todo`` has its ``.pyc`` files.
+run's temporary directory), as an installed ``todo`` has its ``.pyc`` files,
+and (``--layout plain``, the default without ``--compare``) ``todo`` and the
+raw arms run from a venv without the editable install's import hook, which
+costs every Python process of an editable venv some 50 ms here (see
+bench/cli_startup.py).
 
 With ``--compare BIN`` (a directory holding another build's ``todo`` and
 ``todod``, say main's, installed in a venv of its own), each repetition also
@@ -54,6 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cli_startup import _plain_venv  # noqa: E402
 from bench.run import tree_cpu_seconds  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -188,9 +193,20 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     parser.add_argument("--compare", metavar="BIN", help="another build's todo and todod's directory")
     parser.add_argument("--imports-only", action="store_true", help="skip the exports")
+    parser.add_argument(
+        "--layout",
+        choices=("plain", "venv"),
+        help="plain (the default without --compare): todo and the raw arms run from a venv without the editable "
+        "install's import hook, as an installed todo; venv (the default with --compare, whose build runs from "
+        "its own venv): this venv's",
+    )
     args = parser.parse_args()
+    layout = args.layout or ("venv" if args.compare else "plain")
     tmp = Path(tempfile.mkdtemp(prefix="todob-bulk-"))
     os.chmod(tmp, 0o700)
+    todo, python = TODO, sys.executable
+    if layout == "plain":
+        python, todo = _plain_venv(str(tmp / "plain"), TODO)
     daemon: subprocess.Popen[bytes] | None = None
     other: subprocess.Popen[bytes] | None = None
     try:
@@ -214,7 +230,7 @@ def main() -> None:
             other = start_daemon(other_todod, other_todo, other_sock, other_data, other_env)
         idle_rss = rss_kib(daemon.pid)
         with Sampler(daemon.pid) as sampler:
-            timed([TODO, "import", "small", str(small), "--timeout", "600"], env)
+            timed([todo, "import", "small", str(small), "--timeout", "600"], env)
         small_peak = sampler.peak
         settle(daemon.pid)
         kinds = ("todo", "raw", "schema", "export", "raw_export", *(("compared",) if args.compare else ()))
@@ -229,7 +245,7 @@ def main() -> None:
             before.append(rss_kib(daemon.pid))
             cli_before, daemon_before = children_cpu(), cpu_seconds(daemon.pid)
             with Sampler(daemon.pid) as sampler:
-                figures["todo"].append(timed([TODO, "import", f"big{rep}", str(source), "--timeout", "600"], env))
+                figures["todo"].append(timed([todo, "import", f"big{rep}", str(source), "--timeout", "600"], env))
             cpu["cli"].append(children_cpu() - cli_before)
             cpu["daemon"].append(cpu_seconds(daemon.pid) - daemon_before)
             peaks.append(sampler.peak)
@@ -240,14 +256,14 @@ def main() -> None:
                     timed([other_todo, "import", f"big{rep}", str(source), "--timeout", "600"], other_env)
                 )
                 settle(other.pid)
-            figures["raw"].append(timed([sys.executable, "-c", RAW_PLAIN, str(source), str(tmp / f"raw{rep}.db")], env))
+            figures["raw"].append(timed([python, "-c", RAW_PLAIN, str(source), str(tmp / f"raw{rep}.db")], env))
             schema_db = tmp / f"schema{rep}.db"
             figures["schema"].append(
-                timed([sys.executable, "-c", RAW_SCHEMA, str(source), str(schema_db), "text"], env)
+                timed([python, "-c", RAW_SCHEMA, str(source), str(schema_db), "text"], env)
             )
             if not args.imports_only:
-                figures["export"].append(timed([TODO, "export", f"big{rep}", "--timeout", "600"], env))
-                figures["raw_export"].append(timed([sys.executable, "-c", RAW_EXPORT, str(schema_db), "big"], env))
+                figures["export"].append(timed([todo, "export", f"big{rep}", "--timeout", "600"], env))
+                figures["raw_export"].append(timed([python, "-c", RAW_EXPORT, str(schema_db), "big"], env))
             for path in (tmp / f"raw{rep}.db", schema_db):
                 path.unlink(missing_ok=True)
         hwm = rss_kib(daemon.pid, "VmHWM")

@@ -112,7 +112,7 @@ def one_run(data: bytes, tmp: Path) -> dict[str, float]:
         t = timed("daemon_decode", t)
         staged = _imports.check_rows(request.args["rows"], import_id, request.args["start"])
         t = timed("validate", t)
-        _bulk.stage_rows(staging, staged, _bulk.STAGE_FILE)
+        _bulk.stage_file_rows(staging, staged)
         timed("stage", t)
         count += len(batch)
     t = clock()

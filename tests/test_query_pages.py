@@ -67,6 +67,34 @@ async def test_find_pages_walk_the_whole_answer_in_order(data_dir: str) -> None:
         ]
 
 
+async def test_find_of_pending_and_done_merges_both_in_date_list_id_order(data_dir: str) -> None:
+    """A find of pending and done entries (two indexes merged) is in (date, list by bytes, id) order, paged or not."""
+    rng = random.Random(7)
+    names = ["b", "B", "a", "Ä", "a-1", "Z"]
+    expected: list[tuple[str, str, int, bool]] = []
+    async with open_core(data_dir) as core:
+        for i in range(120):
+            name = names[i % len(names)]
+            day = D(2026, 12, 1 + rng.randrange(6))
+            entry = await core.add(name, f"entry {i}", day)
+            done = rng.random() < 0.5
+            if done:
+                await core.update(name, entry.id, done=True)
+            expected.append((day.isoformat(), name, entry.id, done))
+        expected.sort(key=lambda e: (e[0], e[1].encode(), e[2]))
+
+        def keys(found: list[dict[str, Any]]) -> list[tuple[str, str, int, bool]]:
+            return [(e["date"], e["list"], e["id"], e["done"]) for e in found]
+
+        whole, more = await core.find()
+        assert not more
+        assert keys(whole) == expected
+        assert keys(await find_all(core, 5)) == expected
+        later = [e for e in expected if e[0] >= "2026-12-03"]
+        assert keys(await find_all(core, 4, date_from=D(2026, 12, 3))) == later
+        assert keys(await find_all(core, 3, done=True)) == [e for e in expected if e[3]]
+
+
 async def test_find_pages_while_written_see_each_entry_at_most_once_and_nothing_new(data_dir: str) -> None:
     """Adds, date moves and deletes between pages: no entry twice, none absent or different at the start."""
     rng = random.Random(11)

@@ -18,6 +18,7 @@ translate their errors.  Schema version 6 (:data:`MIGRATION`) adds:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -92,17 +93,6 @@ def event_text(date: str, title: str, done: bool, tags: Sequence[str]) -> str:
     return f"{date} {mark} 1 {title}"
 
 
-def stage_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow], sql: str) -> None:
-    """Stage one batch of an import's rows with ``sql``, in a transaction of its own (not fsynced: see the store)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(sql, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
 # The SQLite backend stages each import in a file of its own, one table whose
 # rowid is the row's place n: an append in n order, not an insert into a
 # shared (import, n) key.  The file has no journal and is never fsynced
@@ -118,8 +108,36 @@ STAGING_TABLE = (
     "CREATE TABLE rows (n INTEGER PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, "
     "done INTEGER NOT NULL, tags TEXT NOT NULL, event TEXT NOT NULL)"
 )
-#: A :data:`StagedRow` into a staging file: its import id (?1) is the file's.
-STAGE_FILE = "INSERT INTO rows (n, date, title, done, tags, event) VALUES (?2, ?3, ?4, ?5, ?6, ?7)"
+#: Rows per statement of :func:`stage_file_rows`: six parameters each, within
+#: SQLite's limit on a statement's parameters (32,766 since 3.32, 999 before).
+STAGE_CHUNK = 2000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 166
+
+
+@functools.lru_cache(maxsize=4)
+def _stage_values(count: int) -> str:
+    return "INSERT INTO rows (n, date, title, done, tags, event) VALUES " + ",".join(("(?,?,?,?,?,?)",) * count)
+
+
+def stage_file_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow]) -> None:
+    """Stage a batch into a staging file (its import id is the file's, not a column), in a transaction of its own.
+
+    One multi-row INSERT per :data:`STAGE_CHUNK` rows, not ``executemany``,
+    which steps each row apart, and lets go of the GIL and
+    takes it back around every step, and with the event loop and another
+    batch's validation wanting the GIL meanwhile, each row then waited for a
+    thread switch (bench/import_parts.py; docs/ARCHITECTURE.md, "Imports").
+    One statement binds every row's values and runs in SQLite with the GIL
+    let go once.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for start in range(0, len(rows), STAGE_CHUNK):
+            chunk = rows[start : start + STAGE_CHUNK]
+            conn.execute(_stage_values(len(chunk)), [value for row in chunk for value in row[1:]])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def open_staging(path: str) -> sqlite3.Connection:

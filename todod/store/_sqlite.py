@@ -1319,7 +1319,7 @@ class _StagingFile:
         if self._conn is None:
             ensure_private_dir(os.path.dirname(self.path))
             self._conn = _bulk.open_staging(self.path)
-        _bulk.stage_rows(self._conn, rows, _bulk.STAGE_FILE)
+        _bulk.stage_file_rows(self._conn, rows)
 
     def count(self) -> tuple[int, int]:
         return (0, 0) if self._conn is None else _bulk.staged_file_count(self._conn)
