@@ -103,16 +103,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and of its live descendants (todod's search indexer is a child process).
+def _all_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of its reaped children (cutime, cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK
 
-    A child's CPU reaches its parent's counters only once it is reaped, so a
-    daemon's own figure leaves out the indexer while it runs.
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process, of its live descendants and of those reaped (todod's search indexer is a child process).
+
+    A child's CPU reaches its parent's counters (cutime, cstime) only once it
+    is reaped, so a daemon's own figure leaves out the indexer while it runs;
+    one that died and was replaced during a measure is counted there.
     """
-    total = cpu_seconds(pid)
+    total = _all_cpu_seconds(pid)
     for child in descendants(pid):
         try:
-            total += cpu_seconds(child)
+            total += _all_cpu_seconds(child)
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total

@@ -12,7 +12,8 @@ taken out:
 
 - ``entries``: the entries' upsert and the lists' row (``next_id``, head), nothing else;
 - ``log``: the change log's row per event;
-- ``dates``: the indexes ``entries_by_date`` and ``entries_pending``;
+- ``dates``: the date indexes, ``entries_pending`` and ``entries_done`` (``_query.INDEX_OBJECTS``; until
+  schema version 7, ``entries_by_date`` and ``entries_pending``);
 - ``tags``: the search index without its text table (``entry_tags``; every add here carries one tag);
 - ``text``: the search index's FTS5 trigram title table.
 
@@ -58,7 +59,7 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from todod import _log, _search
+from todod import _log, _query, _search
 from todod._model import Change, Entry, Event
 from todod.store._sqlite import DB_NAME, StoreFaults, _close_sync, _open_sync
 from todod.store._sqlite import SQLiteStore as Store
@@ -67,7 +68,7 @@ DAY = datetime.date(2026, 2, 3)
 TAGS = [f"tag{n}" for n in range(50)]
 
 #: The schema objects of each removable part of the store's file (dropped from the variant's copy before it opens).
-DATE_INDEXES = (("INDEX", "entries_by_date"), ("INDEX", "entries_pending"))
+DATE_INDEXES = _query.INDEX_OBJECTS
 ORDER = ("log", "dates", "tags", "text")
 
 

@@ -321,3 +321,20 @@ def test_a_daemon_killed_mid_import_keeps_nothing_of_it() -> None:
         with closing(sqlite3.connect(f"file:{daemon.data_dir / 'todod.sqlite3'}?mode=ro", uri=True)) as conn:
             assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
         assert list(staging.iterdir()) == []  # no staging file left
+
+
+@pytest.mark.parametrize("limit", [32_766, 999, 13])
+def test_a_staged_batch_holds_its_rows_in_order_whatever_the_limit_on_parameters(tmp_path: Path, limit: int) -> None:
+    """A batch staged in multi-row INSERTs holds every row once, in order, within the connection's parameter limit."""
+    from todod import _bulk
+
+    conn = _bulk.open_staging(str(tmp_path / "import.sqlite3"))
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    rows = [("id", n, "2026-12-01", f"title {n}", n % 2, "[]", f"2026-12-01 {n % 2} 1 t {n}") for n in range(1, 2001)]
+    _bulk.stage_file_rows(conn, rows)
+    staged = conn.execute("SELECT n, date, title, done, tags, event FROM rows ORDER BY n").fetchall()
+    assert staged == [r[1:] for r in rows]
+    with pytest.raises(sqlite3.IntegrityError):  # a row staged twice fails the batch, which leaves nothing
+        _bulk.stage_file_rows(conn, [(*rows[0][:1], 2001, *rows[0][2:]), rows[5]])
+    assert _bulk.staged_file_count(conn) == (2000, 2000)
+    conn.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 import os
+import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -452,3 +454,87 @@ async def test_a_version_6_store_gets_one_date_index_entry_per_entry_and_keeps_e
             names = {row[0] for row in pg.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'entries'")}
             assert {"entries_pending", "entries_done"} <= names and "entries_by_date" not in names
             assert pg.execute("SELECT version FROM todod_schema").fetchone() == (7,)
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("filters", [{"words": ("report",)}, {"words": ("ol",)}, {"lists": frozenset({"old"})}])
+async def test_a_find_whose_matches_are_all_in_one_date_index_stops_near_its_limit(
+    data_dir: str, filters: dict[str, Any]
+) -> None:
+    """A find of pending and done entries whose matches are all done reads about what the done ones alone cost."""
+    async with open_store(data_dir):
+        pass
+    entries = 20_000
+    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME), isolation_level=None)
+    _query.prepare_reader(conn)
+    conn.execute("INSERT INTO lists (id, name, next_id) VALUES (1, 'old', ?), (2, 'new', 1)", (entries + 1,))
+    half = entries // 2
+    # The done half ("old ol report", list old) in the years 2000 to 2009, the pending half after it.
+    conn.executemany(
+        "INSERT INTO entries (list_id, id, date, title, done) VALUES (?, ?, ?, ?, ?)",
+        (
+            (
+                1 if i <= half else 2,
+                i,
+                f"{2000 + i * 20 // entries}-01-{1 + i % 28:02d}",
+                *(("old ol report", 1) if i <= half else ("task", 0)),
+            )
+            for i in range(1, entries + 1)
+        ),
+    )
+
+    def steps(query: _query.FindQuery) -> tuple[int, list[Any]]:
+        count = 0
+
+        def tick() -> int:
+            nonlocal count
+            count += 1
+            return 0
+
+        conn.set_progress_handler(tick, 100)
+        conn.execute("BEGIN")
+        rows = list(itertools.islice(_query.run_rows(conn, query, text_index=False, watermark=None), query.limit + 1))
+        conn.execute("COMMIT")
+        conn.set_progress_handler(None, 0)
+        return count, rows
+
+    alone, done_rows = steps(_query.FindQuery(limit=20, done=True, **filters))
+    both, rows = steps(_query.FindQuery(limit=20, **filters))
+    assert rows == done_rows and len(rows) == 21
+    assert both <= 3 * alone + 20, (both, alone)  # not a read of the 10,000 pending entries
+    conn.close()
+
+
+def test_date_windows_are_disjoint_ordered_and_cover_every_date_once() -> None:
+    """The windows of a windowed find hold every entry's date exactly once, in order, whatever the dates' crowding."""
+    rng = random.Random(3)
+    for _ in range(200):
+        halves = [sorted(f"2026-12-{rng.randrange(1, 9):02d}" for _ in range(rng.randrange(0, 40))) for _ in range(2)]
+        start = rng.choice([None, "2026-12-03"])
+        end = rng.choice([None, "2026-12-06"])
+
+        def probe(
+            done: int, low: str | None, low_open: bool, offset: int, halves: list[list[str]] = halves, end: Any = end
+        ) -> str | None:
+            dates = [
+                d
+                for d in halves[done]
+                if (low is None or (d > low if low_open else d >= low)) and (end is None or d <= end)
+            ]
+            return dates[offset] if offset < len(dates) else None
+
+        windows = list(_query.date_windows(probe, start, end, rng.randrange(1, 5)))
+        assert windows[-1].high is None and all(w.high is not None for w in windows[:-1])
+
+        def inside(window: _query.Window, d: str) -> bool:
+            low_ok = window.low is None or (d > window.low if window.low_open else d >= window.low)
+            high_ok = window.high is None or (d <= window.high if window.high_closed else d < window.high)
+            return low_ok and high_ok
+
+        wanted = [d for d in halves[0] + halves[1] if (start is None or d >= start) and (end is None or d <= end)]
+        for d in wanted:
+            assert [i for i, w in enumerate(windows) if inside(w, d)] != [], (d, windows)
+            assert len([w for w in windows if inside(w, d)]) == 1, (d, windows)
+        for earlier, later in itertools.pairwise(windows):
+            assert earlier.high is not None and later.low == earlier.high
+            assert later.low_open == earlier.high_closed

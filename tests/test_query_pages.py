@@ -72,15 +72,18 @@ async def test_find_of_pending_and_done_merges_both_in_date_list_id_order(data_d
     rng = random.Random(7)
     names = ["b", "B", "a", "Ä", "a-1", "Z"]
     expected: list[tuple[str, str, int, bool]] = []
+    tagged: set[tuple[str, int]] = set()
     async with open_core(data_dir) as core:
         for i in range(120):
             name = names[i % len(names)]
             day = D(2026, 12, 1 + rng.randrange(6))
-            entry = await core.add(name, f"entry {i}", day)
+            entry = await core.add(name, f"entry {i}", day, tags=["t"] if i % 3 == 0 else [])
             done = rng.random() < 0.5
             if done:
                 await core.update(name, entry.id, done=True)
             expected.append((day.isoformat(), name, entry.id, done))
+            if i % 3 == 0:
+                tagged.add((name, entry.id))
         expected.sort(key=lambda e: (e[0], e[1].encode(), e[2]))
 
         def keys(found: list[dict[str, Any]]) -> list[tuple[str, str, int, bool]]:
@@ -93,6 +96,35 @@ async def test_find_of_pending_and_done_merges_both_in_date_list_id_order(data_d
         later = [e for e in expected if e[0] >= "2026-12-03"]
         assert keys(await find_all(core, 4, date_from=D(2026, 12, 3))) == later
         assert keys(await find_all(core, 3, done=True)) == [e for e in expected if e[3]]
+        # With a filter on rows, read a window of dates at a time (todod/_query.py, date_windows).
+        assert keys(await find_all(core, 2, lists=["B", "Ä"])) == [e for e in expected if e[1] in ("B", "Ä")]
+        assert keys(await find_all(core, 3, tags=["t"])) == [e for e in expected if (e[1], e[2]) in tagged]
+        assert keys(await find_all(core, 50, search="entry")) == expected
+
+
+async def test_a_windowed_find_over_sparse_dates_gives_each_match_once_in_order(data_dir: str) -> None:
+    """A filtered find of pending and done entries, one a day, reads window after window and loses or repeats none."""
+    expected: list[tuple[str, int]] = []
+    async with open_core(data_dir) as core:
+        for i in range(150):
+            sparse = i % 7 == 3  # a match every week, pending and done in turn: a page spans windows
+            day = D(2026, 1, 1) + datetime.timedelta(days=i)
+            entry = await core.add("l", f"entry {i}", day, tags=["t"] if sparse else [])
+            if i % 2:
+                await core.update("l", entry.id, done=True)
+            if sparse:
+                expected.append((entry.date.isoformat(), entry.id))
+
+        def keys(found: list[dict[str, Any]]) -> list[tuple[str, int]]:
+            return [(e["date"], e["id"]) for e in found]
+
+        for limit in (1, 4, 7):
+            assert keys(await find_all(core, limit, tags=["t"])) == expected
+            whole, more = await core.find(tags=["t"], limit=limit)
+            assert keys(whole) == expected[:limit] and more
+        assert keys(await find_all(core, 3, tags=["t"], date_from=D(2026, 2, 1))) == [
+            e for e in expected if e[0] >= "2026-02-01"
+        ]
 
 
 async def test_find_pages_while_written_see_each_entry_at_most_once_and_nothing_new(data_dir: str) -> None:

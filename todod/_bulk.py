@@ -108,9 +108,10 @@ STAGING_TABLE = (
     "CREATE TABLE rows (n INTEGER PRIMARY KEY, date TEXT NOT NULL, title TEXT NOT NULL, "
     "done INTEGER NOT NULL, tags TEXT NOT NULL, event TEXT NOT NULL)"
 )
-#: Rows per statement of :func:`stage_file_rows`: six parameters each, within
-#: SQLite's limit on a statement's parameters (32,766 since 3.32, 999 before).
-STAGE_CHUNK = 2000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 166
+#: Most rows per statement of :func:`stage_file_rows` (six parameters each),
+#: within the connection's limit on a statement's parameters (32,766 by
+#: default since SQLite 3.32, 999 before; a build may set it lower).
+STAGE_CHUNK = 2000
 
 
 @functools.lru_cache(maxsize=4)
@@ -129,10 +130,11 @@ def stage_file_rows(conn: sqlite3.Connection, rows: Sequence[StagedRow]) -> None
     One statement binds every row's values and runs in SQLite with the GIL
     let go once.
     """
+    chunk_rows = max(1, min(STAGE_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 6))
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for start in range(0, len(rows), STAGE_CHUNK):
-            chunk = rows[start : start + STAGE_CHUNK]
+        for start in range(0, len(rows), chunk_rows):
+            chunk = rows[start : start + chunk_rows]
             conn.execute(_stage_values(len(chunk)), [value for row in chunk for value in row[1:]])
         conn.execute("COMMIT")
     except BaseException:

@@ -26,11 +26,12 @@ No trio here: these functions run in the store's worker threads.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
@@ -223,7 +224,93 @@ def _like(column: str, word: str) -> tuple[str, str]:
     return f"todod_lower({column}) LIKE ? ESCAPE '\\'", "%" + re.sub(r"([\\%_])", r"\\\1", word) + "%"
 
 
-def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tuple[str, list[object]]:
+@attrs.frozen
+class Window:
+    """A range of dates a windowed find reads at a time: ``date > low`` (``low_open``) or ``>= low``; ``date < high``
+    or (``high_closed``) ``<= high``; None: no bound on that side."""
+
+    low: str | None
+    low_open: bool
+    high: str | None
+    high_closed: bool
+
+    def terms(self, params: list[object], mark: str = "?") -> list[str]:
+        """The window's conditions on ``e.date``, its values appended to ``params``."""
+        terms = []
+        if self.low is not None:
+            terms.append(f"e.date {'>' if self.low_open else '>='} {mark}")
+            params.append(self.low)
+        if self.high is not None:
+            terms.append(f"e.date {'<=' if self.high_closed else '<'} {mark}")
+            params.append(self.high)
+        return terms
+
+
+#: Probe(done, low, low_open, offset): the date of the entry ``offset`` places
+#: on in that date index from ``low``, up to the query's last date; None if it
+#: has fewer entries there.
+Probe = Callable[[int, "str | None", bool, int], "str | None"]
+
+
+def probe_sql(done: int, low: str | None, low_open: bool, end: str | None, mark: str = "?") -> tuple[str, list[object]]:
+    """The SQL of a :data:`Probe` (both backends): an index-only read of one date index, ``offset`` last."""
+    terms: list[str] = [f"done = {done}"]  # a literal: the partial index's own condition
+    params: list[object] = []
+    if low is not None:
+        terms.append(f"date {'>' if low_open else '>='} {mark}")
+        params.append(low)
+    if end is not None:
+        terms.append(f"date <= {mark}")
+        params.append(end)
+    return f"SELECT date FROM entries WHERE {' AND '.join(terms)} ORDER BY date LIMIT 1 OFFSET {mark}", params
+
+
+def merged(query: FindQuery, text_driven: bool) -> bool:
+    """Whether a find reads both date indexes and merges them (no done filter, and no text index driving it)."""
+    return query.done is None and not text_driven
+
+
+def windowed(query: FindQuery, text_driven: bool) -> bool:
+    """Whether a merged find has a filter on rows, and so reads its date indexes a window at a time.
+
+    The merge of the two halves needs each half's first match before it can
+    give a row: a half with no match for a tag, a search or a list would be
+    read to its end, where one index of every date stopped at the page's
+    limit.  Windows of dates bound that read (:func:`date_windows`).
+    """
+    return merged(query, text_driven) and bool(query.tags or query.words or query.lists is not None)
+
+
+def date_windows(probe: Probe, start: str | None, end: str | None, size: int) -> Iterator[Window]:
+    """Successive, disjoint, ordered windows of dates from ``start`` (inclusive) on, up to ``end``.
+
+    Each window ends at the date of the ``size``-th entry of the nearer half
+    (so it holds at most ``size`` entries of one half, and of the other, on
+    dates before that one), ``size`` doubling at each window; a window of one
+    date holds a date whose entries are more than ``size``, and the last
+    window has no upper bound.  So a window's read costs what the index of
+    every date would have read over the same dates, at most twice over, and a
+    half with no match is read only as far as the other half's ``size``-th entry.
+    """
+    low, low_open = start, False
+    while True:
+        highs = [h for h in (probe(0, low, low_open, size), probe(1, low, low_open, size)) if h is not None]
+        if not highs:
+            yield Window(low, low_open, None, False)
+            return
+        high = min(highs)
+        if high == low:  # more than ``size`` entries on the window's first date: that date alone
+            yield Window(low, low_open, high, True)
+            low_open = True
+        else:
+            yield Window(low, low_open, high, False)
+            low, low_open = high, False
+        size *= 2
+
+
+def build_sql(
+    query: FindQuery, text_index: bool, watermark: int | None, window: Window | None = None
+) -> tuple[str, list[object]]:
     """The SQL of a query and its parameters.
 
     Args:
@@ -231,6 +318,7 @@ def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tupl
         text_index: whether the search index has its FTS5 table.
         watermark: the search index's watermark in the reader's snapshot
             (None: not to be used; searches and tags then read the entries).
+        window: the dates a windowed find reads now (:func:`windowed`).
     """
     where: list[str] = []
     params: list[object] = []
@@ -289,6 +377,8 @@ def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tupl
             params.append(tag)
     if query.after is not None:
         where.extend(_after_terms(query.after, params))
+    if window is not None:
+        where.extend(window.terms(params))
     sql = ""
     if indexed and ((long_words and text_index) or query.tags):
         sql = (
@@ -297,7 +387,7 @@ def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tupl
         )
         tail_params.insert(0, watermark)
     select = f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
-    if query.done is None and not (long_words and text_index and indexed):
+    if merged(query, text_driven(query, text_index, watermark)):
         # Each entry is in one date index, entries_pending or entries_done
         # (MIGRATION_DATE_INDEXES): a query of both reads each in date order,
         # and SQLite merges the two ordered halves (a compound ORDER BY), so
@@ -313,6 +403,42 @@ def build_sql(query: FindQuery, text_index: bool, watermark: int | None) -> tupl
     # One more than asked, to tell the caller whether there is more.
     params.append(query.limit + 1)
     return sql, tail_params + params
+
+
+def text_driven(query: FindQuery, text_index: bool, watermark: int | None) -> bool:
+    """Whether the text index drives a query (a search word of three characters or more, the index usable)."""
+    return text_index and watermark is not None and any(len(w) >= MIN_SUBSTRING for w in query.words)
+
+
+def start_date(query: FindQuery) -> str | None:
+    """The first date a find (or its page) can give."""
+    if query.after is not None:
+        return query.after.date
+    return None if query.date_from is None else query.date_from.isoformat()
+
+
+def run_rows(
+    conn: sqlite3.Connection, query: FindQuery, text_index: bool, watermark: int | None
+) -> Generator[Any, None, None]:
+    """A query's rows on a read connection, in order: one statement, or a windowed find's one per window."""
+    if not windowed(query, text_driven(query, text_index, watermark)):
+        sql, params = build_sql(query, text_index, watermark)
+        cursor = conn.execute(sql, params)
+        try:
+            yield from cursor
+        finally:  # a page that stops early ends the statement before its read transaction
+            cursor.close()
+        return
+    end = None if query.date_to is None else query.date_to.isoformat()
+
+    def probe(done: int, low: str | None, low_open: bool, offset: int) -> str | None:
+        sql, params = probe_sql(done, low, low_open, end)
+        row = conn.execute(sql, [*params, offset]).fetchone()
+        return None if row is None else str(row[0])
+
+    for window in date_windows(probe, start_date(query), end, query.limit + 1):
+        sql, params = build_sql(query, text_index, watermark, window)
+        yield from conn.execute(sql, params).fetchall()
 
 
 def read_watermark(conn: sqlite3.Connection) -> int | None:
@@ -362,8 +488,7 @@ def run_find(
     try:
         wanted = query.tags or any(len(w) >= MIN_SUBSTRING for w in query.words)
         mark = read_watermark(conn) if search_index and wanted else None
-        sql, params = build_sql(query, text_index, mark)
-        rows = conn.execute(sql, params).fetchall()
+        rows = list(itertools.islice(run_rows(conn, query, text_index, mark), query.limit + 1))
     finally:
         if conn.in_transaction:
             conn.execute("COMMIT")
@@ -446,7 +571,7 @@ def run_find_page(
     conn.execute("BEGIN")  # one snapshot of each file, the search index's first
     try:
         wanted = query.tags or any(len(w) >= MIN_SUBSTRING for w in query.words)
-        sql, params = build_sql(query, text_index, read_watermark(conn) if search_index and wanted else None)
+        watermark = read_watermark(conn) if search_index and wanted else None
         start, mark = conn.execute(
             "SELECT max(coalesce((SELECT max(position) FROM events), 0), last_position), horizon FROM log_meta"
         ).fetchone()
@@ -457,7 +582,7 @@ def run_find_page(
                     "read again from the start"
                 )
             start = query.after.position
-        cursor = conn.execute(sql, params)
+        cursor = run_rows(conn, query, text_index, watermark)
         texts: list[str] = []
         size = 0
         last: tuple[str, str, int] | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -258,8 +258,11 @@ def last_position(conn: psycopg.Connection[Any]) -> int:
 WORD_ONLY = re.compile(r"^\w+$")
 
 
-def build_find(query: _query.FindQuery) -> tuple[str, list[object]]:
-    """The PostgreSQL of a ``find`` and its parameters (the SQLite backend's :func:`todod._query.build_sql`)."""
+def build_find(query: _query.FindQuery, window: _query.Window | None = None) -> tuple[str, list[object]]:
+    """The PostgreSQL of a ``find`` and its parameters (the SQLite backend's :func:`todod._query.build_sql`).
+
+    ``window``: the dates a windowed find reads now (:func:`todod._query.windowed`).
+    """
     where: list[str] = []
     params: list[object] = []
     for word in query.words:
@@ -297,6 +300,8 @@ def build_find(query: _query.FindQuery) -> tuple[str, list[object]]:
             "(e.list_id, e.id) NOT IN (SELECT list_id, entry FROM events WHERE position > %s)",
         ]
         params += [after.date, after.date, after.list, after.list, after.id, after.position]
+    if window is not None:
+        where += window.terms(params, "%s")
     # The names in the order of "C" (bytes), as SQLite's; the output column
     # carries it, so that a UNION's ORDER BY (output columns only) has it too.
     select = (
@@ -315,6 +320,22 @@ def build_find(query: _query.FindQuery) -> tuple[str, list[object]]:
         sql = select + (" WHERE " + " AND ".join(where) if where else "") + order
     params.append(query.limit + 1)
     return sql, params
+
+
+def find_rows(conn: psycopg.Connection[Any], query: _query.FindQuery) -> Iterator[Any]:
+    """A find's rows, in order: one statement, or a windowed find's one per window (as SQLite's ``run_rows``)."""
+    if not _query.windowed(query, text_driven=False):
+        yield from conn.execute(*build_find(query))
+        return
+    end = None if query.date_to is None else query.date_to.isoformat()
+
+    def probe(done: int, low: str | None, low_open: bool, offset: int) -> str | None:
+        sql, params = _query.probe_sql(done, low, low_open, end, "%s")
+        row = conn.execute(sql, [*params, offset]).fetchone()
+        return None if row is None else str(row[0])
+
+    for window in _query.date_windows(probe, _query.start_date(query), end, query.limit + 1):
+        yield from conn.execute(*build_find(query, window)).fetchall()
 
 
 def compact(conn: psycopg.Connection[Any], before: float) -> _log.Compaction:

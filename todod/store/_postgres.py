@@ -32,6 +32,7 @@ Every error that leaves this module is a :class:`StoreError`.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import logging
 import re
@@ -74,9 +75,9 @@ from todod.store._pg_sql import (
     SCHEMA_VERSION,
     STAGE,
     Compat,
-    build_find,
     check_and_migrate,
     ensure_text_index,
+    find_rows,
 )
 from todod.store._pg_sql import (
     compact as compact_log,
@@ -788,12 +789,11 @@ class PostgresStore:
             StoreError: the read failed.
             Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
         """
-        sql, params = build_find(query)
         millis = max(1, int(time_limit * 1000))
 
         def read(conn: psycopg.Connection[Any]) -> tuple[list[dict[str, Any]], bool]:
             conn.execute(f"SET LOCAL statement_timeout = {millis}")
-            rows = conn.execute(sql, params).fetchall()
+            rows = list(itertools.islice(find_rows(conn, query), query.limit + 1))
             more = len(rows) > query.limit
             del rows[query.limit :]
             found = [
@@ -830,7 +830,6 @@ class PostgresStore:
             Compacted: the log was compacted past the start of the paged read.
             Timeout: the query ran (or waited for a reader) longer than ``time_limit`` seconds.
         """
-        sql, params = build_find(query)
         millis = max(1, int(time_limit * 1000))
 
         def read(conn: psycopg.Connection[Any]) -> _query.FoundPage:
@@ -847,7 +846,7 @@ class PostgresStore:
             size = 0
             last: tuple[str, str, int] | None = None
             more = False
-            for name, entry_id, date, title, done, version, tags in conn.execute(sql, params):
+            for name, entry_id, date, title, done, version, tags in find_rows(conn, query):
                 if len(texts) >= query.limit:
                     more = True
                     break
