@@ -47,10 +47,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def cpu_per_add(kind: str, work: Path, lists: int, adds: int, extra: Sequence[str] = ()) -> dict[str, float]:
-    server = run.Server(kind, work, extra=extra)
+def cpu_per_add(
+    kind: str, work: Path, lists: int, adds: int, extra: Sequence[str] = (), src: Path = run.ROOT
+) -> dict[str, float]:
+    server = run.Server(kind, work, extra=extra, src=src)
     try:
-        run.run_load(server, run.CONNECTIONS, max(lists, run.CONNECTIONS), lists)
+        run.run_load(server, run.CONNECTIONS, run.warm_up_requests(lists), lists)
         before = thread_cpu(server.proc.pid)
         run.run_load(server, run.CONNECTIONS, adds, lists)
         after = thread_cpu(server.proc.pid)
@@ -95,21 +97,31 @@ def main() -> None:
         help="also the CPU per add of todod with these arguments, repeatable: --variant='--commit-in-loop'",
     )
     parser.add_argument("--cpu-only", action="store_true", help="only the CPU per add, no sampling")
+    parser.add_argument(
+        "--baseline-src", default=None, help="also the CPU per add of the todod in this source tree (say, main's)"
+    )
+    parser.add_argument("--reps", type=int, default=1, help="interleaved repetitions of the CPU-per-add runs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="todop-"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        runs = [("durable", "durable", ()), ("todod", "todod", ())]
-        runs += [(f"todod {v}", "todod", tuple(v.split())) for v in args.variant]
-        for i, (label, kind, extra) in enumerate(runs):
-            cpu = cpu_per_add(kind, tmp / f"cpu-{i}", args.lists, args.adds, extra)
-            print(f"{label}: CPU per add, us: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())))
+        runs: list[tuple[str, str, tuple[str, ...], Path]] = [
+            ("durable", "durable", (), run.ROOT),
+            ("todod", "todod", (), run.ROOT),
+        ]
+        runs += [(f"todod {v}", "todod", tuple(v.split()), run.ROOT) for v in args.variant]
+        if args.baseline_src:
+            runs.append(("baseline", "todod", (), Path(args.baseline_src)))
+        for rep in range(args.reps):
+            for i, (label, kind, extra, src) in enumerate(runs):
+                cpu = cpu_per_add(kind, tmp / f"cpu-{rep}-{i}", args.lists, args.adds, extra, src)
+                print(f"{label}: CPU per add, us: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items())))
         if args.cpu_only:
             return
         server = run.Server("todod", tmp / "profile")
         try:
-            run.run_load(server, run.CONNECTIONS, max(args.lists, run.CONNECTIONS), args.lists)
+            run.run_load(server, run.CONNECTIONS, run.warm_up_requests(args.lists), args.lists)
             spy = subprocess.Popen(
                 [
                     str(PY_SPY),

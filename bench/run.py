@@ -237,6 +237,21 @@ def run_load(
     }
 
 
+def warm_up_requests(lists: int, connections: int = CONNECTIONS, processes: int = GENERATORS) -> int:
+    """How many adds of :func:`run_load` write every one of ``lists`` lists at least once.
+
+    A generator's connection ``i`` walks lists ``first + i``, then on by the
+    generator's own number of connections (bench/loadgen.py), and the second
+    generator's walk is the first one's a step on: so each generator must
+    cover all the lists by itself.  One add per list in all (``lists``
+    requests) left the upper half of them cold, and a list's first add (its
+    load, its server's start, its row in ``lists``) then fell in the timed
+    run of todod, not of the echo servers, which have no such cost.
+    """
+    per = connections // processes
+    return processes * per * -(-lists // per)
+
+
 # --- the data sets -------------------------------------------------------------------
 
 
@@ -341,6 +356,12 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where the temporary stores live (default: $TMPDIR)")
     parser.add_argument("--todod-arg", action="append", default=[], help="an extra todod argument (repeatable)")
     parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="a source tree of another todod build (say, main's, from git archive): the load section also "
+        "runs it, interleaved with this one, and prints this build's ratios to it",
+    )
+    parser.add_argument(
         "--only", default="", help="comma-separated sections: load,memory,entries,start,bulk,postgres"
     )
     args = parser.parse_args()
@@ -353,7 +374,9 @@ def main() -> None:
     started = time.monotonic()
     try:
         if "load" in sections:
-            table["load"] = load_section(tmp, reps, adds, sequential, args.todod_arg)
+            table["load"] = load_section(
+                tmp, reps, adds, sequential, args.todod_arg, Path(args.baseline_src) if args.baseline_src else None
+            )
         if "memory" in sections:
             out = subprocess.run(
                 [PY, str(BENCH / "list_memory.py"), "--dir", str(tmp / "mem"), "--reps", str(reps)],
@@ -390,10 +413,15 @@ def main() -> None:
     print(f"\nwritten to {args.json} ({table['seconds']} s)")
 
 
-def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: list[str]) -> dict[str, Any]:
+def load_section(
+    tmp: Path, reps: int, adds: int, sequential: int, todod_args: list[str], baseline: Path | None = None
+) -> dict[str, Any]:
+    """The throughput and latency rows; with ``baseline``, that build's todod too (``base_*``), interleaved."""
     kinds = ["plain", "durable", "ceiling_1000", "todod_1000", "todod_1", "inline_1000", "inline_1"]
+    if baseline is not None:
+        kinds += ["base_1000", "base_1"]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
-    seq: dict[str, list[float]] = {"durable": [], "todod": [], "inline": []}
+    seq: dict[str, list[float]] = {"durable": [], "todod": [], "inline": [], "base": []}
     for rep in range(reps):
         order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
         for kind in order:
@@ -401,13 +429,16 @@ def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: l
             server_kind = kind.split("_")[0]
             if server_kind == "inline":
                 server = Server("todod", work, extra=[*todod_args, "--commit-in-loop"])
+            elif server_kind == "base":
+                assert baseline is not None
+                server = Server("todod", work, extra=todod_args, src=baseline)
             else:
                 server = Server(server_kind, work, extra=todod_args if server_kind == "todod" else ())
             try:
-                lists = 1 if kind in ("todod_1", "inline_1") else LISTS
+                lists = 1 if kind.endswith("_1") else LISTS
                 # Warm up: every list written once, so loading is not in the figure.
-                run_load(server, CONNECTIONS, max(lists, CONNECTIONS), lists)
-                if kind in ("durable", "todod_1000", "inline_1000"):
+                run_load(server, CONNECTIONS, warm_up_requests(lists), lists)
+                if kind in ("durable", "todod_1000", "inline_1000", "base_1000"):
                     # Before the throughput run, whose WAL the checkpointer may still be copying.
                     seq[kind.split("_")[0]].append(run_load(server, 1, sequential, LISTS, processes=1)["p50"])
                 runs[kind].append(run_load(server, CONNECTIONS, adds, lists))
@@ -446,6 +477,15 @@ def load_section(tmp: Path, reps: int, adds: int, sequential: int, todod_args: l
         [t["per_second"] / d["per_second"] for t, d in zip(runs["inline_1"], runs["durable"], strict=True)]
     )
     out["inline_sequential_ratio"] = median([t / d for t, d in zip(seq["inline"], seq["durable"], strict=True)])
+    if baseline is not None:
+        for lists in ("1000", "1"):
+            out[f"base_ratio_{lists}"] = median(
+                [b["per_second"] / d["per_second"] for b, d in zip(runs[f"base_{lists}"], runs["durable"], strict=True)]
+            )
+            pairs = zip(runs[f"todod_{lists}"], runs[f"base_{lists}"], strict=True)
+            out[f"over_base_{lists}"] = median([t["per_second"] / b["per_second"] for t, b in pairs])
+        out["base_sequential_ratio"] = median([b / d for b, d in zip(seq["base"], seq["durable"], strict=True)])
+        out["sequential_over_base"] = median([t / b for t, b in zip(seq["todod"], seq["base"], strict=True)])
     return out
 
 
@@ -503,7 +543,11 @@ def print_table(t: dict[str, Any]) -> None:
             ("todod_1", "todod, 64 conns, one list"),
             ("inline_1000", "todod --commit-in-loop, 1,000 lists"),
             ("inline_1", "todod --commit-in-loop, one list"),
+            ("base_1000", "baseline build, 64 conns, 1,000 lists"),
+            ("base_1", "baseline build, 64 conns, one list"),
         ):
+            if kind not in ld:
+                continue
             r = ld[kind]
             rows.append(
                 (
@@ -541,6 +585,16 @@ def print_table(t: dict[str, Any]) -> None:
                 "lever",
             )
         )
+        if "base_ratio_1000" in ld:
+            for label, key in (
+                ("  baseline build: 1,000 lists / durable echo", "base_ratio_1000"),
+                ("  baseline build: one list / durable echo", "base_ratio_1"),
+                ("  baseline build: sequential p50 / durable echo", "base_sequential_ratio"),
+                ("  this build / baseline build: 1,000 lists", "over_base_1000"),
+                ("  this build / baseline build: one list", "over_base_1"),
+                ("  this build / baseline build: sequential p50", "sequential_over_base"),
+            ):
+                rows.append((label, f"{ld[key]:.2f}x", "", "compare"))
     if "memory" in t:
         m = t["memory"]
         rows.append(

@@ -116,6 +116,8 @@ def validate_tags(tags: Iterable[str]) -> frozenset[str]:
 
 
 def _sorted_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if not tags:
+        return ()  # most entries: no set to build and sort (once per entry made, every add and update)
     return tuple(sorted(set(tags)))
 
 

@@ -298,6 +298,16 @@ class ListServer:
     #: The epoch the server's working state was built in.
     _built: int = attrs.field(default=0, init=False)
     _room: Wakeup = attrs.field(factory=Wakeup, init=False)
+    #: The calls (and stop signals) in the mailbox as the server counts
+    #: them: each send adds one once it is done, each take removes one.  The
+    #: server waits for mail only while it is zero or less (a sender that
+    #: waited for room is counted just after the server may have taken its
+    #: call), and takes no more than it says, so it never asks the channel
+    #: for a call that is not there (trio's receive() and an empty
+    #: receive_nowait() each raise WouldBlock, twice per batch of one call).
+    _queued: int = attrs.field(default=0, init=False)
+    #: The server's task while it waits for mail (see _wait_mail).
+    _sleeper: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
     #: The reaper has sent the stop signal and it has not been overtaken by a call.
     _stop_wanted: bool = attrs.field(default=False, init=False)
     #: When the server started to wait for mail; None while it works.
@@ -337,6 +347,7 @@ class ListServer:
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise Gone(self.name) from None
+        self._posted()
         return True
 
     async def send(self, call: Call) -> None:
@@ -349,9 +360,48 @@ class ListServer:
             await self._send.send(call)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise Gone(self.name) from None
+        self._posted()
 
     def mailbox_depth(self) -> int:
         return self._send.statistics().current_buffer_used
+
+    def _posted(self) -> None:
+        """Count one more item in the mailbox and wake the server if it waits for mail."""
+        self._queued += 1
+        task = self._sleeper
+        if task is not None:
+            self._sleeper = None
+            trio.lowlevel.reschedule(task)
+
+    async def _wait_mail(self) -> None:
+        """Wait until a sender posts (the mailbox's channel is read with receive_nowait only).
+
+        A parked task and a reschedule, rather than the channel's receive():
+        that raised and caught WouldBlock, made a closure and filled two
+        collections at every wait, and a list server of a batch of one add
+        waits once per add.
+        """
+        self._sleeper = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+
+    def _abort_wait(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._sleeper = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _take(self) -> Call | None:
+        """The next item of the mailbox (a call, or None: a stop signal); _queued must be positive.
+
+        Raises:
+            trio.WouldBlock: the count was ahead of the channel (never
+                expected; the count is then set to zero).
+        """
+        try:
+            item = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            self._queued = 0
+            raise
+        self._queued -= 1
+        return item
 
     # --- the server's side ----------------------------------------------------
 
@@ -375,7 +425,6 @@ class ListServer:
                     state = await self._store.load(self.name)
                     self._durable, self._built = state, self._epoch
                     self._events.loaded()
-                    receive = self._receive
                     while True:
                         # A full pipeline leaves the calls in the mailbox, where the next
                         # batch grows and abandoned calls are dropped.
@@ -385,11 +434,21 @@ class ListServer:
                             state = await self._resync()
                         first = None
                         if not self._carry:
-                            self._waiting_since = trio.current_time()
+                            if self._queued <= 0:
+                                self._waiting_since = trio.current_time()
+                                try:
+                                    await self._wait_mail()
+                                finally:
+                                    self._waiting_since = None
+                                if self._queued <= 0:
+                                    continue  # the count caught up with a take
+                            else:
+                                # Mail waiting: no wait, but still a cancellation point.
+                                await trio.lowlevel.checkpoint_if_cancelled()
                             try:
-                                first = await receive.receive()
-                            finally:
-                                self._waiting_since = None
+                                first = self._take()
+                            except trio.WouldBlock:  # pragma: no cover - the count is never ahead
+                                continue
                             if first is None:
                                 # The reaper's stop signal (see evict).  A call queued
                                 # after it is served instead.  No checkpoint from this
@@ -478,6 +537,7 @@ class ListServer:
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         self._stop_wanted = True
+        self._posted()
         return True
 
     def _mailbox_empty(self) -> bool:
@@ -491,26 +551,34 @@ class ListServer:
         cancelled) before the server took them are dropped, not applied:
         nobody waits for their answer.
         """
+        if first is not None and not self._carry and self._queued <= 0:
+            # A batch of one call, the common case with many lists (each
+            # with one caller at a time): none of the copies and scans below.
+            if not first.is_wanted():
+                self._events.dropped(1)
+                return []
+            if self._events.mailbox_peak < 1:
+                self._events.mailbox_depth(1)
+            return [first]
         batch = list(self._carry)
         self._carry = ()
         carried = len(batch)
         if first is not None:
             batch.append(first)
-        receive = self._receive
-        while len(batch) < self._config.max_batch:
+        while len(batch) < self._config.max_batch and self._queued > 0:
             try:
-                call = receive.receive_nowait()
-            except trio.WouldBlock:
+                call = self._take()
+            except trio.WouldBlock:  # pragma: no cover - the count is never ahead
                 break
             if call is not None:
                 batch.append(call)
         # The mailbox depth is sampled here, once per batch, rather than by
         # every sender: channel.statistics() builds a record per call (about
         # 3.5 us, a few per cent of the loop's CPU per add).
-        depth = len(batch) - carried
-        if len(batch) == self._config.max_batch:
-            depth += receive.statistics().current_buffer_used
-        self._events.mailbox_depth(depth)
+        depth = len(batch) - carried + max(self._queued, 0)
+        events = self._events
+        if depth > events.mailbox_peak:
+            events.mailbox_depth(depth)
         wanted = [call for call in batch if call.is_wanted()]
         if len(wanted) < len(batch):
             self._events.dropped(len(batch) - len(wanted))
@@ -681,6 +749,8 @@ class ListServer:
                     self._send.send_nowait(None)
                 except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
+                else:
+                    self._posted()
         else:
             if item.epoch == self._epoch:
                 self._epoch += 1  # every later batch was built on this one

@@ -426,7 +426,16 @@ class SQLiteStore:
                 del self._pending[name]
 
     def _answer(self, batch: Batch | Transaction, error: StoreError | None) -> None:
-        self._done(batch)
+        if type(batch) is not Transaction:
+            # One list's batch (the usual item, once per list per group): _done without its tuple and loop.
+            pending, name = self._pending, batch.name
+            left = pending[name] - 1
+            if left:
+                pending[name] = left
+            else:
+                del pending[name]
+        else:
+            self._done(batch)
         try:
             batch.committed(error)
         except Exception:  # a bug in the answer must not take the writer down with it
