@@ -16,11 +16,19 @@ import pytest
 import trio
 import trio.testing
 
+from tests.daemon import remove_short_tempdirs
 from tests.pg import SKIP_REASON, Cluster, find_bindir
 from todod import _core
 from todod._registry import Registry
 from todod._server import ServerConfig, ServerFaults
 from todod.store import Store, StoreFaults, open_store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _short_tempdirs_removed() -> Iterator[None]:
+    """The short directories the tests made for sockets (tests/daemon.py) go when the session ends."""
+    yield
+    remove_short_tempdirs()
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,22 @@ TODO = str(BIN / "todo")
 TODOD = str(BIN / "todod")
 
 
+#: Every directory short_tempdir made in this process, removed at the session's end (tests/conftest.py):
+#: a test that ends early, or leaves a daemon's lock file behind, leaves nothing in /tmp.
+_SHORT_TEMPDIRS: list[Path] = []
+
+
 def short_tempdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="todod-"))
+    """A new private directory with a short path (a Unix socket's path is capped at 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="todod-"))
+    _SHORT_TEMPDIRS.append(path)
+    return path
+
+
+def remove_short_tempdirs() -> None:
+    """Remove what short_tempdir made (only those: each by the path it returned)."""
+    while _SHORT_TEMPDIRS:
+        shutil.rmtree(_SHORT_TEMPDIRS.pop(), ignore_errors=True)
 
 
 def connect(path: str | Path, timeout: float = 5.0) -> socket.socket:
