@@ -468,7 +468,7 @@ def load_section(
         [t["per_second"] / c["per_second"] for t, c in zip(runs["todod_1000"], runs["ceiling_1000"], strict=True)]
     )
     out["durable_over_plain"] = durable / out["plain"]["per_second"]
-    out["sequential_p50"] = {k: median(v) for k, v in seq.items()}
+    out["sequential_p50"] = {k: median(v) for k, v in seq.items() if v}  # "base" only with a baseline
     out["sequential_ratio"] = median([t / d for t, d in zip(seq["todod"], seq["durable"], strict=True)])
     out["inline_ratio_1000"] = median(
         [t["per_second"] / d["per_second"] for t, d in zip(runs["inline_1000"], runs["durable"], strict=True)]
