@@ -533,6 +533,40 @@ async def test_a_caller_waiting_for_room_in_a_full_mailbox_times_out_on_time(
         nursery.cancel_scope.cancel()
 
 
+async def test_callers_that_waited_for_room_are_all_answered_once_the_list_moves_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Callers blocked on a full mailbox, whose calls a take moves into it before they count them, are all served."""
+    store = FakeStore()
+    store.commit_gate = trio.Event()
+    registry = Registry(store, attrs.evolve(NO_TIMERS, mailbox=1, max_batch=1, pipeline_depth=1))  # type: ignore[arg-type]
+    answered: list[str] = []
+
+    async def add(title: str) -> None:
+        await registry.call("home", AddEntry(DAY, title))
+        answered.append(title)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        nursery.start_soon(add, "in commit")
+        await trio.testing.wait_all_tasks_blocked()
+        for title in ("queued", "waits 1", "waits 2", "waits 3"):
+            nursery.start_soon(add, title)
+            await trio.testing.wait_all_tasks_blocked()
+        assert registry.mailbox_depth() == 1 and answered == []
+        store.commit_gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(answered) == sorted(["in commit", "queued", "waits 1", "waits 2", "waits 3"])
+        assert len(titles(await registry.call("home", GetEntries()))) == 5
+        nursery.cancel_scope.cancel()
+
+
+def test_a_mailbox_holds_at_least_one_call() -> None:
+    """A mailbox of no room (a rendezvous channel) is refused: the server takes its mail without waiting in it."""
+    with pytest.raises(ValueError, match="mailbox"):
+        ServerConfig(mailbox=0)
+
+
 async def test_calls_keep_their_deadline_while_a_closed_registry_winds_down(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

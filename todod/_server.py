@@ -225,7 +225,9 @@ class ServerConfig:
     max_servers: int = 2_000
     #: Mailbox capacity: beyond it callers wait (under their timeout).  256 is
     #: four pipelines of 64 and keeps a stuck list from holding unbounded memory.
-    mailbox: int = 256
+    #: At least 1: the server takes its mail with receive_nowait only (see
+    #: ListServer._queued), so a rendezvous channel (0) would never hand it a call.
+    mailbox: int = attrs.field(default=256, validator=attrs.validators.ge(1))
     #: Most requests in one batch, hence in one commit of one list.
     max_batch: int = 256
     #: Most batches of one list with the store at once.  The writer groups
@@ -299,12 +301,14 @@ class ListServer:
     _built: int = attrs.field(default=0, init=False)
     _room: Wakeup = attrs.field(factory=Wakeup, init=False)
     #: The calls (and stop signals) in the mailbox as the server counts
-    #: them: each send adds one once it is done, each take removes one.  The
-    #: server waits for mail only while it is zero or less (a sender that
-    #: waited for room is counted just after the server may have taken its
-    #: call), and takes no more than it says, so it never asks the channel
-    #: for a call that is not there (trio's receive() and an empty
-    #: receive_nowait() each raise WouldBlock, twice per batch of one call).
+    #: them: each send adds one once it is done, each take removes one, so
+    #: 0 <= _queued <= the items in the channel's buffer.  It can be less:
+    #: a sender that waited for room has its item moved into the buffer by a
+    #: take, and counts it when it runs next, which wakes a parked server.
+    #: The server waits for mail only while it is zero, and takes no more
+    #: than it says, so it never asks the channel for a call that is not
+    #: there (trio's receive() and an empty receive_nowait() each raise
+    #: WouldBlock, twice per batch of one call).
     _queued: int = attrs.field(default=0, init=False)
     #: The server's task while it waits for mail (see _wait_mail).
     _sleeper: trio.lowlevel.Task | None = attrs.field(default=None, init=False)

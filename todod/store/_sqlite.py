@@ -426,7 +426,7 @@ class SQLiteStore:
                 del self._pending[name]
 
     def _answer(self, batch: Batch | Transaction, error: StoreError | None) -> None:
-        if type(batch) is not Transaction:
+        if not isinstance(batch, Transaction):
             # One list's batch (the usual item, once per list per group): _done without its tuple and loop.
             pending, name = self._pending, batch.name
             left = pending[name] - 1
