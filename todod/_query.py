@@ -327,7 +327,8 @@ def build_sql(
     short_words = [w for w in query.words if len(w) < MIN_SUBSTRING]
     indexed = watermark is not None
     source = "entries e JOIN lists l ON l.id = e.list_id"
-    if long_words and text_index and indexed:
+    driven = bool(long_words and text_index and indexed)  # text_driven(query, text_index, watermark)
+    if driven:
         # The text index drives the query (its matches are few next to the
         # entries, each then looked up by its key): its matches, but for the
         # entries changed since its watermark, whose current titles are checked instead.
@@ -387,7 +388,7 @@ def build_sql(
         )
         tail_params.insert(0, watermark)
     select = f"SELECT l.name, e.id, e.date, e.title, e.done, e.version, e.tags FROM {source}"
-    if merged(query, text_driven(query, text_index, watermark)):
+    if merged(query, driven):
         # Each entry is in one date index, entries_pending or entries_done
         # (MIGRATION_DATE_INDEXES): a query of both reads each in date order,
         # and SQLite merges the two ordered halves (a compound ORDER BY), so
@@ -417,28 +418,42 @@ def start_date(query: FindQuery) -> str | None:
     return None if query.date_from is None else query.date_from.isoformat()
 
 
+def rows_by_window(
+    execute: Callable[[str, list[object]], Any],
+    query: FindQuery,
+    build: Callable[[Window], tuple[str, list[object]]],
+    mark: str = "?",
+) -> Iterator[Any]:
+    """A windowed find's rows, in order, one statement per window (both backends).
+
+    ``execute(sql, params)`` runs a statement on the read's connection and
+    returns its cursor; ``build(window)`` is the backend's find statement for
+    a window; ``mark`` its parameter mark.
+    """
+    end = None if query.date_to is None else query.date_to.isoformat()
+
+    def probe(done: int, low: str | None, low_open: bool, offset: int) -> str | None:
+        sql, params = probe_sql(done, low, low_open, end, mark)
+        row = execute(sql, [*params, offset]).fetchone()
+        return None if row is None else str(row[0])
+
+    for window in date_windows(probe, start_date(query), end, query.limit + 1):
+        yield from execute(*build(window)).fetchall()
+
+
 def run_rows(
     conn: sqlite3.Connection, query: FindQuery, text_index: bool, watermark: int | None
 ) -> Generator[Any, None, None]:
     """A query's rows on a read connection, in order: one statement, or a windowed find's one per window."""
-    if not windowed(query, text_driven(query, text_index, watermark)):
-        sql, params = build_sql(query, text_index, watermark)
-        cursor = conn.execute(sql, params)
-        try:
-            yield from cursor
-        finally:  # a page that stops early ends the statement before its read transaction
-            cursor.close()
+    if windowed(query, text_driven(query, text_index, watermark)):
+        yield from rows_by_window(conn.execute, query, lambda window: build_sql(query, text_index, watermark, window))
         return
-    end = None if query.date_to is None else query.date_to.isoformat()
-
-    def probe(done: int, low: str | None, low_open: bool, offset: int) -> str | None:
-        sql, params = probe_sql(done, low, low_open, end)
-        row = conn.execute(sql, [*params, offset]).fetchone()
-        return None if row is None else str(row[0])
-
-    for window in date_windows(probe, start_date(query), end, query.limit + 1):
-        sql, params = build_sql(query, text_index, watermark, window)
-        yield from conn.execute(sql, params).fetchall()
+    sql, params = build_sql(query, text_index, watermark)
+    cursor = conn.execute(sql, params)
+    try:
+        yield from cursor
+    finally:  # a page that stops early ends the statement before its read transaction
+        cursor.close()
 
 
 def read_watermark(conn: sqlite3.Connection) -> int | None:

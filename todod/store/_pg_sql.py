@@ -324,18 +324,10 @@ def build_find(query: _query.FindQuery, window: _query.Window | None = None) -> 
 
 def find_rows(conn: psycopg.Connection[Any], query: _query.FindQuery) -> Iterator[Any]:
     """A find's rows, in order: one statement, or a windowed find's one per window (as SQLite's ``run_rows``)."""
-    if not _query.windowed(query, text_driven=False):
+    if _query.windowed(query, text_driven=False):
+        yield from _query.rows_by_window(conn.execute, query, lambda window: build_find(query, window), "%s")
+    else:
         yield from conn.execute(*build_find(query))
-        return
-    end = None if query.date_to is None else query.date_to.isoformat()
-
-    def probe(done: int, low: str | None, low_open: bool, offset: int) -> str | None:
-        sql, params = _query.probe_sql(done, low, low_open, end, "%s")
-        row = conn.execute(sql, [*params, offset]).fetchone()
-        return None if row is None else str(row[0])
-
-    for window in _query.date_windows(probe, _query.start_date(query), end, query.limit + 1):
-        yield from conn.execute(*build_find(query, window)).fetchall()
 
 
 def compact(conn: psycopg.Connection[Any], before: float) -> _log.Compaction:
