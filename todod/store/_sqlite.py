@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -418,24 +418,21 @@ class SQLiteStore:
             raise
 
     def _done(self, batch: Batch | Transaction) -> None:
-        for name in batch.lists if isinstance(batch, Transaction) else (batch.name,):
-            left = self._pending[name] - 1
-            if left:
-                self._pending[name] = left
-            else:
-                del self._pending[name]
+        if isinstance(batch, Transaction):
+            for name in batch.lists:
+                self._release(name)
+        else:  # one list's batch, the usual item (once per list per group): no tuple, no loop
+            self._release(batch.name)
+
+    def _release(self, name: str) -> None:
+        left = self._pending[name] - 1
+        if left:
+            self._pending[name] = left
+        else:
+            del self._pending[name]
 
     def _answer(self, batch: Batch | Transaction, error: StoreError | None) -> None:
-        if not isinstance(batch, Transaction):
-            # One list's batch (the usual item, once per list per group): _done without its tuple and loop.
-            pending, name = self._pending, batch.name
-            left = pending[name] - 1
-            if left:
-                pending[name] = left
-            else:
-                del pending[name]
-        else:
-            self._done(batch)
+        self._done(batch)
         try:
             batch.committed(error)
         except Exception:  # a bug in the answer must not take the writer down with it
@@ -1164,7 +1161,7 @@ class IndexerProcess:
             assert proc.stdin is not None and proc.stdout is not None
             if kill:
                 proc.kill()
-            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await proc.stdin.aclose()
             with trio.move_on_after(INDEX_STOP_TIMEOUT):
                 await proc.wait()
