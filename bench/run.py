@@ -77,10 +77,10 @@ STORE_LISTS = 10_000
 STORE_ENTRIES = 1_000_000
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (from /proc)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU of a process so far (from /proc); with ``reaped``, its reaped children's too."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return sum(int(f) for f in fields[11 : 15 if reaped else 13]) / CLK_TCK
 
 
 def descendants(pid: int) -> list[int]:
@@ -103,12 +103,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _all_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and of its reaped children (cutime, cstime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / CLK_TCK
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of a process, of its live descendants and of those reaped (todod's search indexer is a child process).
 
@@ -116,10 +110,10 @@ def tree_cpu_seconds(pid: int) -> float:
     is reaped, so a daemon's own figure leaves out the indexer while it runs;
     one that died and was replaced during a measure is counted there.
     """
-    total = _all_cpu_seconds(pid)
+    total = cpu_seconds(pid, reaped=True)
     for child in descendants(pid):
         try:
-            total += _all_cpu_seconds(child)
+            total += cpu_seconds(child, reaped=True)
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
