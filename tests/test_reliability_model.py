@@ -39,7 +39,14 @@ def _model_title(title: str) -> str | None:
         return None
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in stripped):
         return None
+    if all(ch in _SHOW_NOTHING or unicodedata.category(ch) in ("Zs", "Cf", "Mn", "Me") for ch in stripped):
+        return None  # no visible character: refused (docs/PROTOCOL.md)
     return stripped
+
+
+#: Letters that show nothing: the Hangul fillers and the blank Braille pattern
+#: (plain_titles draws them, as category L; str.strip() keeps them).
+_SHOW_NOTHING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def _call(daemon: Daemon, op: str, **fields: Any) -> tuple[bool, Any]:
