@@ -152,6 +152,29 @@ async def test_import_publishes_all_rows_as_one_change_that_one_undo_takes_back(
         await consistent(core)
 
 
+async def test_import_keeps_titles_with_the_characters_of_the_staging_formats(data_dir: str) -> None:
+    """Titles with what COPY's text format or SQL escapes (backslashes, ``\\N``, quotes, commas) arrive unchanged."""
+    titles = [
+        "back\\slash",
+        "\\N",
+        "ends with \\",
+        "a \\t that is two characters",
+        "it's \"quoted\", with commas",
+        "déjà vu, 日本語, ☃",
+        "; DROP TABLE entries; --",
+    ]
+    wire = [[i, "2026-12-19", title, i % 2 == 0, ["x", "y"] if i % 2 else []] for i, title in enumerate(titles, 1)]
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("odd")
+        await core.imports.rows(import_id, 1, wire)
+        await core.imports.commit(import_id, len(titles))
+        entries = await core.entries("odd")
+        assert [e.title for e in entries] == titles
+        assert [e.tags for e in entries] == [("x", "y") if i % 2 else () for i in range(1, len(titles) + 1)]
+        assert [e.done for e in entries] == [i % 2 == 0 for i in range(1, len(titles) + 1)]
+        await consistent(core)
+
+
 async def test_import_with_a_bad_row_changes_nothing(data_dir: str) -> None:
     """A bad row in the middle fails the import with its line, and nothing of it is ever published."""
     async with open_core(data_dir) as core:

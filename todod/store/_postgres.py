@@ -907,7 +907,13 @@ class PostgresStore:
 
     async def stage_import(self, rows: Sequence[Any]) -> None:
         """Stage a batch of an import's rows, outside the entries table (see :mod:`todod._bulk`)."""
-        await self._on_staging(lambda c: c.cursor().executemany(STAGE, rows), "could not stage the import")
+
+        def stage(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor().copy(STAGE) as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+        await self._on_staging(stage, "could not stage the import")
 
     async def staged_count(self, import_id: str) -> tuple[int, int]:
         """How many rows an import has staged, and its highest ``n``."""
