@@ -365,3 +365,21 @@ def test_a_batch_is_checked_exactly_as_row_by_row() -> None:
         for n in range(1, 500)
     ]
     assert check_rows(rows, "i", 3) == [check_row(row, "i", 3 + i) for i, row in enumerate(rows)]
+
+
+async def test_a_batch_staged_twice_fails_its_import_and_no_other_write(data_dir: str) -> None:
+    """Rows sent twice (a client's bug) fail their import, whose rows all go; other lists' writes go on."""
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("twice")
+        await core.imports.rows(import_id, 1, rows(10))
+        await core.imports.rows(import_id, 21, rows(10, 21))
+        with pytest.raises(Invalid, match="rows 5 to 14 of the import overlap rows it staged already"):
+            await core.imports.rows(import_id, 5, rows(10, 5))
+        entry = await core.add("other", "unharmed", DAY)
+        assert entry.id == 1
+        with pytest.raises(Invalid, match="overlap"):  # the import failed: its later requests say why
+            await core.imports.commit(import_id, 30)
+        await core.imports.abort(import_id)
+        assert await core.entries("twice") == ()
+        assert [name for name, _ in await core.lists()] == ["other"]
+        await consistent(core)

@@ -14,6 +14,7 @@ in memory at a time, whatever its size.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import logging
 import secrets
@@ -50,6 +51,21 @@ class _Session:
     staged: int = 0
     failed: TodoError | None = None
     lock: trio.Lock = attrs.field(factory=trio.Lock)
+    #: The rows staged so far, as sorted (first, last) spans of their places.
+    spans: list[tuple[int, int]] = attrs.field(factory=list)
+
+    def claim(self, first: int, last: int) -> None:
+        """Note rows ``first`` to ``last`` as staged.
+
+        Raises:
+            Invalid: some of them were staged already (a batch sent twice).
+        """
+        at = bisect.bisect_left(self.spans, (first, last))
+        before = self.spans[at - 1] if at > 0 else None
+        after = self.spans[at] if at < len(self.spans) else None
+        if (before is not None and before[1] >= first) or (after is not None and after[0] <= last):
+            raise Invalid(f"rows {first} to {last} of the import overlap rows it staged already")
+        self.spans.insert(at, (first, last))
 
 
 def check_row(row: Any, import_id: str, n: int) -> _bulk.StagedRow:
@@ -213,6 +229,10 @@ class Imports:
                     raise session.failed
                 if self._sessions.get(import_id) is not session:  # committed, aborted or expired meanwhile
                     raise self._gone(import_id)
+                # Before the store sees them: a batch sent twice is the
+                # client's error (invalid), not a key's conflict in the
+                # store (which said unavailable, as if a retry could help).
+                session.claim(start, start + len(staged) - 1)
                 await self.store.stage_import(staged)
         except TodoError as exc:
             if session.failed is None:
