@@ -12,9 +12,12 @@ default, and ``--commit-in-loop``).  Each is warmed up with 100 adds over
 ``--adds`` sequential adds over 1,000 lists.  Printed per server: the p50
 latency (median over the repetitions) and its ratio to the durable echo's
 in the same repetition (median), and, per add, the server process's write
-system calls and bytes written (``syscw`` and ``wchar`` of /proc/PID/io:
-the WAL's frames, a header and a page each, and the response's one
-write), which say how much each commit writes before its fsync.
+system calls and bytes written (``syscw`` and ``wchar`` of /proc/PID/io),
+which estimate how much each commit writes before its fsync.  They count
+``write`` and ``pwrite``, not ``send``: the WAL's frames (a header and a
+page each, two calls), todod's response (it writes with ``os.write``; the
+echo's ``send`` is not counted), and todod's passive checkpoint every 256
+commits; the search indexer's process is not counted.
 """
 
 from __future__ import annotations

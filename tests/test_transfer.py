@@ -17,7 +17,7 @@ from tests.conftest import SQLITE_ONLY, CommitGate
 from todod import _imports
 from todod._core import Core, open_core
 from todod._imports import IDLE_TIMEOUT, check_row, check_rows
-from todod._model import Entry
+from todod._model import NOBODY, Entry
 from todod.protocol import Conflict, Invalid, NotFound, TodoError
 from todod.store import StoreFaults
 
@@ -383,3 +383,61 @@ async def test_a_batch_staged_twice_fails_its_import_and_no_other_write(data_dir
         assert await core.entries("twice") == ()
         assert [name for name, _ in await core.lists()] == ["other"]
         await consistent(core)
+
+
+def test_an_import_keeps_its_staged_rows_as_merged_spans_and_refuses_overlaps_at_either_edge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spans that touch merge; a batch one row into a span at either end is refused; past the gap cap, a new gap is."""
+    session = _imports._Session("i", "l", NOBODY, 0.0)
+    session.claim(11, 20)
+    session.claim(1, 10)
+    session.claim(31, 40)
+    assert session.spans == [(1, 20), (31, 40)]
+    for first, last in ((20, 25), (26, 31), (5, 5), (15, 35), (40, 41), (1, 1)):
+        with pytest.raises(Invalid, match=f"rows {first} to {last} of the import overlap"):
+            session.check_free(first, last)
+    session.claim(21, 30)
+    assert session.spans == [(1, 40)]
+    monkeypatch.setattr(_imports, "MAX_SPANS", 3)
+    session.claim(50, 50)
+    session.claim(60, 60)
+    with pytest.raises(Invalid, match="at most 3 gaps"):
+        session.claim(70, 70)
+    session.claim(41, 49)  # fills a gap: allowed at the cap
+    session.claim(61, 69)
+    assert session.spans == [(1, 50), (60, 69)]
+
+
+async def test_a_batch_cancelled_before_its_rows_are_staged_can_be_sent_again(
+    data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose request was cancelled while it waited to be staged is not taken as staged: sent again, it is."""
+    async with open_core(data_dir) as core:
+        import_id = await core.imports.begin("again")
+        await core.imports.rows(import_id, 1, rows(10))
+        store_type = type(core.store)
+        real = store_type.stage_import
+        entered, held = trio.Event(), trio.Event()
+
+        async def stage_when_let(self: Any, staged: Any) -> None:
+            entered.set()
+            await held.wait()
+            await real(self, staged)
+
+        monkeypatch.setattr(store_type, "stage_import", stage_when_let)
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def cancelled() -> None:
+                with scope:
+                    await core.imports.rows(import_id, 11, rows(10, 11))
+
+            nursery.start_soon(cancelled)
+            await entered.wait()  # validated, checked free, and waiting to be staged
+            scope.cancel()
+        held.set()
+        assert await core.imports.rows(import_id, 11, rows(10, 11)) == 20
+        result = await core.imports.commit(import_id, 20)
+        assert (result["first"], result["last"]) == (1, 20)
+        assert [e.title for e in await core.entries("again")] == [f"entry {n}" for n in range(1, 21)]

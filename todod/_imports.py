@@ -40,6 +40,10 @@ IDLE_TIMEOUT = 60.0
 #: Most entries in one import: ids and seqs stay far from 2^63, and a
 #: publish of this many rows is one transaction of about a minute here.
 MAX_IMPORT_ENTRIES = 10_000_000
+#: Most runs of staged rows with gaps between them in one import: batches may
+#: come out of order (pipelined), but a client that leaves more gaps than
+#: this is refused rather than make the daemon keep and search them.
+MAX_SPANS = 1024
 
 
 @attrs.define(eq=False)
@@ -51,21 +55,37 @@ class _Session:
     staged: int = 0
     failed: TodoError | None = None
     lock: trio.Lock = attrs.field(factory=trio.Lock)
-    #: The rows staged so far, as sorted (first, last) spans of their places.
+    #: The places staged so far, as sorted, disjoint, non-adjacent (first,
+    #: last) spans: a client that sends its batches in order, or a few at a
+    #: time out of order, keeps about as many as it has batches in flight.
     spans: list[tuple[int, int]] = attrs.field(factory=list)
 
-    def claim(self, first: int, last: int) -> None:
-        """Note rows ``first`` to ``last`` as staged.
+    def check_free(self, first: int, last: int) -> int:
+        """Where rows ``first`` to ``last`` go in :attr:`spans`.
 
         Raises:
-            Invalid: some of them were staged already (a batch sent twice).
+            Invalid: some of them were staged already (a batch sent twice),
+                or the import has :data:`MAX_SPANS` gaps already.
         """
-        at = bisect.bisect_left(self.spans, (first, last))
-        before = self.spans[at - 1] if at > 0 else None
-        after = self.spans[at] if at < len(self.spans) else None
-        if (before is not None and before[1] >= first) or (after is not None and after[0] <= last):
+        spans = self.spans
+        at = bisect.bisect_left(spans, (first, last))
+        before = spans[at - 1][1] if at > 0 else 0
+        after = spans[at][0] if at < len(spans) else MAX_IMPORT_ENTRIES + 2
+        if before >= first or after <= last:
             raise Invalid(f"rows {first} to {last} of the import overlap rows it staged already")
-        self.spans.insert(at, (first, last))
+        if len(spans) >= MAX_SPANS and before != first - 1 and after != last + 1:  # a new gap, not a filled one
+            raise Invalid(f"an import's staged rows may leave at most {MAX_SPANS} gaps; send its batches in order")
+        return at
+
+    def claim(self, first: int, last: int) -> None:
+        """Note rows ``first`` to ``last`` as staged (free: :meth:`check_free`), merged with the spans they touch."""
+        at = self.check_free(first, last)
+        if at < len(self.spans) and self.spans[at][0] == last + 1:
+            last = self.spans.pop(at)[1]
+        if at > 0 and self.spans[at - 1][1] == first - 1:
+            self.spans[at - 1] = (self.spans[at - 1][0], last)
+        else:
+            self.spans.insert(at, (first, last))
 
 
 def check_row(row: Any, import_id: str, n: int) -> _bulk.StagedRow:
@@ -232,8 +252,11 @@ class Imports:
                 # Before the store sees them: a batch sent twice is the
                 # client's error (invalid), not a key's conflict in the
                 # store (which said unavailable, as if a retry could help).
-                session.claim(start, start + len(staged) - 1)
+                # Claimed once staged: a batch cancelled before can be sent again.
+                last = start + len(staged) - 1
+                session.check_free(start, last)
                 await self.store.stage_import(staged)
+                session.claim(start, last)
         except TodoError as exc:
             if session.failed is None:
                 await self._fail(session, exc)
