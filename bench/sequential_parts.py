@@ -7,8 +7,9 @@ Run it from the repository root::
 Four servers, each started afresh per repetition, in an order that rotates:
 the durable echo server (bench/echo_server.py) with its commit in a worker
 thread and with ``--inline`` (in the event loop), and todod likewise (the
-default, and ``--commit-in-loop``).  Each is warmed up with 100 adds over
-1,000 lists, then driven by one connection of bench/loadgen.py with
+default, and ``--commit-in-loop``).  Each is warmed up as bench/run.py
+does (64 connections, every one of 1,000 lists written once), then driven
+by one connection of bench/loadgen.py with
 ``--adds`` sequential adds over 1,000 lists.  Printed per server: the p50
 latency (median over the repetitions) and its ratio to the durable echo's
 in the same repetition (median), and, per add, the server process's write
@@ -62,7 +63,8 @@ def main() -> None:
                 work = tmp / f"{rep}-{kind}-{len(extra)}"
                 server = run.Server(kind, work, extra=extra)
                 try:
-                    run.run_load(server, 1, 100, run.LISTS, processes=1)
+                    # Every list written once first, as bench/run.py does: no load of a cold list in the figure.
+                    run.run_load(server, run.CONNECTIONS, run.warm_up_requests(run.LISTS), run.LISTS)
                     before = io_counters(server.proc.pid)
                     p50[name].append(run.run_load(server, 1, args.adds, run.LISTS, processes=1)["p50"])
                     after = io_counters(server.proc.pid)
