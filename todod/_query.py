@@ -234,14 +234,14 @@ class Window:
     high: str | None
     high_closed: bool
 
-    def terms(self, params: list[object], mark: str = "?") -> list[str]:
-        """The window's conditions on ``e.date``, its values appended to ``params``."""
+    def terms(self, params: list[object], mark: str = "?", column: str = "e.date") -> list[str]:
+        """The window's conditions on ``column``, its values appended to ``params``."""
         terms = []
         if self.low is not None:
-            terms.append(f"e.date {'>' if self.low_open else '>='} {mark}")
+            terms.append(f"{column} {'>' if self.low_open else '>='} {mark}")
             params.append(self.low)
         if self.high is not None:
-            terms.append(f"e.date {'<=' if self.high_closed else '<'} {mark}")
+            terms.append(f"{column} {'<=' if self.high_closed else '<'} {mark}")
             params.append(self.high)
         return terms
 
@@ -254,14 +254,9 @@ Probe = Callable[[int, "str | None", bool, int], "str | None"]
 
 def probe_sql(done: int, low: str | None, low_open: bool, end: str | None, mark: str = "?") -> tuple[str, list[object]]:
     """The SQL of a :data:`Probe` (both backends): an index-only read of one date index, ``offset`` last."""
-    terms: list[str] = [f"done = {done}"]  # a literal: the partial index's own condition
     params: list[object] = []
-    if low is not None:
-        terms.append(f"date {'>' if low_open else '>='} {mark}")
-        params.append(low)
-    if end is not None:
-        terms.append(f"date <= {mark}")
-        params.append(end)
+    # done: a literal, the partial index's own condition.
+    terms = [f"done = {done}", *Window(low, low_open, end, True).terms(params, mark, column="date")]
     return f"SELECT date FROM entries WHERE {' AND '.join(terms)} ORDER BY date LIMIT 1 OFFSET {mark}", params
 
 
@@ -327,7 +322,7 @@ def build_sql(
     short_words = [w for w in query.words if len(w) < MIN_SUBSTRING]
     indexed = watermark is not None
     source = "entries e JOIN lists l ON l.id = e.list_id"
-    driven = bool(long_words and text_index and indexed)  # text_driven(query, text_index, watermark)
+    driven = text_driven(query, text_index, watermark)
     if driven:
         # The text index drives the query (its matches are few next to the
         # entries, each then looked up by its key): its matches, but for the
@@ -381,7 +376,7 @@ def build_sql(
     if window is not None:
         where.extend(window.terms(params))
     sql = ""
-    if indexed and ((long_words and text_index) or query.tags):
+    if driven or (indexed and query.tags):
         sql = (
             "WITH tail (list_id, entry_id) AS MATERIALIZED "
             "(SELECT DISTINCT list_id, entry FROM events WHERE position > ?) "
@@ -475,6 +470,12 @@ def read_watermark(conn: sqlite3.Connection) -> int | None:
     return mark
 
 
+def query_watermark(conn: sqlite3.Connection, query: FindQuery, search_index: bool) -> int | None:
+    """The search index's watermark for ``query`` (:func:`read_watermark`), if it has tags or words it could use."""
+    wanted = query.tags or any(len(w) >= MIN_SUBSTRING for w in query.words)
+    return read_watermark(conn) if search_index and wanted else None
+
+
 def run_find(
     conn: sqlite3.Connection, query: FindQuery, text_index: bool, deadline: float, search_index: bool = False
 ) -> tuple[list[dict[str, Any]], bool]:
@@ -501,8 +502,7 @@ def run_find(
     conn.set_progress_handler(over_time, 10_000)
     conn.execute("BEGIN")  # one snapshot of each file, the index's first
     try:
-        wanted = query.tags or any(len(w) >= MIN_SUBSTRING for w in query.words)
-        mark = read_watermark(conn) if search_index and wanted else None
+        mark = query_watermark(conn, query, search_index)
         rows = list(itertools.islice(run_rows(conn, query, text_index, mark), query.limit + 1))
     finally:
         if conn.in_transaction:
@@ -585,8 +585,7 @@ def run_find_page(
     conn.set_progress_handler(over_time, 10_000)
     conn.execute("BEGIN")  # one snapshot of each file, the search index's first
     try:
-        wanted = query.tags or any(len(w) >= MIN_SUBSTRING for w in query.words)
-        watermark = read_watermark(conn) if search_index and wanted else None
+        watermark = query_watermark(conn, query, search_index)
         start, mark = conn.execute(
             "SELECT max(coalesce((SELECT max(position) FROM events), 0), last_position), horizon FROM log_meta"
         ).fetchone()

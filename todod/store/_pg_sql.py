@@ -311,7 +311,7 @@ def build_find(query: _query.FindQuery, window: _query.Window | None = None) -> 
         "FROM entries e JOIN lists l ON l.id = e.list_id"
     )
     order = " ORDER BY date, name, id LIMIT %s"
-    if query.done is None:
+    if _query.merged(query, text_driven=False):
         # Each entry is in one date index, entries_pending or entries_done:
         # each half reads its own in date order up to the limit, and the
         # union sorts at most twice the limit.
