@@ -449,37 +449,30 @@ def load_section(
             "generator_cpu": median([r["generator_cpu"] for r in rs]),
         }
     durable = out["durable"]["per_second"]
-    out["ratio_1000"] = median(
-        [t["per_second"] / d["per_second"] for t, d in zip(runs["todod_1000"], runs["durable"], strict=True)]
-    )
-    out["ratio_1"] = median(
-        [t["per_second"] / d["per_second"] for t, d in zip(runs["todod_1"], runs["durable"], strict=True)]
-    )
-    out["ceiling_1000_ratio"] = median(
-        [t["per_second"] / d["per_second"] for t, d in zip(runs["ceiling_1000"], runs["durable"], strict=True)]
-    )
-    out["todod_over_ceiling_1000"] = median(
-        [t["per_second"] / c["per_second"] for t, c in zip(runs["todod_1000"], runs["ceiling_1000"], strict=True)]
-    )
+
+    def rate_ratio(kind: str, base: str) -> float:
+        """The median, over the repetitions, of ``kind``'s adds a second over ``base``'s in the same repetition."""
+        return median([k["per_second"] / b["per_second"] for k, b in zip(runs[kind], runs[base], strict=True)])
+
+    def p50_ratio(kind: str, base: str) -> float:
+        return median([k / b for k, b in zip(seq[kind], seq[base], strict=True)])
+
+    out["ratio_1000"] = rate_ratio("todod_1000", "durable")
+    out["ratio_1"] = rate_ratio("todod_1", "durable")
+    out["ceiling_1000_ratio"] = rate_ratio("ceiling_1000", "durable")
+    out["todod_over_ceiling_1000"] = rate_ratio("todod_1000", "ceiling_1000")
     out["durable_over_plain"] = durable / out["plain"]["per_second"]
     out["sequential_p50"] = {k: median(v) for k, v in seq.items() if v}  # "base" only with a baseline
-    out["sequential_ratio"] = median([t / d for t, d in zip(seq["todod"], seq["durable"], strict=True)])
-    out["inline_ratio_1000"] = median(
-        [t["per_second"] / d["per_second"] for t, d in zip(runs["inline_1000"], runs["durable"], strict=True)]
-    )
-    out["inline_ratio_1"] = median(
-        [t["per_second"] / d["per_second"] for t, d in zip(runs["inline_1"], runs["durable"], strict=True)]
-    )
-    out["inline_sequential_ratio"] = median([t / d for t, d in zip(seq["inline"], seq["durable"], strict=True)])
+    out["sequential_ratio"] = p50_ratio("todod", "durable")
+    out["inline_ratio_1000"] = rate_ratio("inline_1000", "durable")
+    out["inline_ratio_1"] = rate_ratio("inline_1", "durable")
+    out["inline_sequential_ratio"] = p50_ratio("inline", "durable")
     if baseline is not None:
         for lists in ("1000", "1"):
-            out[f"base_ratio_{lists}"] = median(
-                [b["per_second"] / d["per_second"] for b, d in zip(runs[f"base_{lists}"], runs["durable"], strict=True)]
-            )
-            pairs = zip(runs[f"todod_{lists}"], runs[f"base_{lists}"], strict=True)
-            out[f"over_base_{lists}"] = median([t["per_second"] / b["per_second"] for t, b in pairs])
-        out["base_sequential_ratio"] = median([b / d for b, d in zip(seq["base"], seq["durable"], strict=True)])
-        out["sequential_over_base"] = median([t / b for t, b in zip(seq["todod"], seq["base"], strict=True)])
+            out[f"base_ratio_{lists}"] = rate_ratio(f"base_{lists}", "durable")
+            out[f"over_base_{lists}"] = rate_ratio(f"todod_{lists}", f"base_{lists}")
+        out["base_sequential_ratio"] = p50_ratio("base", "durable")
+        out["sequential_over_base"] = p50_ratio("todod", "base")
     return out
 
 
