@@ -155,11 +155,6 @@ def start_daemon(todod: str, todo: str, sock: Path, data: Path, env: dict[str, s
     return daemon
 
 
-def cpu_seconds(pid: int) -> float:
-    """The daemon's CPU with its search indexer's, a child process whose CPU it only gets once reaped."""
-    return tree_cpu_seconds(pid)
-
-
 def settle(pid: int, within: float = 120.0) -> None:
     """Wait (untimed) until the daemon is idle: the indexer works on an import's titles after its answer.
 
@@ -170,9 +165,9 @@ def settle(pid: int, within: float = 120.0) -> None:
     deadline = time.monotonic() + within
     quiet = 0
     while time.monotonic() < deadline and quiet < 3:  # the indexer waits 0.5 s (INDEX_DELAY) before it starts
-        before = cpu_seconds(pid)
+        before = tree_cpu_seconds(pid)
         time.sleep(0.5)
-        quiet = quiet + 1 if cpu_seconds(pid) - before < 0.02 else 0
+        quiet = quiet + 1 if tree_cpu_seconds(pid) - before < 0.02 else 0
 
 
 def timed(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL) -> float:
@@ -243,14 +238,14 @@ def main() -> None:
             # Each export loads its list into a list server, which stays for the
             # idle timeout: the next import's growth is what counts, not the peak.
             before.append(rss_kib(daemon.pid))
-            cli_before, daemon_before = children_cpu(), cpu_seconds(daemon.pid)
+            cli_before, daemon_before = children_cpu(), tree_cpu_seconds(daemon.pid)
             with Sampler(daemon.pid) as sampler:
                 figures["todo"].append(timed([todo, "import", f"big{rep}", str(source), "--timeout", "600"], env))
             cpu["cli"].append(children_cpu() - cli_before)
-            cpu["daemon"].append(cpu_seconds(daemon.pid) - daemon_before)
+            cpu["daemon"].append(tree_cpu_seconds(daemon.pid) - daemon_before)
             peaks.append(sampler.peak)
             settle(daemon.pid)
-            cpu["daemon_after"].append(cpu_seconds(daemon.pid) - daemon_before - cpu["daemon"][-1])
+            cpu["daemon_after"].append(tree_cpu_seconds(daemon.pid) - daemon_before - cpu["daemon"][-1])
             if other is not None:
                 figures["compared"].append(
                     timed([other_todo, "import", f"big{rep}", str(source), "--timeout", "600"], other_env)
