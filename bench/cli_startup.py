@@ -101,8 +101,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(
-        f"{args.n} runs each, round-robin, {args.daemon} daemon, Python {sys.version.split()[0]}, "
-        f"{os.cpu_count()} CPUs"
+        f"{args.n} runs each, round-robin, {args.daemon} daemon, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     passed = True
     for layout, times in results.items():
@@ -207,8 +206,10 @@ def _report(layout: str, times: dict[str, list[float]]) -> bool:
             + ("" if ratio <= TARGET else "  over target")
         )
     helped = times["todo --help"]
-    print(f"{'--help (no target)':<20}{statistics.median(helped):>9.1f}{_p90(helped):>7.1f}"
-          f"{'':>16}{'':>8}{statistics.median(helped) / floor:>8.2f}")
+    print(
+        f"{'--help (no target)':<20}{statistics.median(helped):>9.1f}{_p90(helped):>7.1f}"
+        f"{'':>16}{'':>8}{statistics.median(helped) / floor:>8.2f}"
+    )
     print(f"{'PASS' if passed else 'FAIL'}: every everyday command <= {TARGET} x its raw client")
     return passed
 

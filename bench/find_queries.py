@@ -103,9 +103,7 @@ def build(data_dir: str, entries: int, lists: int, today: datetime.date) -> None
             day = (today + datetime.timedelta(days=offset)).isoformat()
             yield (list_id, entry_id, day, " ".join(words).capitalize(), int(done), tags_text)
 
-    conn.executemany(
-        "INSERT INTO entries (list_id, id, date, title, done, tags) VALUES (?, ?, ?, ?, ?, ?)", rows()
-    )
+    conn.executemany("INSERT INTO entries (list_id, id, date, title, done, tags) VALUES (?, ?, ?, ?, ?, ?)", rows())
     # The entries predate the change log, as in a migrated database: they are each list's base state.
     conn.execute(
         "INSERT INTO base_entries (list_id, id, date, title, done, version, tags) "

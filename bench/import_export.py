@@ -253,9 +253,7 @@ def main() -> None:
                 settle(other.pid)
             figures["raw"].append(timed([python, "-c", RAW_PLAIN, str(source), str(tmp / f"raw{rep}.db")], env))
             schema_db = tmp / f"schema{rep}.db"
-            figures["schema"].append(
-                timed([python, "-c", RAW_SCHEMA, str(source), str(schema_db), "text"], env)
-            )
+            figures["schema"].append(timed([python, "-c", RAW_SCHEMA, str(source), str(schema_db), "text"], env))
             if not args.imports_only:
                 figures["export"].append(timed([todo, "export", f"big{rep}", "--timeout", "600"], env))
                 figures["raw_export"].append(timed([python, "-c", RAW_EXPORT, str(schema_db), "big"], env))

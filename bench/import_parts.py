@@ -181,5 +181,6 @@ def main() -> None:
     for part in AFTER_PARTS:
         print(f"  {part:<16} wall {med[part]:6.3f} s          CPU {med_cpu[part]:6.3f} s  (after the answer)")
 
+
 if __name__ == "__main__":
     main()

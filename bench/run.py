@@ -355,9 +355,7 @@ def main() -> None:
         help="a source tree of another todod build (say, main's, from git archive): the load section also "
         "runs it, interleaved with this one, and prints this build's ratios to it",
     )
-    parser.add_argument(
-        "--only", default="", help="comma-separated sections: load,memory,entries,start,bulk,postgres"
-    )
+    parser.add_argument("--only", default="", help="comma-separated sections: load,memory,entries,start,bulk,postgres")
     args = parser.parse_args()
     reps = max(3, args.reps)
     adds = 6_000 if args.quick else 20_000

@@ -60,9 +60,7 @@ class Busy(protocol.Timeout):
     """The daemon's listen backlog stayed full (it is stopped or swamped) until the deadline."""
 
 
-def request(
-    op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
-) -> Any:
+def request(op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None) -> Any:
     """Send one request and return the daemon's result.
 
     If nothing listens on ``socket_path`` and ``data_dir`` is given, start
@@ -177,6 +175,8 @@ class _translated:
             raise protocol.Timeout(f"no response from the daemon within {self._timeout:g} s") from None
         if isinstance(exc, OSError):
             raise Unreachable(f"cannot talk to the daemon at {self._path}: {exc.strerror or exc}") from None
+
+
 def subscribe(
     op: str, fields: dict[str, Any], *, socket_path: str, timeout: float, data_dir: str | None
 ) -> Iterator[Any]:

@@ -81,9 +81,7 @@ class _Decline(Exception):
     """The command line is not one the fast path is sure of."""
 
 
-def parse(
-    argv: Sequence[str], environ: Mapping[str, str], table: Mapping[str, Any] | None = None
-) -> Invocation | None:
+def parse(argv: Sequence[str], environ: Mapping[str, str], table: Mapping[str, Any] | None = None) -> Invocation | None:
     """Parse ``argv`` (without the program name) as Typer would, or decline with ``None``.
 
     Args:

@@ -42,4 +42,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app.main(args)
     return 0
-

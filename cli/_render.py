@@ -54,9 +54,7 @@ def width(text: str) -> int:
     return total
 
 
-def table(
-    rows: Iterable[Sequence[str]], header: Sequence[str] | None = None, right: Iterable[int] = ()
-) -> str:
+def table(rows: Iterable[Sequence[str]], header: Sequence[str] | None = None, right: Iterable[int] = ()) -> str:
     """Lay out cells in columns separated by two spaces, one line per row.
 
     Args:
@@ -108,8 +106,7 @@ def entries(items: Sequence[Mapping[str, Any]]) -> str:
         return ""
     if not any(e.get("tags") for e in items):
         rows: Iterable[Sequence[str]] = (
-            (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"])))
-            for e in items
+            (str(e["id"]), clean(str(e["date"])), "yes" if e["done"] else "no", clean(str(e["title"]))) for e in items
         )
         return table(rows, header=("ID", "DATE", "DONE", "TITLE"), right=(0,))
     rows = (

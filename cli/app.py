@@ -118,8 +118,7 @@ DataDir = Annotated[
         "--data-dir",
         metavar="DIR",
         parser=_parser(_params.path, "path"),
-        help="Where an auto-started daemon keeps its data "
-        "(default: $TODOD_DATA_DIR, else $XDG_DATA_HOME/todod).",
+        help="Where an auto-started daemon keeps its data (default: $TODOD_DATA_DIR, else $XDG_DATA_HOME/todod).",
         show_default=False,
     ),
 ]
@@ -354,9 +353,7 @@ def import_(
 @app.command()
 def export(
     list_name: ListName,
-    format: Annotated[
-        str, typer.Option("--format", metavar="FORMAT", help="csv, jsonl or json.")
-    ] = "csv",
+    format: Annotated[str, typer.Option("--format", metavar="FORMAT", help="csv, jsonl or json.")] = "csv",
     date: Annotated[
         str | None,
         typer.Option(

@@ -40,8 +40,10 @@ def find_bindir() -> str | None:
     if initdb:
         candidates.append(os.path.dirname(initdb))
     for bindir in candidates:
-        if bindir and os.access(os.path.join(bindir, "initdb"), os.X_OK) and os.access(
-            os.path.join(bindir, "pg_ctl"), os.X_OK
+        if (
+            bindir
+            and os.access(os.path.join(bindir, "initdb"), os.X_OK)
+            and os.access(os.path.join(bindir, "pg_ctl"), os.X_OK)
         ):
             return bindir
     return None

@@ -244,9 +244,7 @@ def test_stop_of_a_daemon_whose_socket_file_is_gone_stops_the_lock_holder(tmp_pa
     socket_path = run / "todod.sock"
     # A stand-in for a daemon that has not yet noticed its socket file is gone:
     # a process named todod that holds the lock's pid and runs until SIGTERM.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()", "todod"], stdin=subprocess.PIPE
-    )
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "todod"], stdin=subprocess.PIPE)
     try:
         (run / "todod.sock.lock").write_text(f"{holder.pid}\n")
         env = {**os.environ, "TODOD_SOCKET": str(socket_path)}

@@ -67,6 +67,7 @@ def _stand_in(patch: pytest.MonkeyPatch, daemon: Daemon) -> None:
     patch.setattr(_client, "_start_daemon", _refuse("start a daemon"))
     patch.setattr(_procs, "terminate", _refuse("signal a process"))
 
+
 ENTRY = {"id": 7, "date": "2024-05-01", "title": "buy milk", "done": False, "version": 1, "tags": ["home"]}
 RESULTS: dict[str, Any] = {
     "add": ENTRY,

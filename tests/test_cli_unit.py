@@ -198,9 +198,7 @@ def test_update_sends_only_the_given_fields(daemon: FakeDaemon) -> None:
     daemon.answer({**ENTRY, "title": "buy oat milk"})
     result = todo(daemon, "update", "home", "7", "--title", "buy oat milk", "--undone")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [
-        {"op": "update", "list": "home", "entry": 7, "title": "buy oat milk", "done": False}
-    ]
+    assert daemon.requests == [{"op": "update", "list": "home", "entry": 7, "title": "buy oat milk", "done": False}]
     assert result.stdout == "ID  DATE        DONE  TITLE\n 7  2024-05-01  no    buy oat milk\n"
 
 
@@ -210,9 +208,7 @@ def test_update_done_json(daemon: FakeDaemon) -> None:
     daemon.answer(done)
     result = todo(daemon, "update", "home", "7", "--done", "--date", "2024-06-01", "--json")
     assert result.exit_code == 0, result.output
-    assert daemon.requests == [
-        {"op": "update", "list": "home", "entry": 7, "date": "2024-06-01", "done": True}
-    ]
+    assert daemon.requests == [{"op": "update", "list": "home", "entry": 7, "date": "2024-06-01", "done": True}]
     assert json.loads(result.stdout) == done
 
 
@@ -448,9 +444,7 @@ def fake_popen(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakePopen]]:
         fake.close()
 
 
-def test_auto_start_spawns_the_daemon_and_waits_for_hello(
-    short_dir: str, fake_popen: type[FakePopen]
-) -> None:
+def test_auto_start_spawns_the_daemon_and_waits_for_hello(short_dir: str, fake_popen: type[FakePopen]) -> None:
     """With no daemon, the CLI starts `python -m todod` detached, polls hello, then sends the request."""
     sock = os.path.join(short_dir, "todod.sock")
     data = os.path.join(short_dir, "data")

@@ -178,7 +178,6 @@ async def test_conflicting_undo_is_refused(data_dir: str) -> None:
         await in_step(core)
 
 
-
 async def test_tags_round_trip_through_the_log_undo_redo_and_compaction(data_dir: str) -> None:
     """An entry's tags are in its events' before and after: undo restores them, redo re-applies them, and
     rebuild, compaction and a reopen keep them as the entries have them."""
@@ -405,7 +404,12 @@ async def test_a_database_of_schema_3_migrates_and_its_old_events_read_as_untagg
         history = await core.history("home")
         assert [e["after"]["title"] for e in history["events"]] == ["Dentist", "Milk: 2 l", "Dentist at 9"]
         assert history["events"][2]["before"] == {
-            "id": 1, "date": "2026-02-03", "title": "Dentist", "done": False, "version": 1, "tags": [],
+            "id": 1,
+            "date": "2026-02-03",
+            "title": "Dentist",
+            "done": False,
+            "version": 1,
+            "tags": [],
         }
         await core.update("home", 2, tag=["shop"])
         assert (await core.undo("home", steps=2))[1] == Entry(1, DAY, "Dentist", version=3)

@@ -472,8 +472,14 @@ def test_a_store_uri_is_shown_without_its_password() -> None:
     """``status`` and the logs show a PostgreSQL URI with its password masked, in either place libpq takes one."""
     from todod.store._postgres import redact
 
-    assert redact("postgresql://todo:s3cret@db1,db2/todo?sslmode=require") == "postgresql://todo:***@db1,db2/todo?sslmode=require"
-    assert redact("postgres:///todo?host=/run/pg&password=s3cret&user=t") == "postgres:///todo?host=/run/pg&password=***&user=t"
+    assert (
+        redact("postgresql://todo:s3cret@db1,db2/todo?sslmode=require")
+        == "postgresql://todo:***@db1,db2/todo?sslmode=require"
+    )
+    assert (
+        redact("postgres:///todo?host=/run/pg&password=s3cret&user=t")
+        == "postgres:///todo?host=/run/pg&password=***&user=t"
+    )
     assert redact("postgresql://todo@db/todo") == "postgresql://todo@db/todo"
 
 

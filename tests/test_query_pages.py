@@ -282,7 +282,7 @@ async def test_a_history_page_is_bounded_in_entries_bytes_and_its_window(data_di
 async def test_history_page_texts_are_the_json_of_the_events_wire_form(data_dir: str) -> None:
     """Each event's text in a page is byte for byte the compact JSON of its wire form, ASCII only."""
     async with open_core(data_dir) as core:
-        await core.add("l", "Crème \u202e \"quoted\" \\ brûlée", D(2026, 12, 1), tags=["b", "a"])
+        await core.add("l", 'Crème \u202e "quoted" \\ brûlée', D(2026, 12, 1), tags=["b", "a"])
         await core.add("l", "plain", D(2026, 12, 2))
         await core.update("l", 1, done=True, untag=["a"])
         await core.delete("l", 2)
@@ -297,7 +297,7 @@ async def test_history_page_texts_are_the_json_of_the_events_wire_form(data_dir:
 async def test_find_page_of_rows_holds_the_objects_values_as_arrays(data_dir: str) -> None:
     """``"form": "rows"`` gives each found entry as an array of FIND_ROW_COLUMNS, the same values as its object."""
     async with open_core(data_dir) as core:
-        await core.add("home ☃", "Crème \u202e \"quoted\" brûlée", D(2026, 12, 1), tags=["b", "a"])
+        await core.add("home ☃", 'Crème \u202e "quoted" brûlée', D(2026, 12, 1), tags=["b", "a"])
         for n in range(5):
             await core.add("work", f"report {n}", D(2026, 11, 28 + n % 3))
         objects = await core.find_page(limit=4)

@@ -209,9 +209,7 @@ async def test_a_connection_keeps_at_most_max_in_flight_requests() -> None:
     ours, client = trio.SocketStream(a), trio.SocketStream(b)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_serve, server, ours)
-        await client.send_all(
-            b"".join(encode_request("add", request_id=i, list="l", title=f"t{i}") for i in range(10))
-        )
+        await client.send_all(b"".join(encode_request("add", request_id=i, list="l", title=f"t{i}") for i in range(10)))
         await trio.testing.wait_all_tasks_blocked()
         assert len(handler.replies) == 3
         request, reply = handler.replies[0]

@@ -201,7 +201,6 @@ async def test_overflow_switches_to_the_log_and_back_without_loss(data_dir: str)
         connection.close()
 
 
-
 def test_a_watcher_does_not_hold_up_a_clean_stop(daemon: Daemon) -> None:
     """SIGTERM with a watcher connected ends its subscription at once: a clean stop, and EOF for the watcher."""
     watcher = Watcher(daemon)

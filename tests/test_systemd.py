@@ -108,6 +108,7 @@ def spawn(daemon: Daemon, argv: list[str] | None = None) -> subprocess.Popen[byt
 
 def wait_for_log(daemon: Daemon, text: str, timeout: float = 15.0) -> None:
     """Poll the daemon's log, with a deadline, until ``text`` appears in it."""
+
     def logged() -> bool:
         assert daemon.proc is None or daemon.proc.poll() is None, f"todod exited:\n{daemon.log()}"
         return text in daemon.log()

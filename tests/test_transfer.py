@@ -159,7 +159,7 @@ async def test_import_keeps_titles_with_the_characters_of_the_staging_formats(da
         "\\N",
         "ends with \\",
         "a \\t that is two characters",
-        "it's \"quoted\", with commas",
+        'it\'s "quoted", with commas',
         "déjà vu, 日本語, ☃",
         "; DROP TABLE entries; --",
     ]

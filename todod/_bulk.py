@@ -85,6 +85,7 @@ OPEN_STATES = ("started", "compensating")
 
 StagedRow = tuple[str, int, str, str, int, str, str]
 
+
 def event_text(date: str, title: str, done: bool, tags: Sequence[str]) -> str:
     """An added entry (version 1) as the change log writes it: ``todod._log._encode``'s form."""
     mark = "1" if done else "0"

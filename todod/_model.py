@@ -271,9 +271,7 @@ class TodoList:
         """All entries, or those of one date, in id order."""
         return _select(self.entries, date)
 
-    def add(
-        self, date: datetime.date, title: str, tags: Iterable[str] = ()
-    ) -> tuple[TodoList, Entry, Change]:
+    def add(self, date: datetime.date, title: str, tags: Iterable[str] = ()) -> tuple[TodoList, Entry, Change]:
         draft = Draft(self)
         entry, change = draft.add(date, title, tags)
         return draft.freeze(), entry, change
@@ -410,9 +408,7 @@ class Draft:
         self._entries[entry_id] = new
         return new, self._one("update", entry_id, old, new, origin)
 
-    def delete(
-        self, entry_id: int, if_version: int | None = None, origin: Origin = NOBODY
-    ) -> tuple[Entry, Change]:
+    def delete(self, entry_id: int, if_version: int | None = None, origin: Origin = NOBODY) -> tuple[Entry, Change]:
         old = self.get(entry_id)
         self._expect(old, if_version)
         del self._entries[entry_id]
@@ -450,8 +446,7 @@ class Draft:
                 expected = event.after
                 if (cur is None) != (expected is None) or (expected is not None and not expected.same_values(cur)):
                     raise Conflict(
-                        f"cannot {op} change {step.target}: entry {event.entry_id} changed since "
-                        f"(now {_describe(cur)})"
+                        f"cannot {op} change {step.target}: entry {event.entry_id} changed since (now {_describe(cur)})"
                     )
                 restored = event.before
                 new: Entry | None = None

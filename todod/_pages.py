@@ -169,7 +169,7 @@ def _encode_row(entry: Entry) -> str:
     tags = ",".join(map(encode_basestring_ascii, entry.tags)) if entry.tags else ""
     return (
         f'[{entry.id},"{entry.date.isoformat()}",{encode_basestring_ascii(entry.title)},'
-        f'{"true" if entry.done else "false"},{entry.version},[{tags}]]'
+        f"{'true' if entry.done else 'false'},{entry.version},[{tags}]]"
     )
 
 

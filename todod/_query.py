@@ -610,7 +610,7 @@ def run_find_page(
             if rows:
                 text = (
                     f'[{encode_basestring_ascii(name)},{entry_id},"{date}",{encode_basestring_ascii(title)},'
-                    f'{"true" if done else "false"},{version},{tags}]'
+                    f"{'true' if done else 'false'},{version},{tags}]"
                 )
             else:
                 text = (

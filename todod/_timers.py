@@ -82,6 +82,7 @@ class CallTimer:
             if self._sleep is not None:
                 self._sleep.deadline = deadline
         return deadline
+
     def watched(self) -> int:
         """How many calls the queues hold (answered ones not yet dropped included)."""
         return sum(len(queue) for queue in self._queues.values())

@@ -103,8 +103,6 @@ class Commit(ReplySlot):
         self.reply(outcome.Value(None) if error is None else outcome.Error(error))
 
 
-
-
 @attrs.frozen
 class Part:
     """One list's share of a :class:`Transaction`: its next id after it and its changes."""

@@ -192,6 +192,7 @@ CHAIN = """WITH RECURSIVE chain (position, prev, seq, entry, after, n) AS (
         WHERE e.seq > %(after)s AND c.n < %(limit)s
     ) SELECT seq, entry, after FROM chain ORDER BY seq"""
 
+
 class Compat:
     """A psycopg connection with the sqlite3 calls todod/_log.py makes (``?`` placeholders)."""
 
@@ -203,6 +204,7 @@ class Compat:
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
         self.conn.cursor().executemany(sql.replace("%", "%%").replace("?", "%s"), params)
+
 
 def check_and_migrate(conn: psycopg.Connection[Any], where: str) -> None:
     """Create or migrate the schema; daemons starting at once take turns on an advisory lock."""
@@ -256,6 +258,7 @@ def ensure_text_index(conn: psycopg.Connection[Any], enabled: bool) -> bool:
 def last_position(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT last_position FROM log_meta").fetchone()
     return int(row[0]) if row else 0
+
 
 WORD_ONLY = re.compile(r"^\w+$")
 

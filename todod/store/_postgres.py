@@ -775,7 +775,7 @@ class PostgresStore:
                 (name, int(count))
                 for name, count in conn.execute(
                     "SELECT l.name, (SELECT count(*) FROM entries e WHERE e.list_id = l.id) "
-                    "FROM lists l ORDER BY l.name COLLATE \"C\""
+                    'FROM lists l ORDER BY l.name COLLATE "C"'
                 ).fetchall()
             ]
 

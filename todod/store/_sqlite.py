@@ -246,8 +246,7 @@ def _translate(exc: BaseException, what: str) -> StoreError:
         # SQLite reports only ENOSPC as SQLITE_FULL: a file-size limit or quota
         # (EFBIG, EDQUOT) or a file turned read-only is a bare "disk I/O error".
         return StoreError(
-            f"{what}: disk I/O failed ({name}); the disk may be full, over a quota or size limit, "
-            "read-only or failing"
+            f"{what}: disk I/O failed ({name}); the disk may be full, over a quota or size limit, read-only or failing"
         )
     return StoreError(f"{what}: {text}")
 
@@ -812,8 +811,7 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> list[tuple[str, int]]:
             return conn.execute(
-                "SELECT l.name, (SELECT count(*) FROM entries e WHERE e.list_id = l.id) "
-                "FROM lists l ORDER BY l.name"
+                "SELECT l.name, (SELECT count(*) FROM entries e WHERE e.list_id = l.id) FROM lists l ORDER BY l.name"
             ).fetchall()
 
         result: list[tuple[str, int]] = await self._read(read, "could not read the lists")
@@ -1068,7 +1066,6 @@ class SQLiteStore:
             queued=self._send.statistics().current_buffer_used,
             writer_busy_seconds=busy,
         )
-
 
 
 class IndexerDied(OSError):
