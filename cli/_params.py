@@ -43,6 +43,14 @@ def number(value: str | int) -> int:
     return int(text)
 
 
+def positive(value: str | int) -> int:
+    """A count of at least 1 (a ``--limit``): ASCII digits only, as :func:`number`."""
+    count = number(value)
+    if count < 1:
+        raise ValueError(f"a count here is at least 1 (got {value})")
+    return count
+
+
 def timeout(value: str | float) -> float:
     """A ``--timeout``: a number of seconds above 0 and at most :data:`MAX_TIMEOUT` (not nan or inf)."""
     try:

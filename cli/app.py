@@ -424,7 +424,7 @@ def find(
         typer.Option(
             "--limit",
             metavar="N",
-            min=1,
+            parser=_parser(_params.positive, "integer"),
             help="At most N entries in all (default: every match).",
             show_default=False,
         ),
@@ -459,7 +459,7 @@ def history(
         typer.Option(
             "--limit",
             metavar="N",
-            parser=_parser(_params.number, "integer"),
+            parser=_parser(_params.positive, "integer"),
             help="Only the last N events.",
             show_default=False,
         ),

@@ -113,6 +113,27 @@ def test_entry_ids_are_ascii_digits_only(daemon: FakeDaemon, value: str) -> None
     assert daemon.requests == []
 
 
+@pytest.mark.parametrize("command", [("find",), ("history", "home")])
+@pytest.mark.parametrize("value", ["\uff13", "+3", " 3", "1_0", "0", "99999999999999999999999"])
+def test_a_limit_is_ascii_digits_and_at_least_one(
+    daemon: FakeDaemon,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: tuple[str, ...],
+    value: str,
+) -> None:
+    """A --limit of find or history is a count like every other (digits 0-9, at least 1): else exit 2, nothing sent."""
+    result = todo(daemon, *command, "--limit", value)
+    assert result.exit_code == 2, result.output
+    assert "digits 0-9" in result.stderr or "at least 1" in result.stderr or "at most" in result.stderr
+    monkeypatch.setenv("TODOD_SOCKET", daemon.path)
+    monkeypatch.setenv("TODOD_NO_START", "1")
+    with pytest.raises(SystemExit) as exited:  # the console script: the fast path declines it too
+        console_main([*command, "--limit", value])
+    assert exited.value.code == 2
+    assert daemon.requests == []
+
+
 def test_an_entry_id_out_of_range_says_so(daemon: FakeDaemon) -> None:
     """An id past 2^63-1 says it is out of range, not that it is no integer."""
     result = todo(daemon, "delete", "home", "9223372036854775808")
