@@ -404,6 +404,8 @@ def json_array_part(items: Sequence[object], written: int, *, last: bool, indent
     deeper = indent + "  "
     level = len(deeper) // 2
     blocks = [deeper + indented(item, level, ascii_only=False) for item in items]
+    if written == 0 and not blocks and not last:
+        return ""  # an empty page before any item (a page can be empty): the array opens with its first item
     out = "[" if written == 0 else ""
     if blocks:
         out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)
@@ -503,6 +505,8 @@ def json_entries(rows: Sequence[Any], written: int, *, last: bool) -> str:
             )
         else:  # tags, or a shape this fast path does not know: the general way
             blocks.append("  " + indented(dict(zip(ROW_KEYS, r, strict=True)), 1, ascii_only=False))
+    if written == 0 and not blocks and not last:
+        return ""  # an empty page before any entry (deleted ids can make one): the array opens with its first entry
     out = "[" if written == 0 else ""
     if blocks:
         out += ("\n" if written == 0 else ",\n") + ",\n".join(blocks)

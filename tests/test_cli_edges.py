@@ -446,3 +446,26 @@ def test_auto_start_quotes_the_exited_daemons_error_line(short_dir: str, monkeyp
     assert result.exit_code == 69
     assert "but it exited with status 1: 'todod: cannot start: it went wrong'" in result.stderr
     assert "older" not in result.stderr
+
+
+def test_empty_pages_before_the_first_entry_or_event_keep_the_json_valid(daemon: FakeDaemon) -> None:
+    """Empty pages with a cursor (deleted ids, sparse events) before the first item still make one JSON value."""
+    row = [9, "2024-05-01", "buy milk", False, 1, []]
+    for _ in range(2):
+        daemon.answer({"next": "s.1", "last_id": 9, "entries": []})
+    daemon.answer({"next": None, "last_id": 9, "entries": [row]})
+    for _ in range(2):
+        daemon.answer({"next": "s.1", "last_id": 9, "entries": []})
+    daemon.answer({"next": None, "last_id": 9, "entries": []})
+    event = {"position": 5, "list": "home", "seq": 1, "op": "add", "entry": 9, "before": None, "after": None}
+    page = {"list": "home", "horizon": 0, "base_entries": 0}
+    daemon.answer({"next": 4, **page, "events": []})
+    daemon.answer({"next": None, **page, "events": [event]})
+    found = todo(daemon, "entries", "home", "--json")
+    empty = todo(daemon, "entries", "home", "--json")
+    history = todo(daemon, "history", "home", "--json")
+    assert found.exit_code == 0, found.output
+    assert [e["id"] for e in json.loads(found.stdout)] == [9]
+    assert empty.exit_code == 0 and json.loads(empty.stdout) == []
+    assert history.exit_code == 0, history.output
+    assert json.loads(history.stdout) == {**page, "events": [event]}
