@@ -37,13 +37,11 @@ def thread_cpu(pid: int) -> dict[str, float]:
     out: dict[str, float] = collections.defaultdict(float)
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            seconds = run.stat_cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
         except FileNotFoundError:
             continue
-        out["main" if tid == str(pid) else name.split()[0] + " threads"] += (
-            int(fields[11]) + int(fields[12])
-        ) / run.CLK_TCK
+        out["main" if tid == str(pid) else name.split()[0] + " threads"] += seconds
     return out
 
 

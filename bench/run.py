@@ -77,10 +77,15 @@ STORE_LISTS = 10_000
 STORE_ENTRIES = 1_000_000
 
 
+def stat_cpu_seconds(stat: str, reaped: bool = False) -> float:
+    """User + system CPU in a /proc ``stat`` file, a process's or a thread's; with ``reaped``, reaped children's too."""
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11 : 15 if reaped else 13]) / CLK_TCK
+
+
 def cpu_seconds(pid: int, reaped: bool = False) -> float:
     """User + system CPU of a process so far (from /proc); with ``reaped``, its reaped children's too."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11 : 15 if reaped else 13]) / CLK_TCK
+    return stat_cpu_seconds(f"/proc/{pid}/stat", reaped)
 
 
 def descendants(pid: int) -> list[int]:

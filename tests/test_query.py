@@ -228,7 +228,7 @@ async def test_queries_use_the_indexes(data_dir: str) -> None:
 
 @SQLITE_ONLY
 async def test_a_long_query_stops_at_its_deadline(data_dir: str) -> None:
-    """A query past its deadline is interrupted by SQLite's progress handler rather than holding a reader."""
+    """A query or a page past its deadline is interrupted by SQLite's progress handler rather than holding a reader."""
     async with open_store(data_dir):
         pass
     conn = sqlite3.connect(os.path.join(data_dir, DB_NAME))
@@ -241,6 +241,10 @@ async def test_a_long_query_stops_at_its_deadline(data_dir: str) -> None:
     _query.prepare_reader(conn)
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):
         _query.run_find(conn, _query.FindQuery(words=("ti",)), False, time.monotonic() - 1)
+    assert not conn.in_transaction  # the read's snapshot ended with it
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        _query.run_find_page(conn, _query.FindQuery(words=("ti",)), False, time.monotonic() - 1)
+    assert not conn.in_transaction
     found, more = _query.run_find(conn, _query.FindQuery(words=("title",), limit=3), False, time.monotonic() + 60)
     assert [e["id"] for e in found] == [1, 2, 3] and more
     conn.close()

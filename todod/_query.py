@@ -25,6 +25,7 @@ No trio here: these functions run in the store's worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -476,6 +477,28 @@ def query_watermark(conn: sqlite3.Connection, query: FindQuery, search_index: bo
     return read_watermark(conn) if search_index and wanted else None
 
 
+@contextlib.contextmanager
+def read_snapshot(conn: sqlite3.Connection, deadline: float) -> Iterator[None]:
+    """One read transaction on ``conn``, one snapshot of each attached file, stopped at ``deadline``.
+
+    SQLite calls the progress handler every 10,000 VM steps (well under a
+    millisecond); once ``deadline`` (``time.monotonic``) has passed it stops
+    the statement, which raises ``sqlite3.OperationalError`` ("interrupted").
+    """
+
+    def over_time() -> int:
+        return int(time.monotonic() > deadline)
+
+    conn.set_progress_handler(over_time, 10_000)
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+        conn.set_progress_handler(None, 0)
+
+
 def run_find(
     conn: sqlite3.Connection, query: FindQuery, text_index: bool, deadline: float, search_index: bool = False
 ) -> tuple[list[dict[str, Any]], bool]:
@@ -495,19 +518,9 @@ def run_find(
         sqlite3.OperationalError: the deadline passed ("interrupted").
     """
 
-    def over_time() -> int:
-        return int(time.monotonic() > deadline)
-
-    # The handler runs every 10,000 SQLite VM steps (well under a millisecond).
-    conn.set_progress_handler(over_time, 10_000)
-    conn.execute("BEGIN")  # one snapshot of each file, the index's first
-    try:
+    with read_snapshot(conn, deadline):
         mark = query_watermark(conn, query, search_index)
         rows = list(itertools.islice(run_rows(conn, query, text_index, mark), query.limit + 1))
-    finally:
-        if conn.in_transaction:
-            conn.execute("COMMIT")
-        conn.set_progress_handler(None, 0)
     more = len(rows) > query.limit
     del rows[query.limit :]
     # The same keys, in the same order, as Entry.to_wire, after "list"; the
@@ -579,12 +592,7 @@ def run_find_page(
             first page (the entries changed since could no longer be told).
     """
 
-    def over_time() -> int:
-        return int(time.monotonic() > deadline)
-
-    conn.set_progress_handler(over_time, 10_000)
-    conn.execute("BEGIN")  # one snapshot of each file, the search index's first
-    try:
+    with read_snapshot(conn, deadline):
         watermark = query_watermark(conn, query, search_index)
         start, mark = conn.execute(
             "SELECT max(coalesce((SELECT max(position) FROM events), 0), last_position), horizon FROM log_meta"
@@ -625,10 +633,6 @@ def run_find_page(
             texts.append(text)
             last = (date, name, entry_id)
         cursor.close()
-    finally:
-        if conn.in_transaction:
-            conn.execute("COMMIT")
-        conn.set_progress_handler(None, 0)
     if not more or last is None:
         return FoundPage(tuple(texts), None)
     return FoundPage(tuple(texts), FindCursor(start, last[0], last[1], last[2]))
