@@ -86,6 +86,28 @@ def test_bad_requests_get_documented_codes(daemon: Daemon, line: bytes, code: st
     assert response["error"]["code"] == code, response
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"op":"delete","list":"x","entry":-1}', "field 'entry' must be an integer from 0 to 2^63-1"),
+        (
+            b'{"op":"delete","list":"x","entry":9223372036854775808}',
+            "field 'entry' must be an integer from 0 to 2^63-1",
+        ),
+        (b'{"op":"hello","id":"' + b"i" * 257 + b'"}', "'id' must be a string of at most 256 characters"),
+        (
+            b'{"op":"hello","id":9223372036854775808}',
+            "'id' must be a string of at most 256 characters, an integer of 64 bits",
+        ),
+    ],
+)
+def test_out_of_range_values_are_named_in_the_error(daemon: Daemon, line: bytes, message: str) -> None:
+    """An integer out of its range, or an id string that is too long, gets a bad_request that names the bound, not just the type."""  # noqa: E501
+    (response,) = raw_exchange(daemon.socket, line + b"\n")
+    assert response["error"]["code"] == "bad_request"
+    assert response["error"]["message"].startswith(message), response
+
+
 def test_deep_nesting_is_bad_request(daemon: Daemon) -> None:
     """Deeply nested JSON cannot crash the daemon; it is a bad request."""
     (response,) = raw_exchange(daemon.socket, b"[" * 100_000 + b"]" * 100_000 + b"\n")

@@ -18,6 +18,7 @@ import socket
 import stat
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -264,6 +265,41 @@ def test_socket_activation_picks_the_fd_named_todod(root: Path, daemons: list[Da
     assert listed.returncode == 0, listed.stderr
     assert "using the socket passed by systemd (fd 4)" in daemon.log()
     assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
+
+
+#: Exec todod (argv[3:]) with argv[2] on fd 3 and LISTEN_* naming it, as
+#: systemd would, but with fd 3 either only bound (argv[1] "bound") or a file.
+_PASS_FD3 = """
+import os, socket, sys
+if sys.argv[1] == "bound":
+    passed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    passed.bind(sys.argv[2])
+    fd = passed.fileno()
+else:
+    fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT, 0o600)
+os.dup2(fd, 3)
+os.set_inheritable(3, True)  # dup2 onto itself keeps close-on-exec
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="todod")
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("bound", "fd 3 is a Unix stream socket that is not listening"), ("file", "fd 3 is not a socket")],
+)
+def test_socket_activation_refuses_a_passed_fd_it_cannot_serve(
+    root: Path, daemons: list[Daemon], kind: str, message: str
+) -> None:
+    """A passed fd 3 that is not a listening socket makes todod refuse to start (exit 1) with one clear line, no traceback."""  # noqa: E501
+    daemon = Daemon(root)
+    daemons.append(daemon)
+    argv = [sys.executable, "-c", _PASS_FD3, kind, str(root / "passed"), TODOD, "--data-dir", str(daemon.data_dir)]
+    proc = spawn(daemon, argv)
+    assert proc.wait(30) == 1, daemon.log()
+    log = daemon.log()
+    assert f"cannot start: {message}" in log
+    assert "Traceback" not in log
 
 
 # --- journal logging and signals ---------------------------------------------------------

@@ -237,9 +237,16 @@ def _remove_stale(path: str) -> None:
 
 def adopt_socket(fd: int) -> BoundSocket:
     """Wrap a listening socket passed by systemd; we will never unlink its path."""
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise OSError(f"fd {fd} is not a socket ({exc.strerror})") from None
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
         raise OSError(f"fd {fd} is not a Unix stream socket")
+    # systemd passes a listening socket; one that is only bound would make the
+    # listener crash (a traceback, then exit 1) instead of a clear refusal.
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise OSError(f"fd {fd} is a Unix stream socket that is not listening")
     os.set_inheritable(fd, False)
     return BoundSocket(sock, None)
 

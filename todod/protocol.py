@@ -317,7 +317,7 @@ def parse_request(line: bytes) -> Request:
         raise _bad(None, "a request must be a JSON object")
     request_id = obj.get("id")
     if not _valid_id(request_id):
-        raise _bad(None, "'id' must be a string, an integer or null")
+        raise _bad(None, "'id' must be a string of at most 256 characters, an integer of 64 bits or null")
     op = obj.get("op")
     if not isinstance(op, str):
         raise _bad(request_id, "a request needs an 'op' string")
@@ -345,7 +345,7 @@ def parse_request(line: bytes) -> Request:
 
 _KIND_NAMES: dict[type, str] = {
     str: "a string",
-    int: "an integer",
+    int: "an integer from 0 to 2^63-1",
     bool: "true or false",
     list: "an array of strings",
     tuple: "an array",
