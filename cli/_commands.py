@@ -399,14 +399,16 @@ def history(*, list_name: str, limit: int | None, **options: Unpack[Options]) ->
 @_command
 def undo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
     """Revert the last changes of LIST, newest first, and show the entries they touched."""
-    result = _call("undo", {"list": list_name, "steps": steps, "if_seq": if_seq}, options)
+    fields = {"list": list_name, "steps": steps, "if_seq": if_seq}
+    result = _call("undo", fields, options, on_timeout=_revert_note("undo", list_name))
     _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
 
 
 @_command
 def redo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
     """Re-apply what undo reverted in LIST (until a new change is made)."""
-    result = _call("redo", {"list": list_name, "steps": steps, "if_seq": if_seq}, options)
+    fields = {"list": list_name, "steps": steps, "if_seq": if_seq}
+    result = _call("redo", fields, options, on_timeout=_revert_note("redo", list_name))
     _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
 
 
@@ -502,8 +504,11 @@ def exit_code(exc: protocol.TodoError) -> int:
     return _EXIT_BY_CODE.get(exc.code, EX_ERROR)
 
 
-def _call(op: str, fields: dict[str, Any], options: Options) -> Any:
-    """Make the request; on an error, print it to stderr and end the command with its code."""
+def _call(op: str, fields: dict[str, Any], options: Options, *, on_timeout: str | None = None) -> Any:
+    """Make the request; on an error, print it to stderr and end the command with its code.
+
+    ``on_timeout``: said after a timeout's message (what the daemon may still do).
+    """
     try:
         return _client.request(
             op,
@@ -512,8 +517,18 @@ def _call(op: str, fields: dict[str, Any], options: Options) -> Any:
             timeout=options["timeout"],
             data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
         )
+    except protocol.Timeout as exc:
+        _fail(protocol.Timeout(f"{exc}; {on_timeout}") if on_timeout else exc, options["json"])
     except protocol.TodoError as exc:
         _fail(exc, options["json"])
+
+
+def _revert_note(op: str, list_name: str) -> str:
+    """What a timed-out undo or redo may still do: a large change (an import) takes the daemon longer."""
+    return (
+        f"the {op} may still be applied: see 'todo history {list_name}' before you {op} again "
+        "(a large change takes longer: give it a longer --timeout)"
+    )
 
 
 def _resolve_date(text: str | None, json: bool) -> str | None:

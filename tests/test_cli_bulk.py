@@ -220,6 +220,29 @@ def test_undo_takes_an_import_back_in_one_step(daemon: Daemon) -> None:
     assert [e["title"] for e in daemon.request("entries", list="home")] == ["before"]
 
 
+def test_undo_of_a_large_import_is_given_time_by_its_size(store_uri: str | None, tmp_path: Path) -> None:
+    """An undo that reverts 30,000 entries is answered within its own bound, which grows with the change:
+    with a call timeout of 0.5 s it used to get timeout while it went on and was applied."""
+    path = tmp_path / "big.csv"
+    path.write_text("".join(f"2026-12-19,entry {i}\n" for i in range(30_000)))
+    with running_daemon(["--call-timeout", "0.5"], env=backend_env(store_uri)) as daemon:
+        daemon.request("add", list="big", title="before", date="2026-01-01")
+        assert todo(daemon, "import", "big", str(path)).returncode == 0
+        result = todo(daemon, "undo", "big", "--timeout", "120")
+        assert result.returncode == 0, result.stderr
+        assert [e["title"] for e in daemon.request("entries", list="big")] == ["before"]
+
+
+def test_a_timed_out_undo_says_it_may_still_be_applied(daemon: Daemon, tmp_path: Path) -> None:
+    """An undo that the CLI stops waiting for says that it may still be applied, and how to look."""
+    path = tmp_path / "big.csv"
+    path.write_text("".join(f"2026-12-19,entry {i}\n" for i in range(30_000)))
+    assert todo(daemon, "import", "big", str(path)).returncode == 0
+    result = todo(daemon, "undo", "big", "--timeout", "0.001")
+    assert result.returncode == 75, result.stderr
+    assert "the undo may still be applied: see 'todo history big' before you undo again" in result.stderr
+
+
 def test_import_shows_a_progress_bar_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
     """With stderr on a terminal, an import draws a progress bar there, and stdout stays the result."""
     path = tmp_path / "big.csv"

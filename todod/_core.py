@@ -78,6 +78,13 @@ from todod.store import Store, StoreError, StoreFaults, WriteContext, open_store
 #: Most changes one undo or redo request reverts (each is one change of the
 #: log, all committed together): a bound on the plan read and held in memory.
 MAX_STEPS = 1000
+#: What an undo or a redo may take beyond the call timeout, per event it
+#: reverts: reverting an import of 100,000 entries (its events read back,
+#: 100,000 entries changed in the list server, their rows and log events
+#: written) took 2.6 s here on a quiet machine and about twice that under
+#: load, so the call timeout alone (5 s) failed it with ``timeout`` while it
+#: went on and was applied.  200 us an event gives that undo 25 s in all.
+REVERT_SECONDS_PER_EVENT = 200e-6
 #: How often the daemon's own compaction (--keep-days) runs.
 COMPACT_EVERY = 3600.0
 
@@ -362,9 +369,12 @@ class Core:
             if len(plan.steps) > 1:
                 raise Conflict(f"a move is undone on its own: undo list {list_name!r} one step at a time")
             return await self._revert_move(list_name, plan, moves[0], origin)
+        # A large change (an import) takes time to revert: its bound grows with it, as an import's publish does.
+        events = sum(len(step.events) for step in plan.steps)
+        within = self.registry.call_timeout + events * REVERT_SECONDS_PER_EVENT
         try:
             result: tuple[Entry, ...] = await self.registry.call(
-                list_name, RevertChanges(op, plan.head, plan.steps, origin)
+                list_name, RevertChanges(op, plan.head, plan.steps, origin), within
             )
         except Stale:
             # Another change came in between the read and the revert: undoing
