@@ -100,6 +100,8 @@ UMask=0077
 # listed here.  PrivateUsers=yes is left off because it fails the start on
 # systems that disable unprivileged user namespaces.
 NoNewPrivileges=yes
+# Unix sockets only: a PostgreSQL store reached over TCP (TODOD_STORE=postgresql://host/...)
+# needs RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 in a drop-in (systemctl --user edit).
 RestrictAddressFamilies=AF_UNIX
 LockPersonality=yes
 RestrictRealtime=yes
