@@ -165,6 +165,21 @@ def test_watch_since_below_the_compacted_horizon_is_refused(daemon: Daemon) -> N
     watcher.close()
 
 
+def test_watch_since_past_the_end_of_the_log_is_refused(daemon: Daemon) -> None:
+    """Resuming from a position the log has not reached is `invalid`, not a silent skip of every event up to it;
+    the last position itself resumes with what comes next."""
+    add_concurrently(daemon, 1, 3, "old")
+    with connect(daemon.socket) as sock:
+        sock.sendall(encode_request("watch", since=999))
+        error = json.loads(LineReader(sock).line())["error"]
+    assert error["code"] == "invalid" and "position 999 is past the end of the change log (3)" in error["message"]
+    watcher = Watcher(daemon, since=3)
+    add_concurrently(daemon, 1, 1, "new")
+    (event,) = watcher.events(1)
+    assert event["position"] == 4
+    watcher.close()
+
+
 @attrs.define
 class GatedConnection:
     """A subscriber's connection whose sends wait at a gate: a consumer that stops reading."""

@@ -31,7 +31,7 @@ import trio
 
 from todod._log import wire_events
 from todod._model import NOBODY, Change, Origin
-from todod.protocol import Compacted, encode_event, encode_ok
+from todod.protocol import Compacted, Invalid, encode_event, encode_ok
 from todod.store import Store
 
 #: Events a subscriber may have waiting before it is switched to reading the
@@ -187,6 +187,7 @@ class Hub:
 
         Raises:
             Compacted: events after ``since`` were dropped by compaction.
+            Invalid: ``since`` is past the end of the log.
         """
         with connection.subscription():
             subscriber = _Subscriber(list_name, self.capacity)
@@ -201,6 +202,13 @@ class Hub:
                         raise Compacted(
                             f"events up to position {horizon} were compacted; resume from {horizon} or later "
                             "(what was lost is in the lists' current state)"
+                        )
+                    # A position the log has not reached (another store's, a typo) would skip every
+                    # event up to it without a word; the daemon's own may lag a shared log, so ask it.
+                    if since > self.store.last_position() and since > (end := await self.store.log_end()):
+                        raise Invalid(
+                            f"position {since} is past the end of the change log ({end}); "
+                            "resume from a position this daemon gave, or watch without --since"
                         )
                 await connection.send(
                     encode_ok(request_id, {"list": list_name, "since": last, "position": self.store.last_position()})

@@ -1014,6 +1014,14 @@ class PostgresStore:
         )
         return result
 
+    async def log_end(self) -> int:
+        """The position of the last event any daemon committed (this daemon's follower may not have it yet)."""
+        result: int = await self._read(
+            lambda c: int(c.execute("SELECT last_position FROM log_meta").fetchone()[0]),  # type: ignore[index]
+            "could not read the change log",
+        )
+        return max(result, self.last_position())
+
     async def compact(self, before: float) -> _log.Compaction:
         """Fold the changes older than ``before`` into the lists' base state and drop them, in short transactions.
 

@@ -1014,6 +1014,10 @@ class SQLiteStore:
         result: int = await self._read(_log.horizon, "could not read the change log")
         return result
 
+    async def log_end(self) -> int:
+        """The position of the last event committed: this store's one writer knows it."""
+        return self._position
+
     async def compact(self, before: float) -> _log.Compaction:
         """Fold the changes older than ``before`` (Unix time) into the lists' base state and drop them.
 
