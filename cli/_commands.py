@@ -75,7 +75,9 @@ _EXIT_BY_CODE: Final = {
 
 #: Seconds for one whole exchange with the daemon.  Requests take
 #: milliseconds; the daemon's own deadlines are shorter than this, so a
-#: timeout here means the daemon is stuck, not slow.
+#: timeout here means the daemon is stuck, not slow (but for an undo or a
+#: redo of a large change, which the daemon gives more time: see
+#: todod._core.REVERT_SECONDS_PER_EVENT).
 DEFAULT_TIMEOUT: Final = 10.0
 
 #: How long shell completion waits for the daemon's list names: a person is
@@ -517,6 +519,8 @@ def _call(op: str, fields: dict[str, Any], options: Options, *, on_timeout: str 
             timeout=options["timeout"],
             data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
         )
+    except _client.Busy as exc:  # nothing was sent
+        _fail(exc, options["json"])
     except protocol.Timeout as exc:
         _fail(protocol.Timeout(f"{exc}; {on_timeout}") if on_timeout else exc, options["json"])
     except protocol.TodoError as exc:
@@ -524,10 +528,17 @@ def _call(op: str, fields: dict[str, Any], options: Options, *, on_timeout: str 
 
 
 def _revert_note(op: str, list_name: str) -> str:
-    """What a timed-out undo or redo may still do: a large change (an import) takes the daemon longer."""
+    """What a timed-out undo or redo may still do: a large change (an import) takes the daemon longer.
+
+    Typed again at once, it would revert the change before that one too,
+    once the first is applied: ``--if-seq`` makes it refuse that instead.
+    """
+    import shlex  # only on this path
+
+    name = shlex.quote(list_name)
     return (
-        f"the {op} may still be applied: see 'todo history {list_name}' before you {op} again "
-        "(a large change takes longer: give it a longer --timeout)"
+        f"the {op} may still be applied (a large change takes longer): see 'todo history -- {name}', "
+        f"and {op} again with --if-seq set to the list's last seq so that it reverts nothing else"
     )
 
 

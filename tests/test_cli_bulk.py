@@ -234,13 +234,15 @@ def test_undo_of_a_large_import_is_given_time_by_its_size(store_uri: str | None,
 
 
 def test_a_timed_out_undo_says_it_may_still_be_applied(daemon: Daemon, tmp_path: Path) -> None:
-    """An undo that the CLI stops waiting for says that it may still be applied, and how to look."""
+    """An undo that the CLI stops waiting for says that it may still be applied, how to look, and how to undo
+    again without reverting one change too many."""
     path = tmp_path / "big.csv"
     path.write_text("".join(f"2026-12-19,entry {i}\n" for i in range(30_000)))
     assert todo(daemon, "import", "big", str(path)).returncode == 0
     result = todo(daemon, "undo", "big", "--timeout", "0.001")
     assert result.returncode == 75, result.stderr
-    assert "the undo may still be applied: see 'todo history big' before you undo again" in result.stderr
+    assert "the undo may still be applied (a large change takes longer): see 'todo history -- big'" in result.stderr
+    assert "--if-seq" in result.stderr
 
 
 def test_import_shows_a_progress_bar_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ COMPACT_AT = 1024
 
 def call_timed_out(list_name: str, limit: float) -> Timeout:
     """The error of a call to ``list_name`` that got no answer within ``limit`` seconds."""
-    return Timeout(f"list {list_name!r} did not answer within {limit:g} s")
+    return Timeout(f"list {list_name!r} did not answer within {limit:.3g} s")
 
 
 @attrs.define(eq=False)
