@@ -401,17 +401,13 @@ def history(*, list_name: str, limit: int | None, **options: Unpack[Options]) ->
 @_command
 def undo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
     """Revert the last changes of LIST, newest first, and show the entries they touched."""
-    fields = {"list": list_name, "steps": steps, "if_seq": if_seq}
-    result = _call("undo", fields, options, on_timeout=_revert_note("undo", list_name))
-    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
+    _revert("undo", list_name, steps, if_seq, options)
 
 
 @_command
 def redo(*, list_name: str, steps: int, if_seq: int | None, **options: Unpack[Options]) -> None:
     """Re-apply what undo reverted in LIST (until a new change is made)."""
-    fields = {"list": list_name, "steps": steps, "if_seq": if_seq}
-    result = _call("redo", fields, options, on_timeout=_revert_note("redo", list_name))
-    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
+    _revert("redo", list_name, steps, if_seq, options)
 
 
 @_command
@@ -519,27 +515,29 @@ def _call(op: str, fields: dict[str, Any], options: Options, *, on_timeout: str 
             timeout=options["timeout"],
             data_dir=None if options["no_start"] else paths.resolve_data_dir(options["data_dir"]),
         )
-    except _client.Busy as exc:  # nothing was sent
-        _fail(exc, options["json"])
-    except protocol.Timeout as exc:
-        _fail(protocol.Timeout(f"{exc}; {on_timeout}") if on_timeout else exc, options["json"])
     except protocol.TodoError as exc:
+        # A full listen backlog (Busy) is a timeout in which nothing was sent.
+        if on_timeout and isinstance(exc, protocol.Timeout) and not isinstance(exc, _client.Busy):
+            exc = protocol.Timeout(f"{exc}; {on_timeout}")
         _fail(exc, options["json"])
 
 
-def _revert_note(op: str, list_name: str) -> str:
-    """What a timed-out undo or redo may still do: a large change (an import) takes the daemon longer.
+def _revert(op: str, list_name: str, steps: int, if_seq: int | None, options: Options) -> None:
+    """An undo or a redo, and the entries it touched; a timeout says what it may still do.
 
-    Typed again at once, it would revert the change before that one too,
-    once the first is applied: ``--if-seq`` makes it refuse that instead.
+    A large change (an import) takes the daemon longer to revert.  Typed
+    again at once, it would revert the change before that one too, once the
+    first is applied: ``--if-seq`` makes it refuse that instead.
     """
     import shlex  # only on this path
 
     name = shlex.quote(list_name)
-    return (
+    note = (
         f"the {op} may still be applied (a large change takes longer): see 'todo history -- {name}', "
         f"and {op} again with --if-seq set to the list's last seq so that it reverts nothing else"
     )
+    result = _call(op, {"list": list_name, "steps": steps, "if_seq": if_seq}, options, on_timeout=note)
+    _write(_render.dump_json(result) if options["json"] else _render.entries(result), options["json"])
 
 
 def _resolve_date(text: str | None, json: bool) -> str | None:

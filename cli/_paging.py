@@ -348,13 +348,13 @@ def _stream_history(
             if total is not None:
                 del events[total - written :]
             last = page.get("next") is None or (total is not None and written + len(events) >= total)
+            # The head, once, with the first page that writes anything: a page can be empty.
+            opening = written == 0 and (events or last)
             if as_json:
-                # Once, with the first page that writes anything: a page can be empty.
-                text = _render.history_json_head(page) if written == 0 and (events or last) else ""
+                text = _render.history_json_head(page) if opening else ""
                 text += _render.json_array_part(events, written, last=last, indent="  ")
                 write(text + ("\n}\n" if last else ""))
             else:
-                opening = written == 0 and (events or last)
                 text = _render.history_note(page, limited=total is not None) if opening else ""
                 write(text + columns.page(_render.history_rows(events)))
             written += len(events)

@@ -154,30 +154,36 @@ def test_watch_since_below_the_compacted_horizon_is_refused(daemon: Daemon) -> N
     """Resuming from a position whose later events were compacted is a clear `compacted` error, not a gap."""
     add_concurrently(daemon, 1, 5, "old")
     assert daemon.request("compact", keep_days=0) == {"dropped": 5, "horizon": 5}
-    with connect(daemon.socket) as sock:
-        sock.sendall(encode_request("watch", since=2))
-        error = json.loads(LineReader(sock).line())["error"]
+    error = refused_watch(daemon, since=2)
     assert error["code"] == "compacted" and "position 5" in error["message"]
-    watcher = Watcher(daemon, since=5)
-    add_concurrently(daemon, 1, 1, "new")
-    (event,) = watcher.events(1)
-    assert event["position"] == 6
-    watcher.close()
+    assert next_position_after(daemon, 5) == 6
 
 
 def test_watch_since_past_the_end_of_the_log_is_refused(daemon: Daemon) -> None:
     """Resuming from a position the log has not reached is `invalid`, not a silent skip of every event up to it;
     the last position itself resumes with what comes next."""
     add_concurrently(daemon, 1, 3, "old")
-    with connect(daemon.socket) as sock:
-        sock.sendall(encode_request("watch", since=999))
-        error = json.loads(LineReader(sock).line())["error"]
+    error = refused_watch(daemon, since=999)
     assert error["code"] == "invalid" and "position 999 is past the end of the change log (3)" in error["message"]
-    watcher = Watcher(daemon, since=3)
+    assert next_position_after(daemon, 3) == 4
+
+
+def refused_watch(daemon: Daemon, since: int) -> dict[str, Any]:
+    """The error a watch from ``since`` is answered with (the test fails on a KeyError if it is accepted)."""
+    with connect(daemon.socket) as sock:
+        sock.sendall(encode_request("watch", since=since))
+        error: dict[str, Any] = json.loads(LineReader(sock).line())["error"]
+    return error
+
+
+def next_position_after(daemon: Daemon, since: int) -> int:
+    """The position of the first event a watch from ``since`` gets once one more add commits."""
+    watcher = Watcher(daemon, since=since)
     add_concurrently(daemon, 1, 1, "new")
     (event,) = watcher.events(1)
-    assert event["position"] == 4
     watcher.close()
+    position: int = event["position"]
+    return position
 
 
 @attrs.define

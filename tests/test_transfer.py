@@ -276,12 +276,18 @@ async def _add_into(core: Core, name: str, out: list[Entry]) -> None:
     out.append(await core.add(name, "other's", DAY))
 
 
+async def _begin_with_a_gap(core: Core, name: str) -> str:
+    """An import into ``name`` with rows 1 to 10 and 21 to 30 staged (11 to 20 missing); its id."""
+    import_id = await core.imports.begin(name)
+    await core.imports.rows(import_id, 1, rows(10))
+    await core.imports.rows(import_id, 21, rows(10, 21))
+    return import_id
+
+
 async def test_import_commit_refuses_missing_rows(data_dir: str) -> None:
     """A commit whose count does not match the rows staged (a batch lost on the way) publishes nothing."""
     async with open_core(data_dir) as core:
-        import_id = await core.imports.begin("big")
-        await core.imports.rows(import_id, 1, rows(10))
-        await core.imports.rows(import_id, 21, rows(10, 21))
+        import_id = await _begin_with_a_gap(core, "big")
         with pytest.raises(Invalid, match="not rows 1 to 30"):
             await core.imports.commit(import_id, 30)
         assert await core.entries("big") == ()
@@ -370,9 +376,7 @@ def test_a_batch_is_checked_exactly_as_row_by_row() -> None:
 async def test_a_batch_staged_twice_fails_its_import_and_no_other_write(data_dir: str) -> None:
     """Rows sent twice (a client's bug) fail their import, whose rows all go; other lists' writes go on."""
     async with open_core(data_dir) as core:
-        import_id = await core.imports.begin("twice")
-        await core.imports.rows(import_id, 1, rows(10))
-        await core.imports.rows(import_id, 21, rows(10, 21))
+        import_id = await _begin_with_a_gap(core, "twice")
         with pytest.raises(Invalid, match="rows 5 to 14 of the import overlap rows it staged already"):
             await core.imports.rows(import_id, 5, rows(10, 5))
         entry = await core.add("other", "unharmed", DAY)
